@@ -1,0 +1,65 @@
+"""Wan Studio: ``python app.py`` serves the web UI (the built-in demo model needs no GPU, no download)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+from wan_studio.settings import Settings, settings_from_args
+
+
+def share_credentials(settings: Settings) -> tuple[str, str] | None:
+    """Credentials to require. A public link is never opened without a login: with ``--share`` and
+    no ``--auth`` a password is generated here and printed once."""
+    if settings.auth:
+        return settings.auth
+    if settings.share:
+        creds = ("wan", secrets.token_urlsafe(12))
+        print(f"Public link requested without --auth; log in with user '{creds[0]}' and password '{creds[1]}'",
+              flush=True)
+        return creds
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, build the services, launch the UI (or download a model and exit)."""
+    settings = settings_from_args(argv)
+    if settings.download:
+        from wan_studio.catalog import loading
+        from wan_studio.catalog.specs import get_spec
+
+        try:
+            spec = get_spec(settings.download)
+        except KeyError as e:
+            print(e.args[0], file=sys.stderr)
+            return 2
+        folder = loading.download(spec, settings.models_dir)
+        print(f"{spec.title} is ready in {folder}")
+        return 0
+
+    from wan_studio.services import Studio
+    from wan_studio.ui.blocks import build_app, launch_kwargs
+
+    settings.auth = share_credentials(settings)
+    studio = Studio.create(settings)
+    app = build_app(studio)
+    app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        auth=settings.auth_pairs,
+        prevent_thread_lock=True,
+        **launch_kwargs(studio),
+    )
+    if settings.share and not app.share_url:
+        print(f"Could not open a public link (no internet?); still serving locally at {app.local_url}",
+              flush=True)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Find, check, download and load model weights.
+
+A model lives in ``<models-dir>/<spec.folder>`` in Diffusers layout, or is fetched by its Hub id
+through huggingface_hub. Missing or damaged files are reported by name before any loading starts.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from wan_studio.catalog.specs import ModelSpec
+
+Status = Literal["built-in", "ready", "not downloaded", "incomplete"]
+
+MODEL_COMPONENTS = {"transformer", "transformer_2", "vae", "text_encoder", "image_encoder"}
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin", "pytorch_model.bin")
+
+
+class ModelNotDownloaded(FileNotFoundError):
+    """The model's folder does not exist; the message carries the command that fetches it."""
+
+
+class IncompleteModel(FileNotFoundError):
+    """The model's folder is missing a file or holds a damaged one; the message names it."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a model can be loaded now, and what to do if not."""
+
+    spec: ModelSpec
+    status: Status
+    path: Path | None
+    detail: str
+
+    @property
+    def usable(self) -> bool:
+        """True when loading can start without a download."""
+        return self.status in ("built-in", "ready")
+
+    @property
+    def label(self) -> str:
+        """Short text for the UI, e.g. ``Wan2.2 TI2V-5B — not downloaded``."""
+        return f"{self.spec.title} — {self.status}"
+
+
+def model_folder(spec: ModelSpec, models_dir: Path) -> Path:
+    """Where ``spec`` is expected on disk."""
+    return Path(models_dir) / spec.folder
+
+
+def availability(spec: ModelSpec, models_dir: Path) -> Availability:
+    """Check (cheaply: headers only) whether ``spec`` is present and complete under ``models_dir``."""
+    if spec.is_demo:
+        return Availability(spec, "built-in", None, "built into the app; no download needed")
+    folder = model_folder(spec, models_dir)
+    if not folder.exists():
+        return Availability(
+            spec, "not downloaded", folder,
+            f"not downloaded; fetch it with: {spec.download_command} "
+            f"(or: hf download {spec.hub_id} --local-dir {folder})",
+        )
+    try:
+        check_folder(folder, spec)
+    except IncompleteModel as e:
+        return Availability(spec, "incomplete", folder, str(e))
+    return Availability(spec, "ready", folder, f"ready in {folder}")
+
+
+def check_folder(folder: Path, spec: ModelSpec | None = None) -> None:
+    """Raise ``IncompleteModel`` naming the first missing or truncated file of a Diffusers folder."""
+    folder = Path(folder)
+    hint = f"; re-download with: {spec.download_command}" if spec else ""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise IncompleteModel(f"{index_path} is missing: {folder} is not a model in Diffusers layout{hint}")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IncompleteModel(f"{index_path} is not valid JSON ({e}){hint}") from None
+    for name, entry in index.items():
+        if name.startswith("_") or not _is_component_entry(entry):
+            continue
+        sub = folder / name
+        if not sub.is_dir():
+            raise IncompleteModel(f"{sub} is missing (listed in model_index.json){hint}")
+        if name in MODEL_COMPONENTS:
+            _check_model_dir(sub, hint)
+        elif name == "scheduler":
+            _require(sub / "scheduler_config.json", hint)
+        elif name == "tokenizer":
+            _require(sub / "tokenizer_config.json", hint)
+            if not any((sub / n).is_file() for n in ("tokenizer.json", "spiece.model")):
+                raise IncompleteModel(f"{sub / 'tokenizer.json'} (or spiece.model) is missing{hint}")
+
+
+def _is_component_entry(entry: Any) -> bool:
+    return isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+
+
+def _require(path: Path, hint: str) -> None:
+    if not path.is_file():
+        raise IncompleteModel(f"{path} is missing{hint}")
+
+
+def _check_model_dir(sub: Path, hint: str) -> None:
+    _require(sub / "config.json", hint)
+    indexes = sorted(sub.glob("*.safetensors.index.json"))
+    if indexes:
+        try:
+            weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            raise IncompleteModel(f"{indexes[0]} is damaged (no weight_map){hint}") from None
+        for shard in sorted(set(weight_map.values())):
+            _check_safetensors(sub / shard, hint)
+        return
+    for name in WEIGHT_NAMES:
+        if (sub / name).is_file():
+            if name.endswith(".safetensors"):
+                _check_safetensors(sub / name, hint)
+            return
+    raise IncompleteModel(f"{sub / WEIGHT_NAMES[0]} is missing (no weights in {sub.name}/){hint}")
+
+
+def _check_safetensors(path: Path, hint: str) -> None:
+    """Read only the header and compare the file length with the tensors it declares."""
+    if not path.is_file():
+        raise IncompleteModel(f"{path} is missing{hint}")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size:
+                raise ValueError("header longer than file")
+            header = json.loads(f.read(header_len))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise IncompleteModel(f"{path} is damaged (unreadable safetensors header){hint}") from None
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise IncompleteModel(
+            f"{path} is truncated ({size:,} of {8 + header_len + end:,} bytes){hint}"
+        )
+
+
+def download(spec: ModelSpec, models_dir: Path) -> Path:
+    """Fetch ``spec`` from the Hub into ``<models_dir>/<spec.folder>`` with a progress bar; return it.
+
+    An interrupted download resumes where it stopped when run again.
+    """
+    from huggingface_hub import snapshot_download
+
+    if spec.is_demo:
+        raise ValueError("the demo model is built in; it needs no download")
+    folder = model_folder(spec, models_dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    snapshot_download(repo_id=spec.hub_id, local_dir=str(folder))
+    if spec.diffusers_layout:
+        check_folder(folder, spec)
+    return folder
+
+
+def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any:
+    """Load the diffusers pipeline of ``spec`` from a local folder (``Path``) or a Hub id (``str``).
+
+    Transformers and the text encoder load in ``dtype`` (bf16 by default); the VAE stays in fp32,
+    which Wan needs for clean decodes. A local folder is checked first so a missing file is named.
+    """
+    import torch
+    import diffusers
+
+    if not spec.diffusers_layout:
+        raise NotImplementedError(f"{spec.title} is not loadable in this version of Wan Studio")
+    dtype = dtype or torch.bfloat16
+    if isinstance(source, Path):
+        if not source.exists():
+            raise ModelNotDownloaded(
+                f"{spec.title} is not downloaded ({source} does not exist); fetch it with: {spec.download_command}"
+            )
+        check_folder(source, spec)
+    where = str(source)
+    cls = getattr(diffusers, spec.pipeline)
+    vae = diffusers.AutoencoderKLWan.from_pretrained(where, subfolder="vae", torch_dtype=torch.float32)
+    extra: dict[str, Any] = {}
+    if spec.vae == "wan2.2":
+        extra["expand_timesteps"] = True
+    if spec.boundary is not None:
+        extra["boundary_ratio"] = spec.boundary
+    return cls.from_pretrained(where, vae=vae, torch_dtype=dtype, **extra)

@@ -1,0 +1,193 @@
+"""Run one validated request through a Wan pipeline: progress, cancel, mp4 + JSON sidecar.
+
+Knows nothing of Gradio, SQLite or Ray: callers pass a progress callback and a cancel event.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+import wan_studio
+from wan_studio.catalog.specs import ModelSpec, get_spec
+from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
+from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
+
+Stage = Literal["loading", "encoding", "denoising", "decoding", "writing", "done"]
+
+
+class GenerationCancelled(Exception):
+    """The user cancelled; nothing was decoded or written."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands. ``step`` of ``total`` denoising steps; times in seconds."""
+
+    stage: Stage
+    step: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """0..1 over the whole job; denoising is most of it, so it drives the bar."""
+        if self.stage == "done":
+            return 1.0
+        if self.stage in ("decoding", "writing"):
+            return 0.97
+        return 0.95 * self.step / max(self.total, 1)
+
+    @property
+    def message(self) -> str:
+        """One line for a progress bar, e.g. ``step 12/50 · 34 s left``."""
+        if self.stage == "denoising":
+            eta = f" · {self.eta_s:.0f} s left" if self.eta_s is not None else ""
+            return f"step {self.step}/{self.total}{eta}"
+        return {"loading": "loading model", "encoding": "encoding prompt", "decoding": "decoding video",
+                "writing": "writing mp4", "done": "done"}[self.stage]
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def image_to_video_twin(pipe: Any) -> Any:
+    """The ``WanImageToVideoPipeline`` sharing every component of a text-to-video Wan pipeline."""
+    from diffusers import WanImageToVideoPipeline
+
+    if isinstance(pipe, WanImageToVideoPipeline):
+        return pipe
+    return WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        transformer=pipe.transformer,
+        transformer_2=getattr(pipe, "transformer_2", None),
+        scheduler=pipe.scheduler,
+        image_encoder=None,
+        image_processor=None,
+        boundary_ratio=pipe.config.boundary_ratio,
+        expand_timesteps=pipe.config.expand_timesteps,
+    )
+
+
+def output_paths(outputs_dir: Path, request: GenerationRequest) -> tuple[Path, Path]:
+    """``<outputs>/<date>/<time>-<model>-<seed>-<tag>.mp4`` and its ``.json`` sidecar."""
+    now = _dt.datetime.now()
+    stem = f"{now:%H%M%S}-{request.model}-{request.seed}-{secrets.token_hex(2)}"
+    folder = Path(outputs_dir) / f"{now:%Y-%m-%d}"
+    return folder / f"{stem}.mp4", folder / f"{stem}.json"
+
+
+def generate(
+    pipe: Any,
+    request: GenerationRequest,
+    outputs_dir: Path,
+    on_progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    extra_sidecar: dict[str, Any] | None = None,
+) -> GenerationResult:
+    """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
+
+    Raises ``GenerationCancelled`` when ``cancel`` is set; the check runs after every denoising
+    step and raises from the step callback, so the partial latents are never decoded.
+    """
+    spec = get_spec(request.model)
+    report = on_progress or (lambda p: None)
+    cancel = cancel or threading.Event()
+    t0 = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    step_ends: list[float] = []
+
+    def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if cuda:
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+        done = i + 1
+        eta = None
+        if len(step_ends) >= 2:
+            per_step = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+            eta = per_step * (request.steps - done)
+        report(Progress("denoising", done, request.steps, step_ends[-1] - t0, eta))
+        if cancel.is_set():
+            raise GenerationCancelled(f"cancelled after step {done} of {request.steps}")
+        if done == request.steps:
+            report(Progress("decoding", done, request.steps, step_ends[-1] - t0))
+        return kwargs
+
+    if cancel.is_set():
+        raise GenerationCancelled("cancelled before start")
+    report(Progress("encoding", 0, request.steps, 0.0))
+    kwargs = _pipeline_kwargs(spec, request)
+    runner = pipe
+    if request.image is not None:
+        runner = image_to_video_twin(pipe)
+        kwargs["image"] = load_image(request.image, request.width, request.height)
+    runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
+    with torch.inference_mode():
+        out = runner(**kwargs, callback_on_step_end=on_step_end)
+    t_decoded = time.perf_counter()
+    if cancel.is_set():
+        raise GenerationCancelled("cancelled during decoding")
+    frames = frames_to_uint8(out.frames[0])
+    report(Progress("writing", request.steps, request.steps, t_decoded - t0))
+    video_path, sidecar_path = output_paths(outputs_dir, request)
+    write_mp4(video_path, frames, request.fps)
+    t_written = time.perf_counter()
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    timings = {
+        "first_step_s": (step_ends[0] - t0) if step_ends else 0.0,
+        "denoise_s": (step_ends[-1] - t0) if step_ends else 0.0,
+        "decode_s": t_decoded - (step_ends[-1] if step_ends else t0),
+        "write_s": t_written - t_decoded,
+        "total_s": t_written - t0,
+    }
+    if len(step_ends) >= 2:
+        timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+    sidecar = {
+        "app": f"wan-studio {wan_studio.__version__}",
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": spec.key,
+        "model_title": spec.title,
+        "demo_random_weights": spec.is_demo,
+        "mode": "image-to-video" if request.image else "text-to-video",
+        "request": request.to_dict(),
+        "seed": request.seed,
+        "video": {"file": video_path.name, "width": int(frames.shape[2]), "height": int(frames.shape[1]),
+                  "frames": int(frames.shape[0]), "fps": request.fps,
+                  "duration_s": round(frames.shape[0] / request.fps, 3)},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
+        **(extra_sidecar or {}),
+    }
+    write_json(sidecar_path, sidecar)
+    report(Progress("done", request.steps, request.steps, t_written - t0))
+    return GenerationResult(video_path, sidecar_path, request, timings, peak)
+
+
+def _pipeline_kwargs(spec: ModelSpec, r: GenerationRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        prompt=r.prompt,
+        negative_prompt=r.negative_prompt or None,
+        height=r.height,
+        width=r.width,
+        num_frames=r.num_frames,
+        num_inference_steps=r.steps,
+        guidance_scale=r.guidance,
+        generator=torch.Generator(device="cpu").manual_seed(r.seed),
+        output_type="np",
+    )
+    if spec.boundary is not None and r.guidance_2 is not None:
+        kwargs["guidance_scale_2"] = r.guidance_2
+    return kwargs

@@ -1,0 +1,224 @@
+"""``GenerationRequest`` and its validation; ``GenerationResult``.
+
+Validation turns every bad input into a ``RequestError`` whose message says what is wrong and what
+to do, before anything heavy happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from wan_studio.catalog.specs import ModelSpec, get_spec
+
+MAX_PROMPT_CHARS = 4000
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 16
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 100
+
+
+class RequestError(ValueError):
+    """A request that cannot run as given; the message is written for the user."""
+
+
+@dataclass
+class GenerationRequest:
+    """One video to make. Sizes in pixels, ``num_frames`` in frames, ``fps`` frames per second.
+
+    ``None`` fields take the model's defaults in ``resolved()``; ``seed`` ``None`` or negative means
+    "pick one", and the picked seed is recorded in the result.
+    """
+
+    prompt: str
+    model: str = "demo"
+    image: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_2: float | None = None
+    shift: float | None = None
+    seed: int | None = None
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Build from a dict; unknown keys are an error, not silently dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RequestError(f"unknown request field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def resolved(self) -> GenerationRequest:
+        """A copy with every default filled in from the model spec and a concrete seed."""
+        spec = get_spec(self.model)
+        w, h = spec.default_size
+        seed = self.seed if self.seed is not None and self.seed >= 0 else secrets.randbelow(MAX_SEED)
+        return dataclasses.replace(
+            self,
+            negative_prompt=spec.negative_prompt if self.negative_prompt is None else self.negative_prompt,
+            width=self.width or w,
+            height=self.height or h,
+            num_frames=self.num_frames or spec.frames,
+            fps=self.fps or spec.fps,
+            steps=self.steps or spec.steps,
+            guidance=spec.guidance if self.guidance is None else self.guidance,
+            guidance_2=spec.guidance_2 if self.guidance_2 is None else self.guidance_2,
+            shift=spec.shift if self.shift is None else self.shift,
+            seed=seed,
+        )
+
+
+@dataclass
+class GenerationResult:
+    """What a finished generation left on disk and how it went. Times in seconds, memory in bytes."""
+
+    video_path: Path
+    sidecar_path: Path
+    request: GenerationRequest
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_vram_bytes: int | None = None
+
+
+def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHARS) -> GenerationRequest:
+    """Check a request against its model's limits; return it resolved, or raise ``RequestError``."""
+    try:
+        spec = get_spec(request.model)
+    except KeyError as e:
+        raise RequestError(str(e.args[0])) from None
+    _check_prompt(request.prompt, max_prompt_chars)
+    if request.negative_prompt is not None and len(request.negative_prompt) > max_prompt_chars:
+        raise RequestError(
+            f"the negative prompt has {len(request.negative_prompt)} characters; the limit is {max_prompt_chars}"
+        )
+    r = request.resolved()
+    _check_size(spec, r.width, r.height)
+    _check_frames(spec, r.num_frames)
+    _check_number("fps", r.fps, 1, 60)
+    _check_number("steps", r.steps, 1, MAX_STEPS)
+    _check_number("guidance", r.guidance, 0.0, 20.0)
+    if r.guidance_2 is not None:
+        _check_number("guidance_2", r.guidance_2, 0.0, 20.0)
+    _check_number("shift", r.shift, 0.1, 30.0)
+    _check_number("seed", r.seed, 0, MAX_SEED)
+    if r.image is not None and not spec.accepts_image:
+        raise RequestError(f"{spec.title} makes video from text only; remove the image or pick another model")
+    if r.image is None and spec.requires_image:
+        raise RequestError(f"{spec.title} needs a start image; add one")
+    if r.image is not None:
+        check_image(r.image)
+    return r
+
+
+def _check_prompt(prompt: object, limit: int) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RequestError("the prompt is empty; describe the video you want")
+    if len(prompt) > limit:
+        raise RequestError(
+            f"the prompt has {len(prompt)} characters; the limit is {limit} "
+            "(the text encoder reads at most 512 tokens)"
+        )
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_size(spec: ModelSpec, width: int, height: int) -> None:
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise RequestError(f"{name} must be a whole number of pixels, got {v!r}")
+        if v % spec.size_multiple:
+            lower = v // spec.size_multiple * spec.size_multiple
+            raise RequestError(
+                f"{name} {v} is not a multiple of {spec.size_multiple} for {spec.title}; "
+                f"try {lower} or {lower + spec.size_multiple}"
+            )
+        if not spec.min_side <= v <= spec.max_side:
+            raise RequestError(
+                f"{name} {v} is outside {spec.min_side}–{spec.max_side} pixels for {spec.title}"
+            )
+    if width * height > spec.max_pixels:
+        raise RequestError(
+            f"{width}×{height} is {width * height:,} pixels; {spec.title} allows at most {spec.max_pixels:,}"
+        )
+
+
+def _check_frames(spec: ModelSpec, frames: int) -> None:
+    if isinstance(frames, bool) or not isinstance(frames, int):
+        raise RequestError(f"num_frames must be a whole number, got {frames!r}")
+    if frames < 5 or frames > spec.max_frames:
+        raise RequestError(f"num_frames {frames} is outside 5–{spec.max_frames} for {spec.title}")
+    if (frames - 1) % 4:
+        lower = (frames - 1) // 4 * 4 + 1
+        raise RequestError(
+            f"num_frames must be 4k+1 (the VAE packs 4 frames into one latent); try {lower} or {lower + 4}"
+        )
+
+
+def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Check that ``path`` is a readable, sane image; return its (width, height) in pixels.
+
+    The pixel count is read from the header before decoding, so a decompression bomb is refused
+    without being decoded.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RequestError(f"the image file {p.name!r} does not exist")
+    size = p.stat().st_size
+    if size == 0:
+        raise RequestError(f"the image {p.name!r} is empty (0 bytes)")
+    if size > MAX_IMAGE_BYTES:
+        raise RequestError(f"the image {p.name!r} is {size / 2**20:.0f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB")
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise RequestError(
+                    f"the image is {w}×{h} ({w * h / 1e6:.0f} megapixels); the limit is "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels — scale it down first"
+                )
+            if min(w, h) < MIN_IMAGE_SIDE:
+                raise RequestError(f"the image is {w}×{h}; each side needs at least {MIN_IMAGE_SIDE} pixels")
+            im.load()
+    except RequestError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise RequestError(f"the image {p.name!r} cannot be read ({type(e).__name__}); use a PNG, JPEG or WebP file") from None
+    return w, h
+
+
+def load_image(path: str | os.PathLike[str], width: int, height: int) -> Image.Image:
+    """Open an image as RGB, centre-cropped to the aspect of ``width``×``height`` and resized to it."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    src_w, src_h = im.size
+    target = width / height
+    if src_w / src_h > target:
+        crop_w = round(src_h * target)
+        left = (src_w - crop_w) // 2
+        im = im.crop((left, 0, left + crop_w, src_h))
+    else:
+        crop_h = round(src_w / target)
+        top = (src_h - crop_h) // 2
+        im = im.crop((0, top, src_w, top + crop_h))
+    return im.resize((width, height), Image.Resampling.LANCZOS)

@@ -1,0 +1,116 @@
+"""Beginner tab: TI2V-5B on one GPU, 720p, 5 s — prompt, optional image, preset, seed, Generate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.generate import GenerationCancelled
+from wan_studio.engine.request import RequestError
+from wan_studio.services import Studio
+
+
+@dataclass
+class BeginnerTab:
+    """Widgets of the tab, kept so ``listen`` can wire them."""
+
+    prompt: gr.Textbox
+    image: gr.Image
+    preset: gr.Dropdown
+    seed: gr.Number
+    generate: gr.Button
+    cancel: gr.Button
+    model_status: gr.Markdown
+    video: gr.Video
+    file: gr.File
+    params: gr.JSON
+    status: gr.Markdown
+
+
+def model_status_text(studio: Studio, preset_name: str) -> str:
+    """Markdown line saying which model the preset uses and whether it is ready."""
+    preset = studio.presets[preset_name]
+    spec = get_spec(preset.fields["model"])
+    avail = studio.availability(spec)
+    if spec.is_demo:
+        return f"**{spec.title}** — built in. {preset.description}"
+    if avail.usable:
+        return f"**{spec.title}** — ready. {preset.description}"
+    return f"**{spec.title}** — {avail.status}. {avail.detail}"
+
+
+def render(studio: Studio) -> BeginnerTab:
+    """Lay out the tab; call inside a ``gr.Tab``."""
+    presets = studio.presets_for("beginner")
+    default = studio.default_preset("beginner")
+    gr.Markdown(
+        "Type what should happen, optionally add a start image, press **Generate**. "
+        "The 720p preset uses Wan2.2 TI2V-5B on one GPU; the demo preset runs anywhere in seconds."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", lines=4, elem_id="beginner-prompt",
+                                placeholder="A red fox trots through fresh snow at sunrise, cinematic")
+            image = gr.Image(label="Start image (optional)", type="filepath", sources=["upload"],
+                             elem_id="beginner-image")
+            preset = gr.Dropdown(choices=[(p.label, p.name) for p in presets], value=default.name,
+                                 label="Preset", elem_id="beginner-preset")
+            model_status = gr.Markdown(model_status_text(studio, default.name), elem_id="beginner-model-status")
+            seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="beginner-seed")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="beginner-generate")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="beginner-cancel")
+        with gr.Column(scale=1):
+            video = gr.Video(label="Video", elem_id="beginner-video", interactive=False, autoplay=True, loop=True)
+            status = gr.Markdown("", elem_id="beginner-status")
+            file = gr.File(label="Download", elem_id="beginner-file", interactive=False)
+            params = gr.JSON(label="Parameters used", elem_id="beginner-params")
+    return BeginnerTab(prompt, image, preset, seed, generate, cancel, model_status, video, file, params, status)
+
+
+def listen(tab: BeginnerTab, studio: Studio) -> None:
+    """Wire the events; ``generate`` is also the public ``/generate`` API endpoint."""
+
+    def on_generate(prompt: str, image: str | None, preset_name: str, seed: float | None,
+                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        preset = studio.presets.get(preset_name)
+        if preset is None:
+            raise gr.Error(f"unknown preset {preset_name!r}; choose one of {', '.join(studio.presets)}")
+        seed_value = None if seed is None or seed < 0 else int(seed)
+        req = preset.request(prompt, image=image or None, seed=seed_value)
+        owner = getattr(request, "session_hash", None) or "api"
+        try:
+            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message))
+        except RequestError as e:
+            raise gr.Error(str(e), duration=None) from None
+        except GenerationCancelled as e:
+            return None, None, None, f"Cancelled ({e}). Nothing was saved."
+        except FileNotFoundError as e:  # model folder damaged between check and load
+            raise gr.Error(str(e), duration=None) from None
+        sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
+        t = result.timings
+        status = (f"Done in {t['total_s']:.1f} s — seed {result.request.seed}, "
+                  f"{sidecar['video']['frames']} frames, {result.video_path.name}")
+        return str(result.video_path), [str(result.video_path), str(result.sidecar_path)], sidecar, status
+
+    def on_cancel(request: gr.Request) -> str:
+        owner = getattr(request, "session_hash", None) or "api"
+        if studio.cancel(owner):
+            return "Cancelling after the current step…"
+        return "Nothing is running."
+
+    tab.generate.click(
+        on_generate,
+        inputs=[tab.prompt, tab.image, tab.preset, tab.seed],
+        outputs=[tab.video, tab.file, tab.params, tab.status],
+        api_name="generate",
+        concurrency_limit=1,
+        concurrency_id="gpu",
+    )
+    tab.cancel.click(on_cancel, outputs=[tab.status], api_name="cancel", queue=False)
+    tab.preset.change(lambda name: model_status_text(studio, name), inputs=[tab.preset],
+                      outputs=[tab.model_status], api_name=False, queue=False)

@@ -1,0 +1,33 @@
+"""Composes the tabs into one ``gr.Blocks`` app and registers the named API endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from wan_studio.services import Studio
+from wan_studio.ui import beginner
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+CSS_PATH = ASSETS / "style.css"
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The whole UI for ``studio``; launch it with ``launch_kwargs(studio)``."""
+    with gr.Blocks(title="Wan Studio") as app:
+        gr.Markdown("# Wan Studio\nWan2.2 video models on your own GPUs.", elem_id="title")
+        with gr.Tabs():
+            with gr.Tab("Beginner", id="beginner"):
+                tab = beginner.render(studio)
+        beginner.listen(tab, studio)
+    app.queue(default_concurrency_limit=4)
+    return app
+
+
+def launch_kwargs(studio: Studio) -> dict[str, object]:
+    """Arguments for ``Blocks.launch`` common to the CLI and the tests."""
+    return {
+        "allowed_paths": [str(studio.settings.outputs_dir.resolve())],
+        "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
+    }
