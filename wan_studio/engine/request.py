@@ -70,17 +70,20 @@ class GenerationRequest:
         spec = get_spec(self.model)
         w, h = spec.default_size
         seed = self.seed if self.seed is not None and self.seed >= 0 else secrets.randbelow(MAX_SEED)
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
         return dataclasses.replace(
             self,
-            negative_prompt=spec.negative_prompt if self.negative_prompt is None else self.negative_prompt,
-            width=self.width or w,
-            height=self.height or h,
-            num_frames=self.num_frames or spec.frames,
-            fps=self.fps or spec.fps,
-            steps=self.steps or spec.steps,
-            guidance=spec.guidance if self.guidance is None else self.guidance,
-            guidance_2=spec.guidance_2 if self.guidance_2 is None else self.guidance_2,
-            shift=spec.shift if self.shift is None else self.shift,
+            negative_prompt=pick(self.negative_prompt, spec.negative_prompt),
+            width=pick(self.width, w),
+            height=pick(self.height, h),
+            num_frames=pick(self.num_frames, spec.frames),
+            fps=pick(self.fps, spec.fps),
+            steps=pick(self.steps, spec.steps),
+            guidance=pick(self.guidance, spec.guidance),
+            guidance_2=pick(self.guidance_2, spec.guidance_2),
+            shift=pick(self.shift, spec.shift),
             seed=seed,
         )
 
@@ -202,7 +205,11 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
             im.load()
     except RequestError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise RequestError(
+            f"the image {p.name!r} declares more than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; scale it down first"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise RequestError(f"the image {p.name!r} cannot be read ({type(e).__name__}); use a PNG, JPEG or WebP file") from None
     return w, h
 

@@ -23,6 +23,14 @@ def _temp_beside(path: Path, suffix: str) -> Path:
     return Path(name)
 
 
+def _discard(path: Path) -> None:
+    """Remove a temp file if it exists; never raise (we are already handling an error)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _explain(e: OSError, path: Path) -> OutputWriteError:
     if e.errno == errno.ENOSPC or "No space left" in str(e):
         return OutputWriteError(errno.ENOSPC, f"the disk is full while writing {path.name}; free space in {path.parent} and try again")
@@ -40,10 +48,11 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
     The file appears at ``path`` only when complete; a failure removes the partial file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     t, h, w, _ = frames.shape
-    tmp = _temp_beside(path, ".mp4")
+    tmp = path.with_name(f".{path.name}.part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_beside(path, ".mp4")
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
             (w, h),
@@ -62,10 +71,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
         writer.close()
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _explain(e, path) from e
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         # imageio-ffmpeg reports a failed encoder (disk full included) as RuntimeError/BrokenPipe.
         if isinstance(e, (RuntimeError, BrokenPipeError)):
             free = _free_bytes(path.parent)
@@ -87,16 +96,17 @@ def _free_bytes(folder: Path) -> int | None:
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as pretty JSON, atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path, ".json")
+    tmp = path.with_name(f".{path.name}.part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_beside(path, ".json")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False, default=str)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _explain(e, path) from e
     return path
 
