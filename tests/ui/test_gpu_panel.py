@@ -99,3 +99,25 @@ def test_gpu_samples_endpoint_answers_while_a_job_is_paused_for_heat(served) -> 
     fake.gpus[0].temperature = 60
     video, files, params, status = job.result(timeout=120)
     assert status.startswith("Done") and params["thermal_pauses"][0]["ended"] == "cooled"
+
+
+def test_panel_in_the_browser_follows_the_gpu(served) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, fake = served
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            card = page.locator('#gpu-cards .gpu-card[data-gpu="GPU 0"]')
+            sync_api.expect(card).to_contain_text("55 °C", timeout=15_000)
+            sync_api.expect(card).to_contain_text("VRAM 2.0 / 24.0 GiB")
+            fake.gpus[0].temperature = 86
+            fake.gpus[0].used = 12 * GIB
+            # The timer refreshes the card by itself: no click, no reload.
+            sync_api.expect(card).to_have_attribute("data-level", "hot", timeout=10_000)
+            sync_api.expect(card).to_contain_text("86 °C")
+            sync_api.expect(card).to_contain_text("VRAM 12.0 / 24.0 GiB")
+            sync_api.expect(card).to_contain_text("too hot: jobs pause until 75 °C")
+        finally:
+            browser.close()
