@@ -118,7 +118,9 @@ class Studio:
     ) -> GenerationResult:
         """Validate and run ``request`` to completion; ``owner`` is who may cancel it.
 
-        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``.
+        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``. Between steps
+        the thermal guard may hold the job while a local GPU cools (reported as stage ``paused``);
+        pauses and VRAM warnings are recorded in the sidecar.
         """
         r = validate(request, self.settings.max_prompt_chars)
         spec = get_spec(r.model)
