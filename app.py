@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         app.block_thread()
     except KeyboardInterrupt:
         pass
+    finally:
+        studio.close()
     return 0
 
 

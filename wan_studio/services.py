@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,11 +12,14 @@ from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
 from wan_studio.memory.manager import ModelManager, default_loader
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
 __all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable"]
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(RequestError):
@@ -32,13 +37,56 @@ class Studio:
     _run_lock: threading.Lock = field(default_factory=threading.Lock)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
+    telemetry: TelemetrySampler | None = None
+    thermal: ThermalGuard | None = None
 
     @classmethod
-    def create(cls, settings: Settings, manager: ModelManager | None = None) -> Studio:
-        """Build every service from ``settings``."""
+    def create(cls, settings: Settings, manager: ModelManager | None = None,
+               telemetry: TelemetrySampler | None = None) -> Studio:
+        """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler (tests).
+
+        The sampler is started here; ``close()`` stops it.
+        """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         manager = manager or ModelManager(default_loader(settings.models_dir))
-        return cls(settings=settings, manager=manager, presets=load_presets())
+        telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
+        limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
+                               enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
+                               max_age_s=max(10.0, 5 * telemetry.interval_s))
+        return cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
+                   thermal=ThermalGuard(telemetry.latest, limits))
+
+    def close(self) -> None:
+        """Stop background work (the GPU sampler)."""
+        if self.telemetry is not None:
+            self.telemetry.stop()
+
+    def vram_need_bytes(self, request: GenerationRequest) -> int:
+        """Bytes of GPU memory ``request`` needs, roughly: the largest component plus a quarter.
+
+        A stand-in until the memory planner predicts the peak of the chosen plan.
+        """
+        spec = get_spec(request.model)
+        return int(max(c.bytes for c in spec.components) * 1.25)
+
+    def vram_warnings(self, request: GenerationRequest) -> list[str]:
+        """Sentences for the user when the job would not fit the GPU's memory available now."""
+        if self.telemetry is None or get_spec(request.model).is_demo:
+            return []  # the demo runs on the CPU
+        check = check_vram(self.vram_need_bytes(request), self.telemetry.latest(self.telemetry.host), index=0)
+        return [check.message] if check is not None and not check.fits else []
+
+    def _thermal_session(self, total_steps: int, report: ProgressFn, t0: float,
+                         cancel: threading.Event) -> ThermalSession | None:
+        if self.thermal is None or self.telemetry is None or not self.telemetry.has_local_gpus:
+            return None
+
+        def note(step: int, text: str) -> None:
+            report(Progress("paused", step, total_steps, time.perf_counter() - t0, note=text))
+
+        # Every local GPU is watched (the manager may spread a model over all of them); GPUs of other
+        # hosts run their own jobs and their own guards.
+        return self.thermal.session(self.telemetry.host, on_note=note, cancel=cancel)
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -70,7 +118,9 @@ class Studio:
     ) -> GenerationResult:
         """Validate and run ``request`` to completion; ``owner`` is who may cancel it.
 
-        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``.
+        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``. Between steps
+        the thermal guard may hold the job while a local GPU cools (reported as stage ``paused``);
+        pauses and VRAM warnings are recorded in the sidecar.
         """
         r = validate(request, self.settings.max_prompt_chars)
         spec = get_spec(r.model)
@@ -79,6 +129,10 @@ class Studio:
             raise ModelUnavailable(f"{spec.title} is {avail.detail}")
         report = on_progress or (lambda p: None)
         cancel = self._begin(owner)
+        extra: dict[str, Any] = {}
+        for warning in self.vram_warnings(r):
+            log.warning("VRAM: %s", warning)
+            extra.setdefault("vram_warnings", []).append(warning)
         try:
             report(Progress("loading", 0, r.steps, 0.0))
             with self._run_lock:
@@ -86,8 +140,11 @@ class Studio:
                     raise GenerationCancelled("cancelled while waiting for the GPU")
                 with self.manager.use(spec) as pipe:
                     placement = self.manager.loaded().get(spec.key, "")
+                    guard = self._thermal_session(r.steps, report, time.perf_counter(), cancel)
+                    if guard is not None:
+                        extra["thermal_pauses"] = guard.records
                     return generate(pipe, r, self.settings.outputs_dir, report, cancel,
-                                    extra_sidecar={"placement": placement})
+                                    extra_sidecar={"placement": placement, **extra}, between_steps=guard)
         finally:
             self._end(owner, cancel)
 

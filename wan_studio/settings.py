@@ -24,6 +24,11 @@ class Settings:
     default_model: str | None = None
     download: str | None = None
     max_prompt_chars: int = 4000
+    # GPU telemetry and thermal guard (°C; seconds between samples).
+    thermal_guard: bool = True
+    thermal_pause_c: float = 83.0
+    thermal_resume_c: float = 75.0
+    telemetry_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
@@ -64,12 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preselected in the UI (default: TI2V-5B if downloaded, else demo)")
     p.add_argument("--download", metavar="MODEL", default=None,
                    help="download MODEL (e.g. ti2v-5b) into --models-dir and exit")
+    p.add_argument("--thermal-pause-c", type=float, default=float(env("WAN_STUDIO_THERMAL_PAUSE_C", "83")),
+                   metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
+    p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
+                   metavar="C", help="resume a paused job once its GPUs are at or below C °C (default 75)")
+    p.add_argument("--no-thermal-guard", dest="thermal_guard", action="store_false",
+                   default=env("WAN_STUDIO_THERMAL_GUARD", "1") not in ("0", "false", "no"),
+                   help="never pause jobs for heat (temperatures are still shown)")
     return p
 
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:
     """Parse flags (and environment defaults) into ``Settings``."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not 40 <= ns.thermal_resume_c < ns.thermal_pause_c <= 110:
+        parser.error(f"--thermal-resume-c ({ns.thermal_resume_c:g}) must be below --thermal-pause-c "
+                     f"({ns.thermal_pause_c:g}), both within 40–110 °C")
     return Settings(
         host=ns.host,
         port=ns.port,
@@ -79,4 +95,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         auth=ns.auth,
         default_model=ns.default_model,
         download=ns.download,
+        thermal_guard=ns.thermal_guard,
+        thermal_pause_c=ns.thermal_pause_c,
+        thermal_resume_c=ns.thermal_resume_c,
     )

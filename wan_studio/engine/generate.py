@@ -20,7 +20,7 @@ from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
 from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
 
-Stage = Literal["loading", "encoding", "denoising", "decoding", "writing", "done"]
+Stage = Literal["loading", "encoding", "denoising", "paused", "decoding", "writing", "done"]
 
 
 class GenerationCancelled(Exception):
@@ -36,6 +36,7 @@ class Progress:
     total: int
     elapsed_s: float
     eta_s: float | None = None
+    note: str | None = None  # e.g. "paused: GPU 0 at 86 °C, cooling" while stage is "paused"
 
     @property
     def fraction(self) -> float:
@@ -49,6 +50,8 @@ class Progress:
     @property
     def message(self) -> str:
         """One line for a progress bar, e.g. ``step 12/50 · 34 s left``."""
+        if self.stage == "paused":
+            return self.note or "paused"
         if self.stage == "denoising":
             eta = f" · {self.eta_s:.0f} s left" if self.eta_s is not None else ""
             return f"step {self.step}/{self.total}{eta}"
@@ -94,11 +97,16 @@ def generate(
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     extra_sidecar: dict[str, Any] | None = None,
+    between_steps: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
 
     Raises ``GenerationCancelled`` when ``cancel`` is set; the check runs after every denoising
     step and raises from the step callback, so the partial latents are never decoded.
+    ``between_steps(done_steps)``, when given, runs after each step's progress report and before the
+    cancel check; it may block (the thermal guard waits there while a GPU cools). ``extra_sidecar``
+    is read when the sidecar is written, so lists in it that fill during the run (thermal pauses)
+    are recorded complete.
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -108,6 +116,8 @@ def generate(
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     step_ends: list[float] = []
+    # Seconds spent in ``between_steps`` (thermal pauses): kept out of per-step time and the ETA.
+    paused = {"between": 0.0, "total": 0.0}
 
     def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if cuda:
@@ -116,9 +126,16 @@ def generate(
         done = i + 1
         eta = None
         if len(step_ends) >= 2:
-            per_step = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+            per_step = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
             eta = per_step * (request.steps - done)
         report(Progress("denoising", done, request.steps, step_ends[-1] - t0, eta))
+        if between_steps is not None:
+            t_wait = time.perf_counter()
+            between_steps(done)
+            waited = time.perf_counter() - t_wait
+            paused["total"] += waited
+            if done < request.steps:
+                paused["between"] += waited
         if cancel.is_set():
             raise GenerationCancelled(f"cancelled after step {done} of {request.steps}")
         if done == request.steps:
@@ -153,7 +170,9 @@ def generate(
         "total_s": t_written - t0,
     }
     if len(step_ends) >= 2:
-        timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+        timings["s_per_step"] = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
+    if paused["total"] > 0.05:
+        timings["paused_s"] = paused["total"]
     sidecar = {
         "app": f"wan-studio {wan_studio.__version__}",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
