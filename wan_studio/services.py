@@ -12,8 +12,10 @@ from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.accounts import Accounts
 from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
 from wan_studio.memory.manager import ModelManager, default_loader
+from wan_studio.limits import UserLimits, check_job_cost
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
@@ -39,6 +41,8 @@ class Studio:
     _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
     telemetry: TelemetrySampler | None = None
     thermal: ThermalGuard | None = None
+    accounts: Accounts | None = None
+    limits: UserLimits = field(default_factory=UserLimits)
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
@@ -54,7 +58,20 @@ class Studio:
                                enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
                                max_age_s=max(10.0, 5 * telemetry.interval_s))
         return cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
-                   thermal=ThermalGuard(telemetry.latest, limits))
+                   thermal=ThermalGuard(telemetry.latest, limits),
+                   accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
+                   limits=user_limits(settings))
+
+    def is_admin(self, user: str | None) -> bool:
+        """Whether ``user`` may unload models and act on other people's jobs.
+
+        With an accounts file its roles decide. Without one, the app on loopback belongs to the
+        person at the machine (admin); once shared, nobody is admin, so a leaked link or password
+        cannot unload models or touch other jobs.
+        """
+        if self.accounts is not None:
+            return self.accounts.is_admin(user)
+        return not self.settings.shared
 
     def close(self) -> None:
         """Stop background work (the GPU sampler)."""
@@ -115,14 +132,17 @@ class Studio:
         request: GenerationRequest,
         owner: str = "local",
         on_progress: ProgressFn | None = None,
+        user: str | None = None,
     ) -> GenerationResult:
-        """Validate and run ``request`` to completion; ``owner`` is who may cancel it.
+        """Validate and run ``request`` to completion; ``owner`` is who may cancel it, ``user`` the
+        logged-in name (per-user limits apply to non-admins).
 
         Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``. Between steps
         the thermal guard may hold the job while a local GPU cools (reported as stage ``paused``);
         pauses and VRAM warnings are recorded in the sidecar.
         """
         r = validate(request, self.settings.max_prompt_chars)
+        check_job_cost(r, self.limits, self.is_admin(user))
         spec = get_spec(r.model)
         avail = self.availability(spec)
         if not avail.usable:
@@ -171,3 +191,12 @@ class Studio:
     def describe(self) -> dict[str, Any]:
         """What is loaded and where, for the UI."""
         return {"loaded": self.manager.loaded()}
+
+
+def user_limits(settings: Settings) -> UserLimits:
+    """Limits from flags; when the app is shared, unset ones take the sharing defaults."""
+    base = UserLimits.for_sharing() if settings.shared else UserLimits()
+    return UserLimits(
+        max_job_cost=settings.max_job_cost if settings.max_job_cost is not None else base.max_job_cost,
+        max_queued_jobs=settings.max_queued_jobs if settings.max_queued_jobs is not None else base.max_queued_jobs,
+    )

@@ -86,7 +86,8 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
         for warning in studio.vram_warnings(req):  # a warning, not a refusal: the plan may still fit
             gr.Warning(warning, duration=None)
         try:
-            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message))
+            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message),
+                                user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:

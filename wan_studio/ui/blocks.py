@@ -30,6 +30,8 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict[str, object]:
     """Arguments for ``Blocks.launch`` common to the CLI and the tests."""
     return {
+        # Files are served from the outputs folder only (plus Gradio's own upload cache).
         "allowed_paths": [str(studio.settings.outputs_dir.resolve())],
+        "max_file_size": f"{studio.settings.max_upload_mb}mb",
         "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
     }
