@@ -39,6 +39,8 @@ class Progress:
     elapsed_s: float
     eta_s: float | None = None
     note: str | None = None  # e.g. "paused: GPU 0 at 86 °C, cooling" while stage is "paused"
+    window: int = 0  # long clips: index of the window being made, of ``windows``
+    windows: int = 1
 
     @property
     def fraction(self) -> float:
@@ -46,12 +48,19 @@ class Progress:
         if self.stage == "done":
             return 1.0
         if self.stage in ("decoding", "writing"):
-            return 0.97
-        return 0.95 * self.step / max(self.total, 1)
+            inner = 0.97
+        else:
+            inner = 0.95 * self.step / max(self.total, 1)
+        return (self.window + inner) / self.windows
 
     @property
     def message(self) -> str:
-        """One line for a progress bar, e.g. ``step 12/50 · 34 s left``."""
+        """One line for a progress bar, e.g. ``step 12/50 · 34 s left`` (``window 2/5 · `` first
+        for long clips)."""
+        prefix = f"window {self.window + 1}/{self.windows} · " if self.windows > 1 else ""
+        return prefix + self._stage_message()
+
+    def _stage_message(self) -> str:
         if self.stage == "paused":
             return self.note or "paused"
         if self.stage == "denoising":

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,19 @@ def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
+def write_mp4(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: int) -> Path:
     """Write uint8 frames (T, H, W, 3) as a browser-playable H.264 mp4, atomically.
 
-    The file appears at ``path`` only when complete; a failure removes the partial file.
+    ``frames`` may be an array or any iterable of (H, W, 3) frames, so long clips stream to disk
+    without holding every frame in memory. The file appears at ``path`` only when complete; a
+    failure removes the partial file.
     """
     path = Path(path)
-    t, h, w, _ = frames.shape
+    frame_iter = iter(frames)
+    first = next(frame_iter, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    h, w = first.shape[:2]
     tmp = path.with_name(f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
             ffmpeg_log_level="error",
         )
         writer.send(None)
-        for frame in frames:
+        writer.send(np.ascontiguousarray(first))
+        for frame in frame_iter:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
         os.replace(tmp, path)
