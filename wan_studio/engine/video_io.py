@@ -108,3 +108,42 @@ def read_mp4(path: Path) -> tuple[np.ndarray, float]:
     w, h = meta["size"]
     frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
     return np.stack(frames), float(meta["fps"])
+
+
+def mux_audio(video_path: Path, audio_path: Path) -> Path:
+    """Add the audio of ``audio_path`` (AAC, 192 kb/s) to the mp4 at ``video_path``, in place.
+
+    The video stream is copied, not re-encoded; the result ends with the shorter of the two
+    streams. The file is replaced atomically: a failure leaves the silent video as it was.
+    """
+    import subprocess
+
+    video_path = Path(video_path)
+    tmp = _temp_beside(video_path, ".mp4")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", str(video_path),
+           "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
+           "-b:a", "192k", "-shortest", "-movflags", "+faststart", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip()[-400:]
+            raise OutputWriteError(errno.EIO, f"could not add the audio to {video_path.name}: {msg}")
+        os.replace(tmp, video_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OutputWriteError):
+            raise
+        raise _explain(e, video_path) from e
+    return video_path
+
+
+def audio_duration_s(path: Path) -> float | None:
+    """Seconds of the first audio stream of a media file, or ``None`` when it has none."""
+    import subprocess
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0?",
+           "-ac", "1", "-ar", "16000", "-f", "s16le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=300)
+    if proc.returncode != 0 or not proc.stdout:
+        return None
+    return len(proc.stdout) / 2 / 16000
