@@ -49,6 +49,11 @@ class S2VTransformer(nn.Module):
         """Dtype of the weights."""
         return self.patch_embedding.weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights (diffusers' pipeline helpers read it)."""
+        return self.patch_embedding.weight.device
+
     def _tokens(self, conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
         return conv(x.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
 
