@@ -97,6 +97,7 @@ _UMT5 = ComponentSpec("text_encoder", 5_680_000_000, "bf16", share_key="umt5-xxl
 _VAE21 = ComponentSpec("vae", 127_000_000, "fp32", share_key="wan2.1-vae")
 _VAE22 = ComponentSpec("vae", 705_000_000, "fp32", share_key="wan2.2-vae")
 _EXPERT = 14_290_000_000
+_S2V_TRANSFORMER = 16_295_755_609
 
 TI2V_5B = ModelSpec(
     key="ti2v-5b",
@@ -182,7 +183,7 @@ S2V_14B = ModelSpec(
     task="s2v",
     hub_id="Wan-AI/Wan2.2-S2V-14B",
     folder="Wan2.2-S2V-14B",
-    pipeline="WanSpeechToVideoPipeline",
+    pipeline="S2VPipeline",
     steps=40,
     shift=3.0,
     guidance=4.5,
@@ -194,10 +195,12 @@ S2V_14B = ModelSpec(
     size_multiple=16,
     vae="wan2.1",
     components=(
-        # The 14B backbone; the audio-injection and motion modules are counted by the S2V work.
-        ComponentSpec("transformer", _EXPERT, "bf16"),
+        # 14B backbone + 12 audio cross-attentions with adaptive norms + audio encoder + motion and
+        # pose encoders: 16.30 B parameters (1,260 tensors), counted from the released config.
+        ComponentSpec("transformer", _S2V_TRANSFORMER, "bf16"),
         _UMT5,
         _VAE21,
+        # wav2vec2-large-xlsr-53-english: 24 layers of 1024 (315 M parameters).
         ComponentSpec("audio_encoder", 315_000_000, "fp32"),
     ),
     max_frames=80,

@@ -101,6 +101,11 @@ def generate(
     step and raises from the step callback, so the partial latents are never decoded.
     """
     spec = get_spec(request.model)
+    if spec.task == "s2v":
+        # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
+        from wan_studio.engine.s2v.runner import generate_s2v
+
+        return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar)
     report = on_progress or (lambda p: None)
     cancel = cancel or threading.Event()
     t0 = time.perf_counter()
@@ -133,6 +138,8 @@ def generate(
     if request.image is not None:
         runner = image_to_video_twin(pipe)
         kwargs["image"] = load_image(request.image, request.width, request.height)
+        if request.last_image is not None:
+            kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
     with torch.inference_mode():
         out = runner(**kwargs, callback_on_step_end=on_step_end)
