@@ -65,7 +65,7 @@ def _crop_resize(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def _to_pixels(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (1, 3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2).unsqueeze(0)
+    return torch.from_numpy(np.array(frames)).float().div(127.5).sub(1.0).permute(3, 0, 1, 2).unsqueeze(0)
 
 
 class S2VPipeline(DiffusionPipeline):
