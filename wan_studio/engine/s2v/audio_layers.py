@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from diffusers.models.normalization import AdaLayerNorm
 from torch import nn
 
-from wan_studio.engine.s2v.layers import Attention
+from wan_studio.engine.s2v.layers import Attention, compute_dtype
 
 
 class CausalConv1d(nn.Module):
@@ -80,7 +80,7 @@ class CausalAudioEncoder(nn.Module):
         """``feats`` (batch, layers, audio_dim, frames) fp32 -> (global, local) tokens, see above."""
         w = F.silu(self.weights.float())
         mixed = (feats.float() * w).sum(dim=1) / w.sum(dim=1)  # (b, audio_dim, frames)
-        dtype = self.encoder.conv1_local.conv.weight.dtype
+        dtype = compute_dtype(self.encoder.conv1_local.conv.weight)
         return self.encoder(mixed.transpose(1, 2).to(dtype))
 
 
@@ -109,8 +109,8 @@ class AudioInjector(nn.Module):
         b, frames = audio_local.shape[:2]
         video = x[:, :video_tokens].reshape(b * frames, video_tokens // frames, -1)
         adain = self.injector_adain_layers[slot]
-        temb = audio_global.reshape(b * frames, -1).to(adain.linear.weight.dtype)
-        normed = adain(video.to(adain.linear.weight.dtype), temb=temb)
+        dtype = compute_dtype(adain.linear.weight)
+        normed = adain(video.to(dtype), temb=audio_global.reshape(b * frames, -1).to(dtype))
         ctx = audio_local.reshape(b * frames, audio_local.shape[2], -1)
         residual = self.injector[slot](normed, context=ctx).float()
         residual = residual.reshape(b, video_tokens, -1)

@@ -17,6 +17,15 @@ from torch import nn
 from wan_studio.engine.s2v.rope import apply_rotation
 
 
+_FP8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """Dtype a layer computes in: its weight dtype, or bf16 when the weight is stored in fp8
+    (diffusers' layerwise casting upcasts fp8 weights only inside the layer's own forward)."""
+    return torch.bfloat16 if weight.dtype in _FP8 else weight.dtype
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm computed in fp32, with a learned scale."""
 
@@ -32,10 +41,12 @@ class RMSNorm(nn.Module):
 
 
 class FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 whatever the input dtype; returns the input dtype."""
+    """LayerNorm computed in fp32 (weights upcast too) whatever the dtypes; returns the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 def sinusoidal_embedding(dim: int, timesteps: torch.Tensor) -> torch.Tensor:
@@ -65,7 +76,7 @@ class Attention(nn.Module):
         return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        dtype = self.o.weight.dtype
+        dtype = compute_dtype(self.o.weight)
         out = F.scaled_dot_product_attention(
             q.to(dtype).transpose(1, 2), k.to(dtype).transpose(1, 2), v.to(dtype).transpose(1, 2)
         )
@@ -77,7 +88,7 @@ class Attention(nn.Module):
 
         ``rotation`` (tokens, head_dim/2) applies rotary positions to queries and keys.
         """
-        dtype = self.q.weight.dtype
+        dtype = compute_dtype(self.q.weight)
         x = x.to(dtype)
         src = x if context is None else context.to(dtype)
         q = self._heads(self.norm_q(self.q(x)))
@@ -126,7 +137,7 @@ class S2VBlock(nn.Module):
         x = x + _by_segment(self.self_attn(h, rotation=rotation), split, gate(gate1))
         x = x + self.cross_attn(self.norm3(x), context).float()
         h = _by_segment(self.norm2(x).float(), split, modulate(shift2, scale2))
-        dtype = self.ffn[0].weight.dtype
+        dtype = compute_dtype(self.ffn[0].weight)
         return x + _by_segment(self.ffn(h.to(dtype)), split, gate(gate2))
 
 
@@ -143,4 +154,4 @@ class Head(nn.Module):
         """``x`` (batch, tokens, dim); ``e`` (batch, dim) fp32 time embedding."""
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
         h = self.norm(x).float() * (1 + scale) + shift
-        return self.head(h.to(self.head.weight.dtype))
+        return self.head(h.to(compute_dtype(self.head.weight)))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wan_studio.engine.s2v.config import ZIP_FRAME_BUCKETS
+from wan_studio.engine.s2v.layers import compute_dtype
 from wan_studio.engine.s2v.rope import RopeSegment
 
 
@@ -47,7 +48,7 @@ class FramePackMotioner(nn.Module):
         keep = min(t, total)
         if keep:
             packed[:, :, -keep:] = motion[:, :, -keep:]
-        dtype = self.proj.weight.dtype
+        dtype = compute_dtype(self.proj.weight)
         oldest, middle, newest = packed.to(dtype).split([far, mid, near], dim=2)
         parts = [self.proj(newest), self.proj_2x(middle), self.proj_4x(oldest)]
         return torch.cat([p.flatten(2).transpose(1, 2) for p in parts], dim=1)

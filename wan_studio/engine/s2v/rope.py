@@ -10,6 +10,7 @@ block of tokens; ``segment_rotations`` turns a list of them into per-token rotat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -68,7 +69,15 @@ def _axis_rotation(positions: np.ndarray, pairs: int) -> torch.Tensor:
 
 
 def segment_rotations(segments: list[RopeSegment], head_dim: int) -> torch.Tensor:
-    """Complex rotations (tokens, head_dim/2) for the concatenation of ``segments``."""
+    """Complex rotations (tokens, head_dim/2) for the concatenation of ``segments``.
+
+    Cached: every step of a chunk asks for the same layout.
+    """
+    return _rotations(tuple(segments), head_dim)
+
+
+@lru_cache(maxsize=8)
+def _rotations(segments: tuple[RopeSegment, ...], head_dim: int) -> torch.Tensor:
     pf, ph, pw = axis_pairs(head_dim)
     parts = []
     for s in segments:

@@ -13,7 +13,7 @@ from torch import nn
 
 from wan_studio.engine.s2v.audio_layers import AudioInjector, CausalAudioEncoder
 from wan_studio.engine.s2v.config import S2VConfig
-from wan_studio.engine.s2v.layers import Head, S2VBlock, sinusoidal_embedding
+from wan_studio.engine.s2v.layers import Head, S2VBlock, compute_dtype, sinusoidal_embedding
 from wan_studio.engine.s2v.motion import FramePackMotioner
 from wan_studio.engine.s2v.rope import RopeSegment, segment_rotations
 
@@ -46,8 +46,8 @@ class S2VTransformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the weights."""
-        return self.patch_embedding.weight.dtype
+        """Dtype the model computes in (bf16 when its weights are stored in fp8)."""
+        return compute_dtype(self.time_projection[1].weight)
 
     @property
     def device(self) -> torch.device:
@@ -55,7 +55,7 @@ class S2VTransformer(nn.Module):
         return self.patch_embedding.weight.device
 
     def _tokens(self, conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-        return conv(x.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
+        return conv(x.to(compute_dtype(conv.weight))).flatten(2).transpose(1, 2)
 
     def _audio(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio tokens (global, local) for the chunk's latent frames.
@@ -73,9 +73,9 @@ class S2VTransformer(nn.Module):
         """(step embedding (b, dim), block modulation (b, 6, 2, dim)): segment 1 uses timestep 0."""
         c = self.config
         t = torch.cat([timestep.reshape(-1).expand(batch), timestep.new_zeros(1)])
-        lin = self.time_embedding[0]
-        e = self.time_embedding(sinusoidal_embedding(c.freq_dim, t).to(lin.weight.dtype)).float()
-        e0 = self.time_projection(e.to(lin.weight.dtype)).float().unflatten(1, (6, c.dim))
+        dtype = compute_dtype(self.time_embedding[0].weight)
+        e = self.time_embedding(sinusoidal_embedding(c.freq_dim, t).to(dtype)).float()
+        e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, c.dim))
         pair = torch.stack([e0[:batch], e0[batch:].expand(batch, -1, -1)], dim=2)
         return e[:batch], pair
 
@@ -118,7 +118,7 @@ class S2VTransformer(nn.Module):
         n_video = video.shape[1]
 
         e, e0 = self._time(timestep.to(x.device), b)
-        ctx = context.to(self.text_embedding[0].weight.dtype)
+        ctx = context.to(compute_dtype(self.text_embedding[0].weight))
         if ctx.shape[1] < c.text_len:
             ctx = torch.cat([ctx, ctx.new_zeros(b, c.text_len - ctx.shape[1], ctx.shape[2])], dim=1)
         ctx = self.text_embedding(ctx)
