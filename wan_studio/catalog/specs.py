@@ -93,6 +93,14 @@ NEGATIVE_PROMPT = (
     "backwards"
 )
 
+# Speech-to-video has its own official negative prompt (wan_s2v_14B.py), aimed at faces and hands.
+S2V_NEGATIVE_PROMPT = (
+    "blurry picture, worst quality, blurry picture, blurry unclear details, violent emotional agitation, "
+    "fast shaking hands, subtitles, ugly, mutilated, extra fingers, poorly drawn hands, poorly drawn face, "
+    "deformed, disfigured, malformed limbs, fused fingers, motionless frame, cluttered background, three "
+    "legs, many people in the background, walking backwards"
+)
+
 _UMT5 = ComponentSpec("text_encoder", 5_680_000_000, "bf16", share_key="umt5-xxl")
 _VAE21 = ComponentSpec("vae", 127_000_000, "fp32", share_key="wan2.1-vae")
 _VAE22 = ComponentSpec("vae", 705_000_000, "fp32", share_key="wan2.2-vae")
@@ -208,7 +216,7 @@ S2V_14B = ModelSpec(
     requires_audio=True,
     diffusers_layout=False,
     notes="Speech-to-video runs through Wan Studio's own pipeline (not part of diffusers).",
-    negative_prompt=NEGATIVE_PROMPT,
+    negative_prompt=S2V_NEGATIVE_PROMPT,
 )
 
 DEMO = ModelSpec(
