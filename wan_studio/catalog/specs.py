@@ -249,7 +249,44 @@ DEMO = ModelSpec(
     notes="Built in code with seeded random weights; needs no download and no GPU.",
 )
 
-CATALOG: dict[str, ModelSpec] = {s.key: s for s in (DEMO, TI2V_5B, T2V_A14B, I2V_A14B, S2V_14B)}
+DEMO_S2V = ModelSpec(
+    key="demo-s2v",
+    title="Demo talking head (tiny, random weights: makes noise, not real video)",
+    task="s2v",
+    hub_id="",
+    folder="",
+    pipeline="S2VPipeline",
+    steps=4,
+    shift=3.0,
+    guidance=4.5,
+    guidance_2=None,
+    boundary=None,
+    frames=80,
+    fps=16,
+    sizes=((64, 64),),
+    size_multiple=64,
+    vae="wan2.1",
+    components=(
+        ComponentSpec("transformer", 200_000, "fp32"),
+        ComponentSpec("text_encoder", 100_000, "fp32"),
+        ComponentSpec("vae", 100_000, "fp32"),
+        ComponentSpec("audio_encoder", 50_000, "fp32"),
+    ),
+    min_side=64,
+    max_side=256,
+    max_pixels=256 * 256,
+    max_frames=80,
+    requires_image=True,
+    requires_audio=True,
+    is_demo=True,
+    diffusers_layout=False,
+    notes="The speech-to-video graph at toy width, built in code; shows the whole flow on a CPU.",
+    negative_prompt=S2V_NEGATIVE_PROMPT,
+)
+
+CATALOG: dict[str, ModelSpec] = {
+    s.key: s for s in (DEMO, TI2V_5B, T2V_A14B, I2V_A14B, S2V_14B, DEMO_S2V)
+}
 
 
 def get_spec(key: str) -> ModelSpec:

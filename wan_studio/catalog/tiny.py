@@ -170,3 +170,13 @@ def build_a14b_pipeline(task: str = "t2v", seed: int = 0) -> WanPipeline | WanIm
     if task == "t2v":
         return WanPipeline(**common)
     return WanImageToVideoPipeline(**common, image_encoder=None, image_processor=None)
+
+
+def build_demo(task: str, shift: float, seed: int = 0) -> object:
+    """The built-in demo pipeline of a task: tiny TI2V, or tiny speech-to-video for ``"s2v"``."""
+    if task == "s2v":
+        # Lazy: the speech-to-video model is defined with the engine; only this demo needs it here.
+        from wan_studio.engine.s2v.tiny import build_s2v_pipeline
+
+        return build_s2v_pipeline(seed=seed, shift=shift)
+    return build_ti2v_pipeline(seed=seed, shift=shift)

@@ -93,6 +93,7 @@ def generate_s2v(
         "app": f"wan-studio {wan_studio.__version__}",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "model": spec.key, "model_title": spec.title, "mode": "speech-to-video",
+        "demo_random_weights": spec.is_demo,
         "request": request.to_dict(), "seed": request.seed,
         "audio": {"file": Path(request.audio).name, "duration_s": round(speech.duration_s, 3)},
         "chunks": out.chunks, "chunk_frames": chunk_frames, "pose": bool(request.pose_video),
