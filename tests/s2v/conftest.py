@@ -50,7 +50,7 @@ def portrait_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def s2v_pipe():
+def s2v_pipe() -> "S2VPipeline":  # noqa: F821 - imported inside
     """One tiny speech-to-video pipeline for the session."""
     from wan_studio.engine.s2v.tiny import build_s2v_pipeline
 

@@ -14,7 +14,7 @@ from PIL import Image
 from wan_studio.engine.generate import GenerationCancelled, Progress, generate
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.s2v.audio_io import load_speech
-from wan_studio.engine.s2v.pipeline import chunks_for, fit_size
+from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for, fit_size
 from wan_studio.engine.s2v.runner import generate_s2v
 from wan_studio.engine.video_io import audio_duration_s, read_mp4
 
@@ -39,7 +39,7 @@ def test_output_size_keeps_portrait_aspect_within_area() -> None:
 
 
 @pytest.fixture(scope="module")
-def two_chunk_run(tmp_path_factory, s2v_pipe):
+def two_chunk_run(tmp_path_factory: pytest.TempPathFactory, s2v_pipe: S2VPipeline) -> tuple:
     """1.6 s of speech in chunks of 16 frames: 26 frames -> 2 chunks, through the runner."""
     from wan_studio.engine.s2v.audio_io import write_wav
 
