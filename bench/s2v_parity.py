@@ -53,6 +53,69 @@ def import_official(root: str) -> tuple[types.ModuleType, types.ModuleType]:
             importlib.import_module("wan.modules.s2v.audio_encoder"))
 
 
+def _text_encoder_diff(g: torch.Generator) -> float:
+    """Official UMT5 encoder vs ``transformers.UMT5EncoderModel`` fed the converted weights."""
+    from transformers import UMT5EncoderModel
+
+    from wan_studio.engine.s2v.checkpoint import convert_t5, umt5_xxl_config
+
+    # The official module evaluates torch.cuda.current_device() in a default argument at import.
+    current, torch.cuda.current_device = torch.cuda.current_device, lambda: 0
+    try:
+        t5 = importlib.import_module("wan.modules.t5")
+    finally:
+        torch.cuda.current_device = current
+    torch.manual_seed(2)
+    official = t5.T5Encoder(vocab=300, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2,
+                            num_buckets=32, shared_pos=False, dropout=0.0).eval()
+    with torch.no_grad():
+        for p in official.parameters():
+            p.normal_(0, 0.3)
+    cfg = umt5_xxl_config(vocab_size=300)
+    cfg.d_model, cfg.d_kv, cfg.d_ff, cfg.num_layers, cfg.num_heads = 32, 8, 48, 2, 4
+    ours = UMT5EncoderModel(cfg).eval()
+    ours.load_state_dict(convert_t5(official.state_dict()), strict=True)
+    ids = torch.randint(2, 300, (1, 20), generator=g)
+    mask = torch.ones(1, 20, dtype=torch.long)
+    mask[:, 15:] = 0  # padded tail, as with a short prompt
+    with torch.no_grad():
+        a = official(ids, mask)[:, :15]
+        b = ours(ids, attention_mask=mask).last_hidden_state[:, :15]
+    return (a - b).abs().max().item()
+
+
+def _vae_diffs(g: torch.Generator) -> dict[str, float]:
+    """Official Wan2.1 VAE (random weights, full size) vs diffusers' VAE after the key conversion
+    Wan Studio's loader uses, through the pipeline's own latent normalisation."""
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from wan_studio.engine.s2v.pipeline import S2VPipeline
+
+    vae21 = importlib.import_module("wan.modules.vae2_1")
+    torch.manual_seed(3)
+    net = vae21.WanVAE_(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                        temperal_downsample=[False, True, True], dropout=0.0).eval()
+    original = vae21._video_vae
+    vae21._video_vae = lambda *a, **k: net  # build the official wrapper around our random network
+    try:
+        official = vae21.Wan2_1_VAE(vae_pth=None, device="cpu")
+    finally:
+        vae21._video_vae = original
+    ours = AutoencoderKLWan().eval()
+    ours.load_state_dict(convert_wan_vae_to_diffusers(net.state_dict()), strict=True)
+    shim = types.SimpleNamespace(vae=ours, transformer=types.SimpleNamespace(dtype=torch.float32))
+    shim._latent_norm = types.MethodType(S2VPipeline._latent_norm, shim)
+    video = torch.rand(1, 3, 5, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        z_official = official.encode([video[0]])[0]
+        z_ours = S2VPipeline.encode_video(shim, video, torch.device("cpu"))[0]
+        x_official = official.decode([z_official])[0]
+        x_ours = S2VPipeline.decode_latents(shim, z_official[None], torch.device("cpu"))[0]
+    return {"vae_encode_max_diff": (z_official - z_ours).abs().max().item(),
+            "vae_decode_max_diff": (x_official - x_ours).abs().max().item()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", required=True, help="checkout of Wan-Video/Wan2.2 (the folder holding wan/)")
@@ -100,6 +163,8 @@ def main() -> None:
         mine = per_video_frame(resample(z), 16, chunks * 80)[0, 0].T
         worst = max(worst, (bucket - mine).abs().max().item())
     result["audio_features_max_diff"] = worst
+    result["text_encoder_max_diff"] = _text_encoder_diff(g)
+    result.update(_vae_diffs(g))
     print("RESULT " + json.dumps(result))
     sys.exit(0 if max(result.values()) <= args.tol else 1)
 
