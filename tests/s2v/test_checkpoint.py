@@ -116,3 +116,25 @@ def test_original_text_encoder_keys_map_onto_umt5() -> None:
     assert torch.equal(model.encoder.block[1].layer[1].DenseReluDense.wi_0.weight, original["blocks.1.ffn.gate.0.weight"])
     with pytest.raises(CheckpointMismatch, match="unknown key"):
         convert_t5({"blocks.0.extra.weight": torch.zeros(1)})
+
+
+def test_availability_names_the_missing_file_of_an_official_folder(tmp_path: Path) -> None:
+    from wan_studio.catalog.loading import availability
+    from wan_studio.catalog.specs import get_spec
+
+    spec = get_spec("s2v-14b")
+    folder = _official_folder(tmp_path, S2VTransformer(TINY))
+    (folder / "Wan2.1_VAE.pth").write_bytes(b"0")
+    (folder / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"0")
+    (folder / "google" / "umt5-xxl").mkdir(parents=True)
+    (folder / "google" / "umt5-xxl" / "spiece.model").write_bytes(b"0")
+    wav = folder / "wav2vec2-large-xlsr-53-english"
+    wav.mkdir()
+    (wav / "config.json").write_text("{}")
+    models = tmp_path / "models"
+    models.mkdir()
+    folder.rename(models / spec.folder)
+    assert availability(spec, models).status == "incomplete"
+    assert "preprocessor_config.json" in availability(spec, models).detail
+    (models / spec.folder / wav.name / "preprocessor_config.json").write_text("{}")
+    assert availability(spec, models).status == "ready"

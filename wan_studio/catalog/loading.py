@@ -151,8 +151,8 @@ def _check_safetensors(path: Path, hint: str) -> None:
 
 # Files of the official speech-to-video release (not in Diffusers layout).
 S2V_FILES = ("config.json", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
-             "google/umt5-xxl/tokenizer_config.json", "wav2vec2-large-xlsr-53-english/config.json",
-             "wav2vec2-large-xlsr-53-english/preprocessor_config.json")
+             "wav2vec2-large-xlsr-53-english/config.json", "wav2vec2-large-xlsr-53-english/preprocessor_config.json")
+S2V_TOKENIZER = "google/umt5-xxl"
 
 
 def check_s2v_folder(folder: Path, spec: ModelSpec | None = None) -> None:
@@ -161,6 +161,9 @@ def check_s2v_folder(folder: Path, spec: ModelSpec | None = None) -> None:
     hint = f"; re-download with: {spec.download_command}" if spec else ""
     for name in S2V_FILES:
         _require(folder / name, hint)
+    tok = folder / S2V_TOKENIZER
+    if not any((tok / n).is_file() for n in ("tokenizer.json", "spiece.model", "tokenizer_config.json")):
+        raise IncompleteModel(f"{tok} holds no tokenizer files{hint}")
     indexes = sorted(folder.glob("diffusion_pytorch_model*.safetensors.index.json"))
     if not indexes:
         raise IncompleteModel(f"{folder / 'diffusion_pytorch_model.safetensors.index.json'} is missing{hint}")
