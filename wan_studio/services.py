@@ -10,15 +10,26 @@ from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
-from wan_studio.memory.manager import ModelManager, default_loader
+from wan_studio.memory import hardware as hardware_mod
+from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
+from wan_studio.memory.hardware import Hardware
+from wan_studio.memory.loaders import FolderLoader
+from wan_studio.memory.manager import ModelManager
+from wan_studio.memory.plan import Limits, NoPlanFits, Plan, Workload
+from wan_studio.memory.planner import plan_ladder
+from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
-__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable"]
+__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit"]
 
 
 class ModelUnavailable(RequestError):
     """The request names a model that is not downloaded or is incomplete; says how to fix it."""
+
+
+class DoesNotFit(RequestError):
+    """No memory plan runs the request on this machine; the message says what is short."""
 
 
 @dataclass
@@ -32,13 +43,33 @@ class Studio:
     _run_lock: threading.Lock = field(default_factory=threading.Lock)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
+    hardware: Hardware = field(default_factory=Hardware)
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
-    def create(cls, settings: Settings, manager: ModelManager | None = None) -> Studio:
-        """Build every service from ``settings``."""
+    def create(cls, settings: Settings, manager: ModelManager | None = None,
+               hardware: Hardware | None = None) -> Studio:
+        """Build every service from ``settings``; the hardware is read once, at start."""
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
-        manager = manager or ModelManager(default_loader(settings.models_dir))
-        return cls(settings=settings, manager=manager, presets=load_presets())
+        hardware = hardware or hardware_mod.detect()
+        limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
+        budget = int(hardware.host_total_bytes * limits.host_fraction) - HOST_OVERHEAD_BYTES
+        manager = manager or ModelManager(FolderLoader(settings.models_dir), budget_bytes=max(budget, 0))
+        return cls(settings=settings, manager=manager, presets=load_presets(), hardware=hardware, limits=limits)
+
+    def plans(self, request: GenerationRequest) -> list[Plan]:
+        """The memory plans for a validated request, chosen first, lighter fallbacks after."""
+        try:
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), self.hardware, self.limits)
+        except NoPlanFits as e:
+            raise DoesNotFit(str(e)) from None
+
+    def unload_models(self) -> str:
+        """Free every model nobody is using; a line for the UI."""
+        dropped = self.manager.unload_all()
+        busy = self.manager.loaded()
+        text = f"Unloaded {len(dropped)} component(s)." if dropped else "Nothing to unload."
+        return text + (f" In use, kept: {', '.join(busy)}." if busy else "")
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -77,17 +108,26 @@ class Studio:
         avail = self.availability(spec)
         if not avail.usable:
             raise ModelUnavailable(f"{spec.title} is {avail.detail}")
+        ladder = self.plans(r)
         report = on_progress or (lambda p: None)
         cancel = self._begin(owner)
+
+        def job(plan: Plan, before: tuple[Attempt, ...]) -> GenerationResult:
+            with self.manager.use(spec, plan) as pipe:
+                tried = [a.to_dict() for a in before] + [Attempt(plan.label).to_dict()]
+                return generate(pipe, r, self.settings.outputs_dir, report, cancel, extra_sidecar={
+                    "placement": plan.label, "plan": plan.to_dict(),
+                    "plan_retries": len(before), "plan_attempts": tried})
+
         try:
             report(Progress("loading", 0, r.steps, 0.0))
             with self._run_lock:
                 if cancel.is_set():
                     raise GenerationCancelled("cancelled while waiting for the GPU")
-                with self.manager.use(spec) as pipe:
-                    placement = self.manager.loaded().get(spec.key, "")
-                    return generate(pipe, r, self.settings.outputs_dir, report, cancel,
-                                    extra_sidecar={"placement": placement})
+                try:
+                    return run_with_recovery(ladder, job).value
+                except OutOfMemoryEverywhere as e:
+                    raise DoesNotFit(str(e)) from None
         finally:
             self._end(owner, cancel)
 

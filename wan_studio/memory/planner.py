@@ -150,8 +150,8 @@ def choose(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None 
 def _why(plan: Plan, every: list[Plan], hw: Hardware, limits: Limits) -> str:
     """One sentence: what was chosen and what stopped the faster options."""
     if not hw.has_gpu:
-        return (f"No GPU found, so everything runs on the CPU ({plan.job_s / 60:.0f} min predicted "
-                f"for {plan.model}); a CUDA GPU is far faster.")
+        return (f"No GPU found, so everything runs on the CPU (about {_duration(plan.job_s)} of "
+                f"denoising predicted); a CUDA GPU is far faster.")
     faster = [p for p in every if score(p) > score(plan) and shortfall(p, hw, limits)]
     faster.sort(key=score, reverse=True)
     tail = f"predicted peak {plan.peak_vram_gib:.1f} GiB, {plan.relative_speed:.0%} of full speed, {plan.quality}"
@@ -159,6 +159,15 @@ def _why(plan: Plan, every: list[Plan], hw: Hardware, limits: Limits) -> str:
         return f"{plan.label}: the fastest way to run it here; {tail}."
     f = faster[0]
     return f"{plan.label}: the faster '{f.label}' {shortfall(f, hw, limits)}; {tail}."
+
+
+def _duration(seconds: float) -> str:
+    """``12 s``, ``7 min``, ``3.5 h``."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _overshoot(plan: Plan, hw: Hardware, limits: Limits) -> float:
