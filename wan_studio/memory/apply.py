@@ -121,13 +121,14 @@ def _align_devices(pipe: Any, present: list[Placement], plan: Plan) -> None:
 def release_component(module: torch.nn.Module) -> None:
     """Remove placement hooks from ``module`` and bring it back to the CPU (storage stays)."""
     from accelerate.hooks import remove_hook_from_module
-    from diffusers.hooks import HookRegistry
 
     remove_hook_from_module(module, recurse=True)
-    if hasattr(module, "_diffusers_hook"):
-        registry = HookRegistry.check_if_exists_or_initialize(module)
-        for name in GROUP_OFFLOAD_HOOKS:
-            registry.remove_hook(name, recurse=True)
+    # Group offload may hook only submodules (the VAE's inner block lists), so visit them all.
+    for sub in module.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is not None:
+            for name in GROUP_OFFLOAD_HOOKS:
+                registry.remove_hook(name, recurse=False)
     if not getattr(module, "is_loaded_in_8bit", False):
         module.to("cpu")
 

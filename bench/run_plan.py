@@ -1,0 +1,221 @@
+"""Benchmark the planner's plan against plain diffusers recipes, in one process per model.
+
+For one model: build it at full size with random weights on the GPU; run the uncapped resident
+reference at each size (denoising only); move the weights to the CPU; emulate a smaller card with
+``torch.cuda.set_per_process_memory_fraction`` (``--cap-gb``); run the plain diffusers baseline(s)
+and then the planner's plan at each size. Prints a table and one ``RESULT {json}`` line per case
+and writes ``<out>/<model>.json``. ``--tiny`` runs the same flow on the CPU with tiny models.
+
+  python3 bench/run_plan.py --model t2v-a14b --sizes 832x480x81,1280x720x81 --steps 3 --cap-gb 24
+  python3 bench/run_plan.py --tiny --model t2v-a14b --sizes 64x64x5 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for wan_studio
+
+BASELINES = ("model_offload", "group_offload", "resident", "fp8_model_offload")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="ti2v-5b, t2v-a14b or i2v-a14b")
+    ap.add_argument("--sizes", default="", help="WxHxF[,WxHxF...] (default: the model's official size)")
+    ap.add_argument("--steps", type=int, default=3, help="denoising steps per capped run (≥ 2)")
+    ap.add_argument("--steps-720p", type=int, default=2, help="steps when W×H ≥ 1280×704 (time budget)")
+    ap.add_argument("--ref-steps", type=int, default=2, help="steps of the uncapped reference (0 = skip)")
+    ap.add_argument("--cap-gb", type=float, default=24.0, help="emulated card size in GiB (0 = no cap)")
+    ap.add_argument("--baselines", default="model_offload", help=f"comma list of {', '.join(BASELINES)}, or none")
+    ap.add_argument("--no-decode", action="store_true", help="stop at latents in our runs too")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench/out"), help="folder for <model>.json")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test with tiny models")
+    a = ap.parse_args(argv)
+    if a.steps < 2:
+        ap.error("--steps must be at least 2 (the median needs a step after the first)")
+    return a
+
+
+def parse_sizes(text: str, spec: Any, tiny: bool) -> list[tuple[int, int, int]]:
+    """``1280x720x81,832x480x81`` → [(1280, 720, 81), (832, 480, 81)]."""
+    if not text:
+        w, h = spec.default_size
+        return [(64, 64, 5)] if tiny else [(w, h, spec.frames)]
+    out = []
+    for part in text.split(","):
+        w, h, f = (int(x) for x in part.lower().split("x"))
+        out.append((w, h, f))
+    return out
+
+
+def build(spec: Any, tiny: bool) -> Any:
+    """The pipeline: tiny components on the CPU, or full-size random weights on the GPU."""
+    if tiny:
+        from wan_studio.memory.loaders import TinyLoader
+
+        loader = TinyLoader()
+        return loader.assemble(spec, {c.name: loader.load(spec, c.name, "bf16") for c in spec.components})
+    from wan_studio.catalog.synthetic import build_pipeline
+
+    return build_pipeline(spec, "cuda")
+
+
+def apply_baseline(pipe: Any, name: str, device: str) -> None:
+    """A plain diffusers recipe, as a user following the diffusers docs would write it."""
+    import torch
+
+    if name == "resident":
+        pipe.to(device)
+    elif name in ("model_offload", "fp8_model_offload"):
+        if name.startswith("fp8"):
+            cast_transformers_fp8(pipe)
+        pipe.enable_model_cpu_offload(device=device)
+    elif name == "group_offload":
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1, use_stream=device != "cpu")
+    else:
+        raise SystemExit(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    if device != "cpu":
+        pipe.vae.enable_tiling()
+
+
+def cast_transformers_fp8(pipe: Any) -> None:
+    """fp8 layerwise storage on the transformer(s), once (it cannot be undone)."""
+    from wan_studio.memory.apply import apply_storage
+
+    if getattr(pipe, "_bench_fp8", False):
+        return
+    for name in ("transformer", "transformer_2"):
+        if getattr(pipe, name, None) is not None:
+            apply_storage(getattr(pipe, name), "fp8")
+    pipe._bench_fp8 = True
+
+
+def hardware_for(cap_gb: float, peak_tflops: float, tiny: bool) -> Any:
+    """The machine as the planner should see it: one GPU of ``cap_gb`` (or none with --tiny)."""
+    import psutil
+    import torch
+
+    from wan_studio.memory.hardware import GIB, GpuInfo, Hardware
+
+    vm = psutil.virtual_memory()
+    if tiny:  # plans are costed at full size; pretend the RAM is there so the flow runs
+        return Hardware((), 1024 * GIB, 1024 * GIB)
+    props = torch.cuda.get_device_properties(0)
+    cap = int(cap_gb * GIB) if cap_gb else props.total_memory
+    g = GpuInfo(0, props.name, cap, cap, (props.major, props.minor), bf16_tflops=peak_tflops)
+    return Hardware((g,), vm.total, vm.available)
+
+
+def free() -> None:
+    """Return cached blocks so the next case starts from an empty allocator."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every case for one model; print the table and write the JSON."""
+    a = parse_args(argv)
+    if not a.tiny:
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    import torch
+
+    import wan_studio  # noqa: F401  (hides CUDA-only packages on CPU machines)
+    from measure import CaseResult, matmul_peak_tflops, run_case
+    from report import print_table
+    from wan_studio.catalog.specs import get_spec
+    from wan_studio.memory import costs
+    from wan_studio.memory.apply import apply_plan, release_pipeline
+    from wan_studio.memory.plan import Workload
+    from wan_studio.memory.planner import choose
+
+    device = "cpu" if a.tiny else "cuda"
+    spec = get_spec(a.model)
+    sizes = parse_sizes(a.sizes, spec, a.tiny)
+    peak = matmul_peak_tflops(device)
+    print(f"# {spec.title}; matmul peak {peak:.1f} TFLOP/s on {device}; sizes {sizes}", flush=True)
+    pipe = build(spec, a.tiny)
+    results: list[CaseResult] = []
+    cap = None if a.tiny or not a.cap_gb else a.cap_gb
+
+    def steps_for(w: int, h: int) -> int:
+        return a.steps_720p if w * h >= 1280 * 704 and not a.tiny else a.steps
+
+    def one(case: str, w: int, h: int, f: int, steps: int, decode: bool, capped: float | None) -> CaseResult:
+        n = costs.tokens(spec, w, h, f)
+        flops = costs.flops_per_forward(spec, n) * 2  # CFG: two forwards per step
+        r = CaseResult(case, spec.key, f"{w}x{h}x{f}", steps, capped)
+        try:
+            r = run_case(pipe, spec, r, w, h, f, decode, flops, peak)
+        except Exception as e:  # report and go on with the next case, never hide
+            r.error = f"{type(e).__name__}: {str(e)[:200]}"
+        print("RESULT " + json.dumps(r.to_dict()), flush=True)
+        results.append(r)
+        save()
+        return r
+
+    def save() -> None:  # after every case, so a run cut short still leaves its numbers
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{spec.key}.json").write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
+
+    if not a.tiny and a.ref_steps:
+        for w, h, f in sizes:
+            one("reference: resident, no cap", w, h, f, max(a.ref_steps, 2), False, None)
+            free()
+    pipe.to("cpu")
+    free()
+    if cap:
+        torch.cuda.set_per_process_memory_fraction(cap * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    baselines = [] if a.baselines == "none" else [b for b in a.baselines.split(",") if b]
+
+    def run_baselines(names: list[str]) -> None:
+        for name in names:
+            for w, h, f in sizes:
+                try:
+                    apply_baseline(pipe, name, device)
+                    one(f"diffusers {name}", w, h, f, steps_for(w, h), False, cap)
+                except torch.OutOfMemoryError as e:
+                    results.append(CaseResult(f"diffusers {name}", spec.key, f"{w}x{h}x{f}", 0, cap,
+                                              error="OOM while placing: " + str(e).split("\n")[0][:160]))
+                finally:
+                    release_pipeline(pipe)
+                    free()
+
+    # fp8 casting cannot be undone: bf16 baselines, then our plans (bf16 first), then fp8 baselines.
+    run_baselines([b for b in baselines if not b.startswith("fp8")])
+    hw = hardware_for(a.cap_gb, peak, a.tiny)
+    plans = [(choose(spec, Workload(w, h, f, steps_for(w, h)), hw), (w, h, f)) for w, h, f in sizes]
+    for plan, (w, h, f) in sorted(plans, key=lambda pr: pr[0].storage == "fp8"):
+        if plan.storage == "fp8":
+            cast_transformers_fp8(pipe)
+        try:
+            apply_plan(pipe, plan)
+            r = one(f"ours: {plan.label}", w, h, f, steps_for(w, h), not a.no_decode, cap)
+        except torch.OutOfMemoryError as e:
+            r = CaseResult(f"ours: {plan.label}", spec.key, f"{w}x{h}x{f}", 0, cap,
+                           error="OOM while placing: " + str(e).split("\n")[0][:160])
+            results.append(r)
+        finally:
+            release_pipeline(pipe)
+            free()
+        r.plan, r.predicted_peak_gib, r.predicted_step_s = plan.to_dict(), round(plan.peak_vram_gib, 2), round(plan.step_s, 3)
+    run_baselines([b for b in baselines if b.startswith("fp8")])
+    save()
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
