@@ -109,7 +109,10 @@ class ModelManager:
 
     @contextmanager
     def use(self, spec: ModelSpec, plan: Plan | None = None) -> Iterator[Any]:
-        """Borrow the pipeline of ``spec`` placed by ``plan``; it stays locked inside the block."""
+        """Borrow the pipeline of ``spec`` placed by ``plan``; it stays locked inside the block.
+
+        One caller holds a pipeline at a time; another caller of the same model waits.
+        """
         if plan is None:
             if self._default_plan is None:
                 raise ManagerError("no plan given and no default planner configured")
@@ -135,12 +138,15 @@ class ModelManager:
         with model_lock:
             with self._cond:
                 current = self._pipelines.get(spec.key)
-                if current is not None and current.plan.placements == plan.placements:
-                    self._lock_record(current)
-                    return current
                 if current is not None:
+                    # A diffusers pipeline holds per-call state (scheduler, guidance): one holder
+                    # at a time; the next waits here, outside the other models' way.
                     self._cond.wait_for(lambda: current.locks == 0)
-                    self._dissolve(spec.key)
+                    if current.plan.placements == plan.placements and self._pipelines.get(spec.key) is current:
+                        self._lock_record(current)
+                        return current
+                    if self._pipelines.get(spec.key) is current:
+                        self._dissolve(spec.key)
             return self._assemble(spec, plan)
 
     def _lock_record(self, record: PipelineRecord) -> None:
