@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,9 @@ from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.accounts import Accounts
+from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
+from wan_studio.limits import UserLimits, check_job_cost
 from wan_studio.memory import hardware as hardware_mod
 from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
 from wan_studio.memory.hardware import Hardware
@@ -22,6 +27,8 @@ from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
 __all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit"]
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(RequestError):
@@ -43,33 +50,98 @@ class Studio:
     _run_lock: threading.Lock = field(default_factory=threading.Lock)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
+    telemetry: TelemetrySampler | None = None
+    thermal: ThermalGuard | None = None
+    accounts: Accounts | None = None
+    limits: UserLimits = field(default_factory=UserLimits)
     hardware: Hardware = field(default_factory=Hardware)
-    limits: Limits = field(default_factory=Limits)
+    memory_limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
-               hardware: Hardware | None = None) -> Studio:
-        """Build every service from ``settings``; the hardware is read once, at start."""
+               telemetry: TelemetrySampler | None = None, hardware: Hardware | None = None) -> Studio:
+        """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler and
+        ``hardware`` the detected machine (tests). The hardware is read once, at start.
+
+        The sampler is started here; ``close()`` stops it.
+        """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         hardware = hardware or hardware_mod.detect()
-        limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
-        budget = int(hardware.host_total_bytes * limits.host_fraction) - HOST_OVERHEAD_BYTES
+        memory_limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
+        budget = int(hardware.host_total_bytes * memory_limits.host_fraction) - HOST_OVERHEAD_BYTES
         manager = manager or ModelManager(FolderLoader(settings.models_dir), budget_bytes=max(budget, 0))
-        return cls(settings=settings, manager=manager, presets=load_presets(), hardware=hardware, limits=limits)
+        telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
+        limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
+                               enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
+                               max_age_s=max(10.0, 5 * telemetry.interval_s))
+        return cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
+                   thermal=ThermalGuard(telemetry.latest, limits),
+                   accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
+                   limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
 
     def plans(self, request: GenerationRequest) -> list[Plan]:
         """The memory plans for a validated request, chosen first, lighter fallbacks after."""
         try:
-            return plan_ladder(get_spec(request.model), Workload.from_request(request), self.hardware, self.limits)
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), self.hardware,
+                               self.memory_limits)
         except NoPlanFits as e:
             raise DoesNotFit(str(e)) from None
 
-    def unload_models(self) -> str:
-        """Free every model nobody is using; a line for the UI."""
+    def unload_models(self, user: str | None = None) -> str:
+        """Free every model nobody is using (admins only); a line for the UI."""
+        if not self.is_admin(user):
+            return "Only an admin can unload models."
         dropped = self.manager.unload_all()
         busy = self.manager.loaded()
         text = f"Unloaded {len(dropped)} component(s)." if dropped else "Nothing to unload."
         return text + (f" In use, kept: {', '.join(busy)}." if busy else "")
+
+    def is_admin(self, user: str | None) -> bool:
+        """Whether ``user`` may unload models and act on other people's jobs.
+
+        With an accounts file its roles decide. Without one, the app on loopback belongs to the
+        person at the machine (admin); once shared, nobody is admin, so a leaked link or password
+        cannot unload models or touch other jobs.
+        """
+        if self.accounts is not None:
+            return self.accounts.is_admin(user)
+        return not self.settings.shared
+
+    def close(self) -> None:
+        """Stop background work (the GPU sampler)."""
+        if self.telemetry is not None:
+            self.telemetry.stop()
+
+    def vram_need_bytes(self, request: GenerationRequest) -> int:
+        """Bytes of GPU memory ``request`` needs on GPU 0: the planner's predicted peak of the chosen
+        plan (0 when no plan fits: the run itself then refuses with the reason)."""
+        try:
+            plan = self.plans(validate(request, self.settings.max_prompt_chars))[0]
+        except RequestError:
+            return 0
+        need = dict(plan.peak_vram).get("cuda:0")
+        if need is None:  # torch sees no GPU although telemetry does: a rough figure instead
+            return int(max(c.bytes for c in get_spec(request.model).components) * 1.25)
+        return need
+
+    def vram_warnings(self, request: GenerationRequest) -> list[str]:
+        """Sentences for the user when the job would not fit the GPU's memory available now."""
+        if self.telemetry is None or get_spec(request.model).is_demo:
+            return []  # the demo runs on the CPU
+        check = check_vram(self.vram_need_bytes(request), self.telemetry.latest(self.telemetry.host), index=0)
+        return [check.message] if check is not None and not check.fits else []
+
+    def _thermal_session(self, total_steps: int, report: ProgressFn, t0: float,
+                         cancel: threading.Event) -> ThermalSession | None:
+        if self.thermal is None or self.telemetry is None or not self.telemetry.has_local_gpus:
+            return None
+
+        def note(step: int, text: str) -> None:
+            report(Progress("paused", step, total_steps, time.perf_counter() - t0, note=text))
+
+        # Every local GPU is watched (the manager may spread a model over all of them); GPUs of other
+        # hosts run their own jobs and their own guards.
+        return self.thermal.session(self.telemetry.host, on_note=note, cancel=cancel)
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -98,12 +170,17 @@ class Studio:
         request: GenerationRequest,
         owner: str = "local",
         on_progress: ProgressFn | None = None,
+        user: str | None = None,
     ) -> GenerationResult:
-        """Validate and run ``request`` to completion; ``owner`` is who may cancel it.
+        """Validate and run ``request`` to completion; ``owner`` is who may cancel it, ``user`` the
+        logged-in name (per-user limits apply to non-admins).
 
-        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``.
+        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``. Between steps
+        the thermal guard may hold the job while a local GPU cools (reported as stage ``paused``);
+        pauses and VRAM warnings are recorded in the sidecar.
         """
         r = validate(request, self.settings.max_prompt_chars)
+        check_job_cost(r, self.limits, self.is_admin(user))
         spec = get_spec(r.model)
         avail = self.availability(spec)
         if not avail.usable:
@@ -111,13 +188,20 @@ class Studio:
         ladder = self.plans(r)
         report = on_progress or (lambda p: None)
         cancel = self._begin(owner)
+        extra: dict[str, Any] = {}
+        for warning in self.vram_warnings(r):
+            log.warning("VRAM: %s", warning)
+            extra.setdefault("vram_warnings", []).append(warning)
 
         def job(plan: Plan, before: tuple[Attempt, ...]) -> GenerationResult:
             with self.manager.use(spec, plan) as pipe:
                 tried = [a.to_dict() for a in before] + [Attempt(plan.label).to_dict()]
-                return generate(pipe, r, self.settings.outputs_dir, report, cancel, extra_sidecar={
-                    "placement": plan.label, "plan": plan.to_dict(),
-                    "plan_retries": len(before), "plan_attempts": tried})
+                guard = self._thermal_session(r.steps, report, time.perf_counter(), cancel)
+                if guard is not None:
+                    extra["thermal_pauses"] = guard.records
+                return generate(pipe, r, self.settings.outputs_dir, report, cancel, between_steps=guard,
+                                extra_sidecar={"placement": plan.label, "plan": plan.to_dict(),
+                                               "plan_retries": len(before), "plan_attempts": tried, **extra})
 
         try:
             report(Progress("loading", 0, r.steps, 0.0))
@@ -154,3 +238,12 @@ class Studio:
     def describe(self) -> dict[str, Any]:
         """What is loaded and where, for the UI."""
         return {"loaded": self.manager.loaded()}
+
+
+def user_limits(settings: Settings) -> UserLimits:
+    """Limits from flags; when the app is shared, unset ones take the sharing defaults."""
+    base = UserLimits.for_sharing() if settings.shared else UserLimits()
+    return UserLimits(
+        max_job_cost=settings.max_job_cost if settings.max_job_cost is not None else base.max_job_cost,
+        max_queued_jobs=settings.max_queued_jobs if settings.max_queued_jobs is not None else base.max_queued_jobs,
+    )

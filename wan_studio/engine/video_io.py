@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ def _temp_beside(path: Path, suffix: str) -> Path:
     return Path(name)
 
 
+def _discard(path: Path) -> None:
+    """Remove a temp file if it exists; never raise (we are already handling an error)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _explain(e: OSError, path: Path) -> OutputWriteError:
     if e.errno == errno.ENOSPC or "No space left" in str(e):
         return OutputWriteError(errno.ENOSPC, f"the disk is full while writing {path.name}; free space in {path.parent} and try again")
@@ -34,16 +43,23 @@ def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
+def write_mp4(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: int) -> Path:
     """Write uint8 frames (T, H, W, 3) as a browser-playable H.264 mp4, atomically.
 
-    The file appears at ``path`` only when complete; a failure removes the partial file.
+    ``frames`` may be an array or any iterable of (H, W, 3) frames, so long clips stream to disk
+    without holding every frame in memory. The file appears at ``path`` only when complete; a
+    failure removes the partial file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t, h, w, _ = frames.shape
-    tmp = _temp_beside(path, ".mp4")
+    frame_iter = iter(frames)
+    first = next(frame_iter, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    h, w = first.shape[:2]
+    tmp = path.with_name(f".{path.name}.part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_beside(path, ".mp4")
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
             (w, h),
@@ -57,15 +73,16 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
             ffmpeg_log_level="error",
         )
         writer.send(None)
-        for frame in frames:
+        writer.send(np.ascontiguousarray(first))
+        for frame in frame_iter:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _explain(e, path) from e
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         # imageio-ffmpeg reports a failed encoder (disk full included) as RuntimeError/BrokenPipe.
         if isinstance(e, (RuntimeError, BrokenPipeError)):
             free = _free_bytes(path.parent)
@@ -87,16 +104,17 @@ def _free_bytes(folder: Path) -> int | None:
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as pretty JSON, atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path, ".json")
+    tmp = path.with_name(f".{path.name}.part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_beside(path, ".json")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False, default=str)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _explain(e, path) from e
     return path
 

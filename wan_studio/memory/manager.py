@@ -62,6 +62,25 @@ class PipelineRecord:
     locks: int = 0
 
 
+class WholePipelineLoader:
+    """Adapts a loader that returns a whole pipeline (``loader(spec) -> (pipe, placement)``, as
+    tests that hand the manager a ready pipeline use) to the component interface."""
+
+    def __init__(self, load_pipeline: Callable[[ModelSpec], tuple[Any, str]]) -> None:
+        self._load_pipeline = load_pipeline
+        self._pipes: dict[str, Any] = {}
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        """The named component of the (once-loaded) pipeline of ``spec``."""
+        if spec.key not in self._pipes:
+            self._pipes[spec.key] = self._load_pipeline(spec)[0]
+        return getattr(self._pipes[spec.key], name)
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        """The pipeline the components came from."""
+        return self._pipes[spec.key]
+
+
 class ManagerError(RuntimeError):
     """A request the manager cannot serve (e.g. a nested use that would wait on itself)."""
 
@@ -91,11 +110,11 @@ class ModelManager:
     plan when a caller passes none; ``apply`` / ``release`` place and un-place a pipeline.
     """
 
-    def __init__(self, loader: ComponentLoader, budget_bytes: int | None = None,
-                 default_plan: Callable[[ModelSpec], Plan] | None = None,
+    def __init__(self, loader: ComponentLoader | Callable[[ModelSpec], tuple[Any, str]],
+                 budget_bytes: int | None = None, default_plan: Callable[[ModelSpec], Plan] | None = None,
                  apply: Callable[[Any, Plan], None] = apply_plan,
                  release: Callable[[Any], None] = release_pipeline) -> None:
-        self._loader = loader
+        self._loader: ComponentLoader = loader if hasattr(loader, "assemble") else WholePipelineLoader(loader)
         self._budget = budget_bytes
         self._default_plan = default_plan
         self._apply, self._release = apply, release
@@ -114,9 +133,7 @@ class ModelManager:
         One caller holds a pipeline at a time; another caller of the same model waits.
         """
         if plan is None:
-            if self._default_plan is None:
-                raise ManagerError("no plan given and no default planner configured")
-            plan = self._default_plan(spec)
+            plan = (self._default_plan or default_plan)(spec)
         held: set[str] = getattr(self._held, "models", set())
         if held:
             raise ManagerError(f"this thread already holds {sorted(held)}; release it before using {spec.key}")
@@ -303,6 +320,24 @@ class ModelManager:
             for key in dropped:
                 self._drop_component(key)
             return dropped
+
+
+def default_plan(spec: ModelSpec) -> Plan:
+    """The planner's choice for ``spec`` at its default size on this machine (callers that have a
+    request should plan for it instead)."""
+    from wan_studio.memory import hardware, planner
+    from wan_studio.memory.plan import Workload
+
+    w, h = spec.default_size
+    frames = spec.frames if (spec.frames - 1) % 4 == 0 else spec.frames + 1
+    return planner.choose(spec, Workload(w, h, frames, spec.steps), hardware.detect())
+
+
+def default_loader(models_dir: Any) -> ComponentLoader:
+    """The loader the app uses: real models from ``models_dir``, the demo built in code."""
+    from wan_studio.memory.loaders import FolderLoader
+
+    return FolderLoader(models_dir)
 
 
 def _free_memory() -> None:

@@ -41,7 +41,7 @@ def _layouts(spec: ModelSpec, gpus: tuple[GpuInfo, ...]) -> Iterator[Layout]:
     experts = [n for n in names if n in TRANSFORMERS]
     others = [n for n in names if n not in TRANSFORMERS]
     if not gpus:
-        yield "CPU only", {n: ("cpu", "cpu") for n in names}
+        yield "cpu", {n: ("cpu", "cpu") for n in names}
         return
     g0 = gpus[0].device
     for mode, label in (("resident", "all on GPU"), ("model_offload", "model offload"),

@@ -105,8 +105,11 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
         seed_value = None if seed is None or seed < 0 else int(seed)
         req = preset.request(prompt, image=image or None, seed=seed_value)
         owner = getattr(request, "session_hash", None) or "api"
+        for warning in studio.vram_warnings(req):  # a warning, not a refusal: the plan may still fit
+            gr.Warning(warning, duration=None)
         try:
-            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message))
+            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message),
+                                user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:
@@ -135,7 +138,10 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
     ).then(lambda sidecar: plan_text(sidecar or {}), inputs=[tab.params], outputs=[tab.plan],
            api_name=False, queue=False)
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name="cancel", queue=False)
-    tab.unload.click(lambda: studio.unload_models(), outputs=[tab.unload_status], api_name="unload_models",
+    def on_unload(request: gr.Request) -> str:
+        return studio.unload_models(user=getattr(request, "username", None))
+
+    tab.unload.click(on_unload, outputs=[tab.unload_status], api_name="unload_models",
                      concurrency_limit=1, concurrency_id="gpu")
     tab.preset.change(lambda name: model_status_text(studio, name), inputs=[tab.preset],
                       outputs=[tab.model_status], api_name=False, queue=False)
