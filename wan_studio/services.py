@@ -114,13 +114,13 @@ class Studio:
 
     def vram_need_bytes(self, request: GenerationRequest) -> int:
         """Bytes of GPU memory ``request`` needs on GPU 0: the planner's predicted peak of the chosen
-        plan (0 when no plan fits: the run itself then refuses with the reason)."""
+        plan. Where no plan uses GPU 0 (torch sees no GPU although telemetry does, or nothing fits
+        and the run will refuse with the reason), the largest component plus a quarter."""
         try:
-            plan = self.plans(validate(request, self.settings.max_prompt_chars))[0]
+            need = dict(self.plans(validate(request, self.settings.max_prompt_chars))[0].peak_vram).get("cuda:0")
         except RequestError:
-            return 0
-        need = dict(plan.peak_vram).get("cuda:0")
-        if need is None:  # torch sees no GPU although telemetry does: a rough figure instead
+            need = None
+        if need is None:
             return int(max(c.bytes for c in get_spec(request.model).components) * 1.25)
         return need
 
