@@ -41,6 +41,7 @@ class CaseResult:
     tflops_per_step: float | None = None
     mfu: float | None = None
     predicted_peak_gib: float | None = None
+    predicted_phase_gib: dict[str, float] = field(default_factory=dict)
     predicted_step_s: float | None = None
     plan: dict[str, Any] | None = None
     error: str | None = None

@@ -46,6 +46,17 @@ def print_table(results: list[Any]) -> None:
         print(" ".join(_fmt(v, w) for v, (_, w) in zip(row, COLUMNS)))
 
 
+def print_phases(results: list[dict[str, Any]]) -> None:
+    """Measured vs predicted peak allocated GiB per phase for our runs (to re-fit costs.py)."""
+    ours = [r for r in results if r.get("predicted_phase_gib")]
+    if not ours:
+        return
+    print("phase peaks, measured / predicted GiB (text+first_step, denoise, decode):")
+    for r in ours:
+        cells = [f'{r["phase_peak_alloc_gib"].get(k, "-")} / {v}' for k, v in r["predicted_phase_gib"].items()]
+        print(f'  {r["model"]:9s} {r["size"]:13s} {r["case"][:40]:40s} ' + "   ".join(cells))
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """The same rows as a Markdown table."""
     head = "| " + " | ".join(name for name, _ in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
@@ -58,6 +69,8 @@ def main(folder: str) -> int:
     for path in sorted(Path(folder).glob("*.json")):
         results += json.loads(path.read_text(encoding="utf-8"))
     print_table(results)
+    print()
+    print_phases(results)
     print()
     print(markdown(results))
     return 0

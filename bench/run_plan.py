@@ -99,6 +99,18 @@ def cast_transformers_fp8(pipe: Any) -> None:
     pipe._bench_fp8 = True
 
 
+def predicted_phases(spec: Any, work: Any, plan: Any) -> dict[str, float]:
+    """The planner's per-phase peaks on the primary GPU, in the bench's phase names (GiB)."""
+    from wan_studio.memory.estimate import phase_peaks
+
+    dev = plan.primary_device
+    gib = {name: b.get(dev, 0) / 2**30 for name, b in phase_peaks(spec, work, plan.placements).items()}
+    first = ["text_encoder", "transformer"] + (["vae"] if spec.requires_image else [])
+    return {"text+first_step": round(max(gib.get(n, 0.0) for n in first), 2),
+            "denoise": round(max(gib.get("transformer", 0.0), gib.get("transformer_2", 0.0)), 2),
+            "decode": round(gib.get("vae", 0.0), 2)}
+
+
 def hardware_for(cap_gb: float, peak_tflops: float, tiny: bool) -> Any:
     """The machine as the planner should see it: one GPU of ``cap_gb`` (or none with --tiny)."""
     import psutil
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             release_pipeline(pipe)
             free()
         r.plan, r.predicted_peak_gib, r.predicted_step_s = plan.to_dict(), round(plan.peak_vram_gib, 2), round(plan.step_s, 3)
+        r.predicted_phase_gib = predicted_phases(spec, Workload(w, h, f, spec.steps), plan)
     run_baselines([b for b in baselines if b.startswith("fp8")])
     save()
     print_table(results)

@@ -70,15 +70,19 @@ def always_on_gpu(p: Placement) -> bool:
     return p.offload in ("resident", "balanced") or (p.storage == "int8" and p.offload == "model_offload")
 
 
-def peak_vram(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]) -> dict[str, int]:
-    """Predicted max allocated bytes per GPU over the text, denoise and decode phases."""
+def phase_peaks(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]) -> dict[str, dict[str, int]]:
+    """Predicted allocated bytes per GPU while each component computes (component → device → bytes).
+
+    Resident components count in every phase; offloaded ones only in their own, with their
+    working memory (text encoding, one transformer forward, tiled decode).
+    """
     base: dict[str, int] = defaultdict(int)
     for p in placements:
         if always_on_gpu(p) and p.device != "cpu":
             for d in p.devices:
                 base[d] += in_flight(spec, p)
     n = costs.tokens(spec, work.width, work.height, work.frames)
-    phases: list[dict[str, int]] = []
+    phases: dict[str, dict[str, int]] = {}
     for p in placements:
         if p.device == "cpu":
             continue
@@ -86,12 +90,18 @@ def peak_vram(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]
             spec, work.width, work.height, work.frames)}.get(p.component, 0)
         if p.component in TRANSFORMERS:
             work_bytes = costs.activation_bytes(spec, n)
-        phase: dict[str, int] = defaultdict(int)
+        phase = dict(base)
         for d in p.devices:
-            phase[d] += work_bytes + (0 if always_on_gpu(p) else in_flight(spec, p))
-        phases.append(phase)
-    devices = set(base) | {d for ph in phases for d in ph}
-    return {d: base[d] + max((ph.get(d, 0) for ph in phases), default=0) for d in sorted(devices)}
+            phase[d] = phase.get(d, 0) + work_bytes + (0 if always_on_gpu(p) else in_flight(spec, p))
+        phases[p.component] = phase
+    return phases
+
+
+def peak_vram(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]) -> dict[str, int]:
+    """Predicted max allocated bytes per GPU over the text, denoise and decode phases."""
+    phases = phase_peaks(spec, work, placements)
+    devices = sorted({d for ph in phases.values() for d in ph})
+    return {d: max(ph.get(d, 0) for ph in phases.values()) for d in devices}
 
 
 def host_ram(spec: ModelSpec, placements: tuple[Placement, ...]) -> int:
