@@ -118,3 +118,37 @@ def test_plans_diffusers_cannot_do_are_refused_before_anything_moves() -> None:
     with pytest.raises(PlanError, match="cannot be mixed"):
         apply_plan(pipe, mixed)
     assert pipe.transformer.device.type == "cpu" and pipe.transformer_2.device.type == "cpu"
+
+
+def test_text_encoder_on_cpu_gets_a_device_hook_and_latents_stay_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wan_studio.memory.planner import candidates
+    from wan_studio.memory.plan import Limits
+
+    plan = next(p for p, _ in candidates(TI2V_5B, TI2V_720, box(), Limits())
+                if p.label == "text encoder on CPU, transformer on GPU 0")
+    pipe = tiny_pipe(TI2V_5B)
+    moved: list[str] = []
+    for name in ("transformer", "vae"):  # no CUDA here: record the moves instead of making them
+        monkeypatch.setattr(getattr(pipe, name), "to", lambda device, _n=name: moved.append(f"{_n}->{device}"))
+    apply_plan(pipe, plan)
+    assert moved == ["transformer->cuda:0", "vae->cuda:0"]
+    assert pipe.text_encoder._hf_hook.execution_device == "cpu" and pipe.text_encoder._hf_hook.io_same_device
+    assert pipe.vae._hf_hook.execution_device == "cuda:0"
+    assert pipe._execution_device == torch.device("cuda:0")  # where the pipeline makes its latents
+
+
+def test_one_expert_per_gpu_maps_to_two_devices_with_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers.hooks
+
+    plan = choose(T2V_A14B, A14B_480, box(2, ram_gib=48))
+    pipe = tiny_pipe(T2V_A14B, plan.storage)
+    moved: list[str] = []
+    for name in ("transformer", "transformer_2", "vae"):
+        monkeypatch.setattr(getattr(pipe, name), "to", lambda device, _n=name: moved.append(f"{_n}->{device}"))
+    streamed: list[dict[str, Any]] = []
+    monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: streamed.append(kw))
+    apply_plan(pipe, plan)
+    assert sorted(moved) == ["transformer->cuda:0", "transformer_2->cuda:1", "vae->cuda:0"]
+    assert streamed[0]["onload_device"] == torch.device("cuda:0")  # the text encoder, streamed
+    assert pipe.transformer_2._hf_hook.execution_device == "cuda:1"
+    assert pipe._execution_device == torch.device("cuda:0")

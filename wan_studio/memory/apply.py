@@ -103,7 +103,8 @@ def _split(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
 
 
 def _align_devices(pipe: Any, present: list[Placement], plan: Plan) -> None:
-    """Components on another GPU get accelerate's device-alignment hook (inputs in, outputs back).
+    """Components on another GPU (or left on the CPU) get accelerate's device-alignment hook:
+    inputs moved to them, outputs moved back.
 
     The VAE (first in the pipeline's component order) gets one on the primary device, so the
     pipeline's execution device — where latents are created — is the primary GPU.
@@ -111,7 +112,7 @@ def _align_devices(pipe: Any, present: list[Placement], plan: Plan) -> None:
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
     for p in present:
-        if p.offload != "resident":
+        if p.offload not in ("resident", "cpu"):
             continue
         if p.device != plan.primary_device or p.component == "vae":
             add_hook_to_module(getattr(pipe, p.component),

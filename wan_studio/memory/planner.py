@@ -47,7 +47,13 @@ def _layouts(spec: ModelSpec, gpus: tuple[GpuInfo, ...]) -> Iterator[Layout]:
     for mode, label in (("resident", "all on GPU"), ("model_offload", "model offload"),
                         ("group_offload", "block offload with prefetch"), ("sequential", "sequential offload")):
         yield label, {n: (g0, mode) for n in names}
-    if len(gpus) < 2 or spec.is_demo:
+    if spec.is_demo:
+        return
+    for mode, label in (("resident", "on GPU 0"), ("group_offload", "block offload on GPU 0")):
+        layout = {n: (g0, mode) for n in names}
+        layout["text_encoder"] = ("cpu", "cpu")
+        yield f"text encoder on CPU, transformer {label}", layout
+    if len(gpus) < 2:
         return
     g1 = gpus[1].device
     for mode, label in (("resident", "on GPU 0"), ("group_offload", "block offload on GPU 0")):
