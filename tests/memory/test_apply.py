@@ -147,8 +147,14 @@ def test_one_expert_per_gpu_maps_to_two_devices_with_hooks(monkeypatch: pytest.M
         monkeypatch.setattr(getattr(pipe, name), "to", lambda device, _n=name: moved.append(f"{_n}->{device}"))
     streamed: list[dict[str, Any]] = []
     monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: streamed.append(kw))
+    import accelerate.hooks
+
+    hooked: list[str] = []  # accelerate's hook also moves the expert's top-level tensors: record it
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device",
+                        lambda module, name, device, **kw: hooked.append(f"{name}->{device}"))
     apply_plan(pipe, plan)
     assert sorted(moved) == ["transformer->cuda:0", "transformer_2->cuda:1", "vae->cuda:0"]
+    assert hooked == ["scale_shift_table->cuda:1"]
     assert streamed[0]["onload_device"] == torch.device("cuda:0")  # the text encoder, streamed
     assert pipe.transformer_2._hf_hook.execution_device == "cuda:1"
     assert pipe._execution_device == torch.device("cuda:0")
