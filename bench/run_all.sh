@@ -4,7 +4,9 @@
 #   bash bench/run_all.sh t2v-a14b:832x480x81     # a subset: model[:WxHxF,...] ...
 # Env: OUT (results folder, default bench/out), STEPS (default 3), STEPS_720P (default 2),
 #      REF_STEPS (uncapped reference, default 2; 0 skips it), BASELINES (default model_offload),
-#      CAP_GB (default 24). Carried wheels in .whl/ (diffusers etc.) are installed first.
+#      CAP_GB (default 24), DECODE_I2V (default 0: I2V stops at latents, its decode being the same
+#      Wan2.1-VAE decode at the same size as T2V's; its VAE encode of the start image still runs).
+# Carried wheels in .whl/ (diffusers, ftfy, wcwidth, importlib_metadata) are installed first.
 set -u
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -23,8 +25,10 @@ for c in "${cases[@]}"; do
   if [ "$sizes" = "$c" ]; then
     case $model in ti2v-5b) sizes=1280x704x121 ;; *) sizes=832x480x81,1280x720x81 ;; esac
   fi
+  extra=()
+  [ "$model" = i2v-a14b ] && [ "${DECODE_I2V:-0}" = 0 ] && extra+=(--no-decode)
   echo "=== $model $sizes ($(date +%T))"
-  python3 bench/run_plan.py --model "$model" --sizes "$sizes" --steps "${STEPS:-3}" \
+  python3 bench/run_plan.py --model "$model" --sizes "$sizes" --steps "${STEPS:-3}" "${extra[@]}" \
     --steps-720p "${STEPS_720P:-2}" --ref-steps "${REF_STEPS:-2}" --cap-gb "${CAP_GB:-24}" \
     --baselines "${BASELINES:-model_offload}" --out "$OUT" 2>&1 | grep -v "^RESULT " | tee "$OUT/$model.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
