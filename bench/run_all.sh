@@ -2,6 +2,7 @@
 # Planner benchmark on one GPU under a 24 GiB cap, every target case, one process per model.
 #   bash bench/run_all.sh                         # ti2v-5b 1280x704x121; t2v/i2v-a14b 832x480x81 + 1280x720x81
 #   bash bench/run_all.sh t2v-a14b:832x480x81     # a subset: model[:WxHxF,...] ...
+#   TINY=1 bash bench/run_all.sh                  # CPU smoke test with tiny models
 # Env: OUT (results folder, default bench/out), STEPS (default 3), STEPS_720P (default 2),
 #      REF_STEPS (uncapped reference, default 2; 0 skips it), BASELINES (default model_offload),
 #      CAP_GB (default 24), DECODE_I2V (default 0: I2V stops at latents, its decode being the same
@@ -26,6 +27,7 @@ for c in "${cases[@]}"; do
     case $model in ti2v-5b) sizes=1280x704x121 ;; *) sizes=832x480x81,1280x720x81 ;; esac
   fi
   extra=()
+  if [ "${TINY:-0}" = 1 ]; then extra+=(--tiny); sizes=64x64x5; fi  # CPU smoke test of this script
   [ "$model" = i2v-a14b ] && [ "${DECODE_I2V:-0}" = 0 ] && extra+=(--no-decode)
   echo "=== $model $sizes ($(date +%T))"
   python3 bench/run_plan.py --model "$model" --sizes "$sizes" --steps "${STEPS:-3}" "${extra[@]}" \
