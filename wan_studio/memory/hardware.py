@@ -6,7 +6,7 @@ can describe any machine (one 24 GB card, two, none) without owning it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 GIB = 2**30
 
@@ -81,12 +81,6 @@ class Hardware:
             return f"no GPU, {ram}"
         names = {f"{g.name} ({g.total_bytes / GIB:.0f} GiB)" for g in self.gpus}
         return f"{len(self.gpus)}× {', '.join(sorted(names))}, {ram}"
-
-    def with_cap(self, cap_bytes: int) -> Hardware:
-        """The same machine with every GPU limited to ``cap_bytes`` (emulating a smaller card)."""
-        gpus = tuple(replace(g, total_bytes=min(g.total_bytes, cap_bytes),
-                             free_bytes=min(g.free_bytes, cap_bytes)) for g in self.gpus)
-        return replace(self, gpus=gpus)
 
 
 def gpu(index: int = 0, gib: float = 24.0, name: str = "NVIDIA GeForce RTX 3090",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
 from wan_studio.catalog.specs import ModelSpec
+from wan_studio.memory import costs
 from wan_studio.memory.apply import apply_plan, release_component, release_pipeline
 from wan_studio.memory.plan import Plan
 
@@ -241,7 +242,7 @@ class ModelManager:
     @staticmethod
     def _predicted_bytes(spec: ModelSpec, name: str, storage: str) -> int:
         c = next(c for c in spec.components if c.name == name)
-        return c.params * {"fp32": 4, "bf16": 2}.get(storage, 1)
+        return costs.stored_bytes(c.params, storage)
 
     def _evict_for(self, incoming: int) -> None:
         """Drop least recently used unlocked components until ``incoming`` more bytes fit."""
