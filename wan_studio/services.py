@@ -6,13 +6,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.accounts import Accounts
+from wan_studio.engine.video_io import join_clips
 from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
 from wan_studio.limits import UserLimits, check_job_cost
 from wan_studio.memory import hardware as hardware_mod
@@ -29,6 +31,15 @@ from wan_studio.settings import Settings
 __all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A scene clip and a talking clip, and their join when asked for."""
+
+    scene: GenerationResult
+    talk: GenerationResult
+    joined: Path | None
 
 
 class ModelUnavailable(RequestError):
@@ -214,6 +225,31 @@ class Studio:
                     raise DoesNotFit(str(e)) from None
         finally:
             self._end(owner, cancel)
+
+    def run_scene_and_talk(
+        self,
+        scene: GenerationRequest,
+        talk: GenerationRequest,
+        join: bool,
+        owner: str = "local",
+        on_progress: Callable[[str, Progress], None] | None = None,
+    ) -> PairResult:
+        """The intermediate workflow: a scene clip, then a talking clip, optionally joined.
+
+        Both requests are validated before either runs, so a bad audio file is refused before
+        minutes of scene generation. ``on_progress(part, progress)`` names the part running
+        ("scene" or "talk"). The two run one after the other in this process.
+        """
+        validate(scene, self.settings.max_prompt_chars)
+        validate(talk, self.settings.max_prompt_chars)
+        report = on_progress or (lambda part, p: None)
+        first = self.run(scene, owner, lambda p: report("scene", p))
+        second = self.run(talk, owner, lambda p: report("talk", p))
+        joined = None
+        if join:
+            out = second.video_path.with_name(second.video_path.stem + "-joined.mp4")
+            joined = join_clips([first.video_path, second.video_path], out, first.request.fps or 24)
+        return PairResult(first, second, joined)
 
     def cancel(self, owner: str) -> bool:
         """Ask the job of ``owner`` to stop after its current step; True if one was running."""

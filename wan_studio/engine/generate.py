@@ -170,6 +170,8 @@ def render(
     if start_image is not None:
         runner = image_to_video_twin(pipe)
         kwargs["image"] = start_image
+        if request.last_image is not None:
+            kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
     with torch.inference_mode():
         out = runner(**kwargs, callback_on_step_end=on_step_end)
@@ -203,6 +205,11 @@ def generate(
     Cancel and ``between_steps`` behave as in ``render``. ``extra_sidecar`` is read when the sidecar
     is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
     """
+    if get_spec(request.model).task == "s2v":
+        # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
+        from wan_studio.engine.s2v.runner import generate_s2v
+
+        return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     done = render(pipe, request, report, cancel, between_steps)

@@ -51,6 +51,10 @@ class GenerationRequest:
     shift: float | None = None
     seed: int | None = None
     preset: str | None = None
+    # Speech-to-video inputs (paths); ``last_image`` is the optional end frame of image-to-video.
+    audio: str | None = None
+    pose_video: str | None = None
+    last_image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -114,7 +118,8 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         )
     r = request.resolved()
     _check_size(spec, r.width, r.height)
-    _check_frames(spec, r.num_frames)
+    if spec.task != "s2v":  # speech-to-video length follows the audio, not num_frames
+        _check_frames(spec, r.num_frames)
     _check_number("fps", r.fps, 1, 60, whole=True)
     _check_number("steps", r.steps, 1, MAX_STEPS, whole=True)
     _check_number("guidance", r.guidance, 0.0, 20.0)
@@ -128,7 +133,34 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         raise RequestError(f"{spec.title} needs a start image; add one")
     if r.image is not None:
         check_image(r.image)
+    _check_extra_inputs(spec, r)
     return r
+
+
+def _check_extra_inputs(spec: ModelSpec, r: GenerationRequest) -> None:
+    """Audio, pose video and last frame: only where the model uses them, and readable."""
+    if r.last_image is not None:
+        if spec.task != "i2v":
+            raise RequestError(f"{spec.title} does not take a last frame; remove it or pick Wan2.2 I2V-A14B")
+        if r.image is None:
+            raise RequestError("a last frame needs a start image too; add the start image")
+        check_image(r.last_image)
+    if spec.requires_audio and r.audio is None:
+        raise RequestError(f"{spec.title} needs a speech audio file (WAV, MP3, FLAC or M4A); add one")
+    if not spec.requires_audio and (r.audio is not None or r.pose_video is not None):
+        raise RequestError(f"{spec.title} does not use audio or a pose video; remove them or pick Wan2.2 S2V-14B")
+    if spec.task == "s2v":
+        # Imported here: the speech checks need ffmpeg and the S2V package only for this model.
+        from wan_studio.engine.s2v.inputs import check_portrait, check_pose_video
+        from wan_studio.engine.s2v.audio_io import AudioError, load_speech
+
+        check_portrait(r.image)
+        try:
+            load_speech(r.audio)
+        except AudioError as e:
+            raise RequestError(str(e)) from None
+        if r.pose_video is not None:
+            check_pose_video(r.pose_video)
 
 
 def _check_prompt(prompt: object, limit: int) -> None:

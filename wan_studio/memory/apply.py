@@ -29,7 +29,12 @@ def apply_storage(module: torch.nn.Module, storage: str) -> None:
     """
     if storage == "fp8":
         compute = next(module.parameters()).dtype
-        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+        if hasattr(module, "enable_layerwise_casting"):
+            module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+        else:  # our own modules (speech to video): the same diffusers hook, default skip patterns
+            from diffusers.hooks import apply_layerwise_casting
+
+            apply_layerwise_casting(module, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
 
 
 def check_plan(pipe: Any, plan: Plan) -> list[Placement]:

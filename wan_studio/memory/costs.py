@@ -65,6 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "s2v-14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
+    "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000),
 }
 
 

@@ -15,6 +15,7 @@ from wan_studio.catalog import loading, tiny
 from wan_studio.catalog.assembly import build_pipeline
 from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory.apply import apply_storage
+from wan_studio.memory.manager import WholePipelineLoader
 
 # (in, out) latent channels of each model's transformer: Wan2.2 VAE latents are 48 channels;
 # I2V-A14B adds 16 image-latent channels + 4 mask channels to its 16.
@@ -36,9 +37,13 @@ class TinyLoader:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self._tokenizer = tiny.build_tokenizer()
+        # Speech to video is our own pipeline, built whole.
+        self._whole = WholePipelineLoader(lambda spec: tiny.build_demo("s2v", spec.shift, seed))
 
     def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
         """Build component ``name`` of ``spec`` and store it as ``storage`` (fp8 works on CPU)."""
+        if not spec.diffusers_layout:
+            return self._whole.load(spec, name, storage)
         if name == "text_encoder":
             module = tiny.build_text_encoder(len(self._tokenizer), self.seed)
         elif name == "vae":
@@ -53,6 +58,8 @@ class TinyLoader:
 
     def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
         """A real diffusers pipeline around the tiny components."""
+        if not spec.diffusers_layout:
+            return self._whole.assemble(spec, modules)
         return build_pipeline(spec, modules, self._tokenizer, tiny.build_scheduler(spec.shift))
 
 
@@ -62,6 +69,7 @@ class FolderLoader:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = Path(models_dir)
         self._tiny = TinyLoader()
+        self._whole = WholePipelineLoader(lambda spec: loading.load_pipeline(spec, self._folder(spec)))
 
     def _folder(self, spec: ModelSpec) -> Path:
         folder = loading.model_folder(spec, self.models_dir)
@@ -74,6 +82,8 @@ class FolderLoader:
         """Read one component: the VAE in fp32, the rest in bf16, 8-bit through bitsandbytes."""
         if spec.is_demo:
             return self._tiny.load(spec, name, storage)
+        if not spec.diffusers_layout:
+            return self._whole.load(spec, name, storage)
         import diffusers
         from transformers import UMT5EncoderModel
 
@@ -94,6 +104,8 @@ class FolderLoader:
         """The model's pipeline with its own tokenizer and scheduler config."""
         if spec.is_demo:
             return self._tiny.assemble(spec, modules)
+        if not spec.diffusers_layout:
+            return self._whole.assemble(spec, modules)
         from diffusers import UniPCMultistepScheduler
         from transformers import AutoTokenizer
 

@@ -64,22 +64,48 @@ class PipelineRecord:
 
 
 class WholePipelineLoader:
-    """Adapts a loader that returns a whole pipeline (``loader(spec) -> (pipe, placement)``, as
-    tests that hand the manager a ready pipeline use) to the component interface."""
+    """Component interface over a loader that only builds whole pipelines: the speech-to-video
+    model (our own pipeline class, read from the official checkpoint) and tests that hand the
+    manager a ready pipeline (``loader(spec) -> pipe`` or ``-> (pipe, placement)``).
 
-    def __init__(self, load_pipeline: Callable[[ModelSpec], tuple[Any, str]]) -> None:
+    ``load`` builds the pipeline once per assembly and hands out its parts; ``assemble`` rebuilds
+    the pipeline class around whichever parts the cache holds, with the non-module parts
+    (tokenizer, scheduler, feature extractor) kept from the first build.
+    """
+
+    def __init__(self, load_pipeline: Callable[[ModelSpec], Any]) -> None:
         self._load_pipeline = load_pipeline
-        self._pipes: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}
+        self._shells: dict[str, tuple[type, dict[str, Any]]] = {}
+
+    def _build(self, spec: ModelSpec) -> Any:
+        built = self._load_pipeline(spec)
+        pipe = built[0] if isinstance(built, tuple) else built
+        import torch
+
+        rest = {k: v for k, v in pipe.components.items() if not isinstance(v, torch.nn.Module)}
+        self._shells[spec.key] = (type(pipe), rest)
+        return pipe
 
     def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
-        """The named component of the (once-loaded) pipeline of ``spec``."""
-        if spec.key not in self._pipes:
-            self._pipes[spec.key] = self._load_pipeline(spec)[0]
-        return getattr(self._pipes[spec.key], name)
+        """Part ``name`` of a freshly built pipeline of ``spec``, stored as ``storage``."""
+        from wan_studio.memory.apply import apply_storage
+
+        if spec.key not in self._pending:
+            self._pending[spec.key] = self._build(spec)
+        module = getattr(self._pending[spec.key], name)
+        apply_storage(module, storage)
+        return module
 
     def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
-        """The pipeline the components came from."""
-        return self._pipes[spec.key]
+        """The pipeline class of ``spec`` around ``modules``."""
+        self._pending.pop(spec.key, None)  # its unused parts go; the cache holds the rest
+        if spec.key not in self._shells:
+            self._build(spec)
+        cls, rest = self._shells[spec.key]
+        pipe = cls(**rest, **modules)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
 
 class ManagerError(RuntimeError):
@@ -91,7 +117,10 @@ def component_key(spec: ModelSpec, name: str, plan: Plan) -> ComponentKey:
     c = next(c for c in spec.components if c.name == name)
     placement = plan.placement(name)
     storage = placement.storage if placement else c.dtype
-    return (c.share_key or f"{spec.key}/{name}", storage)
+    # Only diffusers-layout models read the shared parts from identical files; our own pipeline
+    # (speech to video) reads its own copies from the official checkpoint.
+    shared = c.share_key if c.share_key and spec.diffusers_layout else None
+    return (shared or f"{spec.key}/{name}", storage)
 
 
 def module_bytes(module: Any) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner, gpu_panel
+from wan_studio.ui import beginner, gpu_panel, intermediate
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -21,7 +21,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Beginner", id="beginner"):
                 tab = beginner.render(studio)
+            with gr.Tab("Intermediate", id="intermediate"):
+                inter_tab = intermediate.render(studio)
         beginner.listen(tab, studio)
+        intermediate.listen(inter_tab, studio)
         gpu_panel.listen(gpus, studio)
     app.queue(default_concurrency_limit=4)
     return app
