@@ -163,3 +163,20 @@ def test_nested_use_in_one_thread_is_refused() -> None:
         with pytest.raises(ManagerError, match="already holds"):
             with m.use(TI2V_5B, cpu_plan(TI2V_5B)):
                 pass
+
+
+def test_speech_to_video_pipeline_is_cached_by_parts_and_can_store_fp8() -> None:
+    import torch
+
+    from wan_studio.catalog.specs import DEMO_S2V
+
+    m = ModelManager(TinyLoader())
+    with m.use(DEMO_S2V, cpu_plan(DEMO_S2V)) as pipe:
+        assert type(pipe).__name__ == "S2VPipeline"
+        encoder = pipe.text_encoder
+    with m.use(T2V_A14B, cpu_plan(T2V_A14B)) as a14b:
+        assert a14b.text_encoder is not encoder  # our own pipeline never lends its parts to diffusers'
+    with m.use(DEMO_S2V, cpu_plan(DEMO_S2V, storage="fp8")) as pipe:
+        assert pipe.text_encoder is encoder  # the new plan re-used the cached encoder
+        weights = [p for n, p in pipe.transformer.named_parameters() if p.dim() == 2 and "norm" not in n]
+        assert any(p.dtype == torch.float8_e4m3fn for p in weights)
