@@ -127,6 +127,14 @@ def hardware_for(cap_gb: float, peak_tflops: float, tiny: bool) -> Any:
     return Hardware((g,), vm.total, vm.available)
 
 
+def placing_error(e: Exception) -> str:
+    """One line for a case that failed before or while its pipeline ran."""
+    import torch
+
+    kind = "OOM while placing" if isinstance(e, torch.OutOfMemoryError) else type(e).__name__
+    return f"{kind}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
 def free() -> None:
     """Return cached blocks so the next case starts from an empty allocator."""
     import torch
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from wan_studio.catalog.specs import get_spec
     from wan_studio.memory import costs
     from wan_studio.memory.apply import apply_plan, release_pipeline
-    from wan_studio.memory.plan import Workload
+    from wan_studio.memory.plan import NoPlanFits, Workload
     from wan_studio.memory.planner import choose
 
     device = "cpu" if a.tiny else "cuda"
@@ -198,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     apply_baseline(pipe, name, device)
                     one(f"diffusers {name}", w, h, f, steps_for(w, h), False, cap)
-                except torch.OutOfMemoryError as e:
+                except Exception as e:  # OOM while placing, or anything else: recorded, next case
                     results.append(CaseResult(f"diffusers {name}", spec.key, f"{w}x{h}x{f}", 0, cap,
-                                              error="OOM while placing: " + str(e).split("\n")[0][:160]))
+                                              error=placing_error(e)))
                 finally:
                     release_pipeline(pipe)
                     free()
@@ -209,16 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     run_baselines([b for b in baselines if not b.startswith("fp8")])
     hw = hardware_for(a.cap_gb, peak, a.tiny)
     # Plan for a real job (the model's own step count), as the app would; run only a few steps.
-    plans = [(choose(spec, Workload(w, h, f, spec.steps), hw), (w, h, f)) for w, h, f in sizes]
+    plans = []
+    for w, h, f in sizes:
+        try:
+            plans.append((choose(spec, Workload(w, h, f, spec.steps), hw), (w, h, f)))
+        except NoPlanFits as e:
+            results.append(CaseResult("ours: no plan", spec.key, f"{w}x{h}x{f}", 0, cap, error=str(e)[:300]))
     for plan, (w, h, f) in sorted(plans, key=lambda pr: pr[0].storage == "fp8"):
         if plan.storage == "fp8":
             cast_transformers_fp8(pipe)
         try:
             apply_plan(pipe, plan)
             r = one(f"ours: {plan.label}", w, h, f, steps_for(w, h), not a.no_decode, cap)
-        except torch.OutOfMemoryError as e:
-            r = CaseResult(f"ours: {plan.label}", spec.key, f"{w}x{h}x{f}", 0, cap,
-                           error="OOM while placing: " + str(e).split("\n")[0][:160])
+        except Exception as e:  # OOM while placing, or anything else: recorded, next case
+            r = CaseResult(f"ours: {plan.label}", spec.key, f"{w}x{h}x{f}", 0, cap, error=placing_error(e))
             results.append(r)
         finally:
             release_pipeline(pipe)
