@@ -17,10 +17,24 @@ import gc
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for wan_studio
+# Before torch starts CUDA: fewer fragments, so "fits under the cap" measures the plan, not luck.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import torch  # noqa: E402
+
+import wan_studio  # noqa: E402,F401  (hides CUDA-only packages on CPU machines)
+from measure import CaseResult, matmul_peak_tflops, run_case  # noqa: E402
+from report import print_table  # noqa: E402
+from wan_studio.catalog.specs import get_spec  # noqa: E402
+from wan_studio.memory import costs  # noqa: E402
+from wan_studio.memory.apply import apply_plan, apply_storage, release_pipeline  # noqa: E402
+from wan_studio.memory.plan import NoPlanFits, Plan, Workload  # noqa: E402
+from wan_studio.memory.planner import choose  # noqa: E402
 
 BASELINES = ("model_offload", "group_offload", "resident", "fp8_model_offload")
 
@@ -70,8 +84,6 @@ def build(spec: Any, tiny: bool) -> Any:
 
 def apply_baseline(pipe: Any, name: str, device: str) -> None:
     """A plain diffusers recipe, as a user following the diffusers docs would write it."""
-    import torch
-
     if name == "resident":
         pipe.to(device)
     elif name in ("model_offload", "fp8_model_offload"):
@@ -89,8 +101,6 @@ def apply_baseline(pipe: Any, name: str, device: str) -> None:
 
 def cast_transformers_fp8(pipe: Any) -> None:
     """fp8 layerwise storage on the transformer(s), once (it cannot be undone)."""
-    from wan_studio.memory.apply import apply_storage
-
     if getattr(pipe, "_bench_fp8", False):
         return
     for name in ("transformer", "transformer_2"):
@@ -114,7 +124,6 @@ def predicted_phases(spec: Any, work: Any, plan: Any) -> dict[str, float]:
 def hardware_for(cap_gb: float, peak_tflops: float, tiny: bool) -> Any:
     """The machine as the planner should see it: one GPU of ``cap_gb`` (or none with --tiny)."""
     import psutil
-    import torch
 
     from wan_studio.memory.hardware import GIB, GpuInfo, Hardware
 
@@ -129,117 +138,126 @@ def hardware_for(cap_gb: float, peak_tflops: float, tiny: bool) -> Any:
 
 def placing_error(e: Exception) -> str:
     """One line for a case that failed before or while its pipeline ran."""
-    import torch
-
     kind = "OOM while placing" if isinstance(e, torch.OutOfMemoryError) else type(e).__name__
     return f"{kind}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
 def free() -> None:
     """Return cached blocks so the next case starts from an empty allocator."""
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
+@dataclass
+class Bench:
+    """One model's run: the pipeline, the flags, and the results so far."""
+
+    args: argparse.Namespace
+    spec: Any
+    pipe: Any
+    device: str
+    peak_tflops: float
+    cap: float | None
+    results: list[CaseResult] = field(default_factory=list)
+
+    def steps_for(self, w: int, h: int) -> int:
+        """Fewer steps at 720p and above, where one step takes ~25 s on an H200."""
+        return self.args.steps_720p if w * h >= 1280 * 704 and not self.args.tiny else self.args.steps
+
+    def one(self, case: str, size: tuple[int, int, int], steps: int, decode: bool, capped: float | None) -> CaseResult:
+        """Run one case, record and print it; a failure is recorded, never raised."""
+        w, h, f = size
+        flops = costs.flops_per_forward(self.spec, costs.tokens(self.spec, w, h, f)) * 2  # CFG: two forwards
+        r = CaseResult(case, self.spec.key, f"{w}x{h}x{f}", steps, capped)
+        try:
+            r = run_case(self.pipe, self.spec, r, w, h, f, decode, flops, self.peak_tflops)
+        except Exception as e:  # report and go on with the next case, never hide
+            r.error = f"{type(e).__name__}: {str(e)[:200]}"
+        print("RESULT " + json.dumps(r.to_dict()), flush=True)
+        return self.add(r)
+
+    def add(self, r: CaseResult) -> CaseResult:
+        """Keep ``r`` and save everything so far."""
+        self.results.append(r)
+        self.save()
+        return r
+
+    def save(self) -> None:
+        """Write every result so far, so a run cut short still leaves its numbers."""
+        out = Path(self.args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{self.spec.key}.json").write_text(json.dumps([x.to_dict() for x in self.results], indent=1),
+                                                   encoding="utf-8")
+
+    def references(self, sizes: list[tuple[int, int, int]]) -> None:
+        """Everything resident, no cap: the step time the capped runs are compared with."""
+        for size in sizes:
+            self.one("reference: resident, no cap", size, max(self.args.ref_steps, 2), False, None)
+            free()
+
+    def baselines(self, names: list[str], sizes: list[tuple[int, int, int]]) -> None:
+        """Plain diffusers recipes under the cap."""
+        for name in names:
+            for w, h, f in sizes:
+                try:
+                    apply_baseline(self.pipe, name, self.device)
+                    self.one(f"diffusers {name}", (w, h, f), self.steps_for(w, h), False, self.cap)
+                except Exception as e:  # OOM while placing, or anything else: recorded, next case
+                    self.add(CaseResult(f"diffusers {name}", self.spec.key, f"{w}x{h}x{f}", 0, self.cap,
+                                        error=placing_error(e)))
+                finally:
+                    release_pipeline(self.pipe)
+                    free()
+
+    def ours(self, plans: list[tuple[Plan, tuple[int, int, int]]]) -> None:
+        """The planner's plans under the cap, bf16 ones first (fp8 casting cannot be undone)."""
+        for plan, (w, h, f) in sorted(plans, key=lambda pr: pr[0].storage == "fp8"):
+            if plan.storage == "fp8":
+                cast_transformers_fp8(self.pipe)
+            try:
+                apply_plan(self.pipe, plan)
+                r = self.one(f"ours: {plan.label}", (w, h, f), self.steps_for(w, h), not self.args.no_decode,
+                             self.cap)
+            except Exception as e:  # OOM while placing, or anything else: recorded, next case
+                r = self.add(CaseResult(f"ours: {plan.label}", self.spec.key, f"{w}x{h}x{f}", 0, self.cap,
+                                        error=placing_error(e)))
+            finally:
+                release_pipeline(self.pipe)
+                free()
+            work = Workload(w, h, f, self.spec.steps)
+            r.plan, r.predicted_peak_gib = plan.to_dict(), round(plan.peak_vram_gib, 2)
+            r.predicted_step_s, r.predicted_phase_gib = round(plan.step_s, 3), predicted_phases(self.spec, work, plan)
+            self.save()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every case for one model; print the table and write the JSON."""
     a = parse_args(argv)
-    if not a.tiny:
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    import torch
-
-    import wan_studio  # noqa: F401  (hides CUDA-only packages on CPU machines)
-    from measure import CaseResult, matmul_peak_tflops, run_case
-    from report import print_table
-    from wan_studio.catalog.specs import get_spec
-    from wan_studio.memory import costs
-    from wan_studio.memory.apply import apply_plan, release_pipeline
-    from wan_studio.memory.plan import NoPlanFits, Workload
-    from wan_studio.memory.planner import choose
-
     device = "cpu" if a.tiny else "cuda"
     spec = get_spec(a.model)
     sizes = parse_sizes(a.sizes, spec, a.tiny)
     peak = matmul_peak_tflops(device)
     print(f"# {spec.title}; matmul peak {peak:.1f} TFLOP/s on {device}; sizes {sizes}", flush=True)
-    pipe = build(spec, a.tiny)
-    results: list[CaseResult] = []
-    cap = None if a.tiny or not a.cap_gb else a.cap_gb
-
-    def steps_for(w: int, h: int) -> int:
-        return a.steps_720p if w * h >= 1280 * 704 and not a.tiny else a.steps
-
-    def one(case: str, w: int, h: int, f: int, steps: int, decode: bool, capped: float | None) -> CaseResult:
-        n = costs.tokens(spec, w, h, f)
-        flops = costs.flops_per_forward(spec, n) * 2  # CFG: two forwards per step
-        r = CaseResult(case, spec.key, f"{w}x{h}x{f}", steps, capped)
-        try:
-            r = run_case(pipe, spec, r, w, h, f, decode, flops, peak)
-        except Exception as e:  # report and go on with the next case, never hide
-            r.error = f"{type(e).__name__}: {str(e)[:200]}"
-        print("RESULT " + json.dumps(r.to_dict()), flush=True)
-        results.append(r)
-        save()
-        return r
-
-    def save() -> None:  # after every case, so a run cut short still leaves its numbers
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{spec.key}.json").write_text(json.dumps([r.to_dict() for r in results], indent=1), encoding="utf-8")
-
+    bench = Bench(a, spec, build(spec, a.tiny), device, peak, None if a.tiny or not a.cap_gb else a.cap_gb)
     if not a.tiny and a.ref_steps:
-        for w, h, f in sizes:
-            one("reference: resident, no cap", w, h, f, max(a.ref_steps, 2), False, None)
-            free()
-    pipe.to("cpu")
+        bench.references(sizes)
+    bench.pipe.to("cpu")
     free()
-    if cap:
-        torch.cuda.set_per_process_memory_fraction(cap * 2**30 / torch.cuda.get_device_properties(0).total_memory)
-    baselines = [] if a.baselines == "none" else [b for b in a.baselines.split(",") if b]
-
-    def run_baselines(names: list[str]) -> None:
-        for name in names:
-            for w, h, f in sizes:
-                try:
-                    apply_baseline(pipe, name, device)
-                    one(f"diffusers {name}", w, h, f, steps_for(w, h), False, cap)
-                except Exception as e:  # OOM while placing, or anything else: recorded, next case
-                    results.append(CaseResult(f"diffusers {name}", spec.key, f"{w}x{h}x{f}", 0, cap,
-                                              error=placing_error(e)))
-                finally:
-                    release_pipeline(pipe)
-                    free()
-
-    # fp8 casting cannot be undone: bf16 baselines, then our plans (bf16 first), then fp8 baselines.
-    run_baselines([b for b in baselines if not b.startswith("fp8")])
+    if bench.cap:
+        torch.cuda.set_per_process_memory_fraction(bench.cap * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    names = [] if a.baselines == "none" else [b for b in a.baselines.split(",") if b]
+    bench.baselines([b for b in names if not b.startswith("fp8")], sizes)
     hw = hardware_for(a.cap_gb, peak, a.tiny)
-    # Plan for a real job (the model's own step count), as the app would; run only a few steps.
-    plans = []
-    for w, h, f in sizes:
+    plans: list[tuple[Plan, tuple[int, int, int]]] = []
+    for w, h, f in sizes:  # planned for a real job (the model's own step count), run for a few steps
         try:
             plans.append((choose(spec, Workload(w, h, f, spec.steps), hw), (w, h, f)))
         except NoPlanFits as e:
-            results.append(CaseResult("ours: no plan", spec.key, f"{w}x{h}x{f}", 0, cap, error=str(e)[:300]))
-    for plan, (w, h, f) in sorted(plans, key=lambda pr: pr[0].storage == "fp8"):
-        if plan.storage == "fp8":
-            cast_transformers_fp8(pipe)
-        try:
-            apply_plan(pipe, plan)
-            r = one(f"ours: {plan.label}", w, h, f, steps_for(w, h), not a.no_decode, cap)
-        except Exception as e:  # OOM while placing, or anything else: recorded, next case
-            r = CaseResult(f"ours: {plan.label}", spec.key, f"{w}x{h}x{f}", 0, cap, error=placing_error(e))
-            results.append(r)
-        finally:
-            release_pipeline(pipe)
-            free()
-        r.plan, r.predicted_peak_gib, r.predicted_step_s = plan.to_dict(), round(plan.peak_vram_gib, 2), round(plan.step_s, 3)
-        r.predicted_phase_gib = predicted_phases(spec, Workload(w, h, f, spec.steps), plan)
-    run_baselines([b for b in baselines if b.startswith("fp8")])
-    save()
-    print_table(results)
+            bench.add(CaseResult("ours: no plan", spec.key, f"{w}x{h}x{f}", 0, bench.cap, error=str(e)[:300]))
+    bench.ours(plans)
+    bench.baselines([b for b in names if b.startswith("fp8")], sizes)
+    print_table(bench.results)
     return 0
 
 
