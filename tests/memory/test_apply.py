@@ -158,3 +158,26 @@ def test_one_expert_per_gpu_maps_to_two_devices_with_hooks(monkeypatch: pytest.M
     assert streamed[0]["onload_device"] == torch.device("cuda:0")  # the text encoder, streamed
     assert pipe.transformer_2._hf_hook.execution_device == "cuda:1"
     assert pipe._execution_device == torch.device("cuda:0")
+
+
+def test_split_across_two_gpus_uses_accelerates_balanced_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelerate
+    import diffusers
+
+    from wan_studio.memory.apply import _split
+    from wan_studio.memory.plan import Placement
+
+    expert = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=64, ffn_dim=64, num_layers=8, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=256)
+    size = sum(t.numel() * t.element_size() for t in expert.parameters())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (10 * size, 10 * size))
+    placed: dict[str, Any] = {}
+    monkeypatch.setattr(accelerate, "dispatch_model", lambda module, device_map, main_device: placed.update(
+        device_map=device_map, main_device=main_device))
+    plan = choose(T2V_A14B, A14B_480, box(2, ram_gib=48))
+    _split(expert, Placement("transformer", "cuda:0,cuda:1", "bf16", "balanced"), plan)
+    blocks = {k: v for k, v in placed["device_map"].items() if k.startswith("blocks.")}
+    assert set(blocks.values()) == {0, 1}  # the blocks really are shared out
+    assert placed["main_device"] == "cuda:0"

@@ -93,15 +93,17 @@ def _place(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
 
 
 def _split(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
-    """Split ``module`` block-wise across its devices with accelerate, about half on each."""
+    """Split ``module`` block-wise across its GPUs with accelerate's balanced placement."""
     from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
 
-    size = sum(t.numel() * t.element_size() for t in module.parameters())
-    per = int(size / len(p.devices) * 1.1)
-    max_memory: dict[int | str, int] = {torch.device(d).index: per for d in p.devices}
-    max_memory["cpu"] = 0
     no_split = list(getattr(module, "_no_split_modules", None) or [])
-    device_map = infer_auto_device_map(module, max_memory=max_memory, no_split_module_classes=no_split)
+    free: dict[int | str, int] = {}
+    for d in p.devices:
+        index = torch.device(d).index
+        free[index] = torch.cuda.mem_get_info(index)[0]
+    budget = get_balanced_memory(module, max_memory=free, no_split_module_classes=no_split)
+    device_map = infer_auto_device_map(module, max_memory=budget, no_split_module_classes=no_split)
     if any(v in ("cpu", "disk") for v in device_map.values()):
         raise PlanError(f"{p.component} does not fit across {p.device}")
     dispatch_model(module, device_map=device_map, main_device=plan.primary_device)
