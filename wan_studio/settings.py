@@ -24,6 +24,8 @@ class Settings:
     default_model: str | None = None
     download: str | None = None
     max_prompt_chars: int = 4000
+    allow_fp8: bool = True
+    allow_8bit: bool = False
     # GPU telemetry and thermal guard (°C; seconds between samples).
     thermal_guard: bool = True
     thermal_pause_c: float = 83.0
@@ -83,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preselected in the UI (default: TI2V-5B if downloaded, else demo)")
     p.add_argument("--download", metavar="MODEL", default=None,
                    help="download MODEL (e.g. ti2v-5b) into --models-dir and exit")
+    p.add_argument("--no-fp8", dest="allow_fp8", action="store_false",
+                   help="never store transformer weights in fp8 (full quality; may need more VRAM or be slower)")
+    p.add_argument("--allow-8bit", action="store_true",
+                   help="allow bitsandbytes 8-bit weights when nothing else fits (slower, slight quality loss)")
     p.add_argument("--thermal-pause-c", type=float, default=float(env("WAN_STUDIO_THERMAL_PAUSE_C", "83")),
                    metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
     p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
@@ -122,6 +128,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         auth=ns.auth,
         default_model=ns.default_model,
         download=ns.download,
+        allow_fp8=ns.allow_fp8,
+        allow_8bit=ns.allow_8bit,
         thermal_guard=ns.thermal_guard,
         thermal_pause_c=ns.thermal_pause_c,
         thermal_resume_c=ns.thermal_resume_c,
