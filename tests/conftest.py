@@ -22,9 +22,12 @@ def settings(tmp_path: Path):
 
 @pytest.fixture
 def studio(settings):
+    """A Studio on temp folders; its worker process (if a test started one) is stopped after."""
     from wan_studio.services import Studio
 
-    return Studio.create(settings)
+    s = Studio.create(settings)
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

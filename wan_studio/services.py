@@ -1,24 +1,46 @@
-"""Wiring: builds the catalog view, model manager and presets once, and runs jobs for the UI/API."""
+"""Wiring: builds the catalog view, presets, job store, queue and executor once; runs jobs for the UI/API.
+
+Generation never happens in this (the Gradio) process: ``run`` queues the request and waits for a
+worker process to finish it.
+"""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
-from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
-from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.cluster.local import LocalExecutor, detect_devices
+from wan_studio.engine.generate import GenerationCancelled, ProgressFn
+from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError
+from wan_studio.jobs.queue import JobQueue
+from wan_studio.jobs.store import JobStore
 from wan_studio.memory.manager import ModelManager, default_loader
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
-__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable"]
+__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "JobFailed"]
 
 
 class ModelUnavailable(RequestError):
     """The request names a model that is not downloaded or is incomplete; says how to fix it."""
+
+
+class JobFailed(RuntimeError):
+    """A queued job ended in ``failed``; the message is the reason the worker gave."""
+
+
+def worker_devices(settings: Settings) -> list[str]:
+    """Devices to start workers on: every GPU by default, or ``settings.workers`` of them."""
+    found = detect_devices()
+    if settings.workers is None:
+        return found
+    if found == ["cpu"]:
+        return ["cpu"] * settings.workers
+    return found[: settings.workers]
 
 
 @dataclass
@@ -28,17 +50,47 @@ class Studio:
     settings: Settings
     manager: ModelManager
     presets: dict[str, Preset]
-    # One GPU job at a time in this process; the persistent queue replaces this with workers.
-    _run_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cancels: dict[str, threading.Event] = field(default_factory=dict)
-    _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The persistent queue; its workers own the models. ``manager`` stays for callers that
+    # inspect it, but generation never loads a pipeline into this process.
+    jobs: JobQueue | None = None
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None) -> Studio:
-        """Build every service from ``settings``."""
+        """Build every service from ``settings``; raises ``StoreError`` if the job database is damaged.
+
+        Worker processes start on ``start()`` (or the first submitted job).
+        """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         manager = manager or ModelManager(default_loader(settings.models_dir))
-        return cls(settings=settings, manager=manager, presets=load_presets())
+        studio = cls(settings=settings, manager=manager, presets=load_presets())
+        executor = LocalExecutor(settings.models_dir, settings.outputs_dir, worker_devices(settings))
+        studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
+                               max_length=settings.max_queue, max_attempts=settings.max_attempts,
+                               max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
+        return studio
+
+    @property
+    def queue(self) -> JobQueue:
+        """The job queue (always built by ``create``)."""
+        assert self.jobs is not None, "build Studio with Studio.create(settings)"
+        return self.jobs
+
+    def start(self) -> None:
+        """Repair the queue after a crash and start the worker processes."""
+        self.queue.start()
+
+    def close(self) -> None:
+        """Stop the workers and release the job database."""
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs.store.close()
+
+    def check_available(self, request: GenerationRequest) -> None:
+        """Raise ``ModelUnavailable`` unless the request's model can be loaded now."""
+        spec = get_spec(request.model)
+        avail = self.availability(spec)
+        if not avail.usable:
+            raise ModelUnavailable(f"{spec.title} is {avail.detail}")
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -68,49 +120,36 @@ class Studio:
         owner: str = "local",
         on_progress: ProgressFn | None = None,
     ) -> GenerationResult:
-        """Validate and run ``request`` to completion; ``owner`` is who may cancel it.
+        """Queue ``request`` for ``owner`` (who may cancel it) and wait until a worker finishes it.
 
-        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``.
+        Raises ``RequestError`` (bad input, model missing, queue full), ``GenerationCancelled`` or
+        ``JobFailed`` (with the worker's reason).
         """
-        r = validate(request, self.settings.max_prompt_chars)
-        spec = get_spec(r.model)
-        avail = self.availability(spec)
-        if not avail.usable:
-            raise ModelUnavailable(f"{spec.title} is {avail.detail}")
         report = on_progress or (lambda p: None)
-        cancel = self._begin(owner)
-        try:
-            report(Progress("loading", 0, r.steps, 0.0))
-            with self._run_lock:
-                if cancel.is_set():
-                    raise GenerationCancelled("cancelled while waiting for the GPU")
-                with self.manager.use(spec) as pipe:
-                    placement = self.manager.loaded().get(spec.key, "")
-                    return generate(pipe, r, self.settings.outputs_dir, report, cancel,
-                                    extra_sidecar={"placement": placement})
-        finally:
-            self._end(owner, cancel)
+        job = self.queue.submit(request, owner=owner)
+        job = self.queue.wait(job.id, on_change=lambda j: report(self.queue.progress_of(j)))
+        if job.status == "cancelled":
+            raise GenerationCancelled(job.error or "cancelled")
+        if job.status != "done":
+            raise JobFailed(job.error or f"the job ended as {job.status}")
+        return result_of(job.outputs)
 
     def cancel(self, owner: str) -> bool:
-        """Ask the job of ``owner`` to stop after its current step; True if one was running."""
-        with self._cancels_lock:
-            event = self._cancels.get(owner)
-        if event is None:
-            return False
-        event.set()
-        return True
-
-    def _begin(self, owner: str) -> threading.Event:
-        event = threading.Event()
-        with self._cancels_lock:
-            self._cancels[owner] = event
-        return event
-
-    def _end(self, owner: str, event: threading.Event) -> None:
-        with self._cancels_lock:
-            if self._cancels.get(owner) is event:
-                del self._cancels[owner]
+        """Ask every unfinished job of ``owner`` to stop; True if there was one."""
+        return self.queue.cancel_owner(owner) > 0
 
     def describe(self) -> dict[str, Any]:
-        """What is loaded and where, for the UI."""
-        return {"loaded": self.manager.loaded()}
+        """What each worker process has loaded, for the UI."""
+        workers = self.queue.executor.workers()
+        return {"loaded": {m: w.device for w in workers for m in w.loaded},
+                "workers": [w.__dict__ for w in workers]}
+
+
+def result_of(outputs: list[str]) -> GenerationResult:
+    """Rebuild a ``GenerationResult`` from a finished job's files (mp4 + JSON sidecar)."""
+    video = Path(next(o for o in outputs if o.endswith(".mp4")))
+    sidecar_path = Path(next(o for o in outputs if o.endswith(".json")))
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    peak = sidecar.get("peak_vram_gib")
+    return GenerationResult(video, sidecar_path, GenerationRequest.from_dict(sidecar["request"]),
+                            dict(sidecar.get("timings", {})), int(peak * 2**30) if peak is not None else None)

@@ -24,10 +24,19 @@ class Settings:
     default_model: str | None = None
     download: str | None = None
     max_prompt_chars: int = 4000
+    # Worker processes: None = one per GPU (one CPU worker without a GPU); 0 = accept jobs only.
+    workers: int | None = None
+    max_queue: int = 1000
+    max_attempts: int = 3
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
         self.outputs_dir = Path(self.outputs_dir).expanduser()
+
+    @property
+    def jobs_db(self) -> Path:
+        """The job queue database (SQLite) inside the outputs folder."""
+        return self.outputs_dir / "jobs.db"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]] | None:
@@ -64,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preselected in the UI (default: TI2V-5B if downloaded, else demo)")
     p.add_argument("--download", metavar="MODEL", default=None,
                    help="download MODEL (e.g. ti2v-5b) into --models-dir and exit")
+    p.add_argument("--workers", type=int, default=_env_int("WAN_STUDIO_WORKERS"),
+                   help="worker processes (default: one per GPU, or one on the CPU; 0 = queue only)")
+    p.add_argument("--max-queue", type=int, default=int(env("WAN_STUDIO_MAX_QUEUE", "1000")),
+                   help="most unfinished jobs the queue accepts (default 1000)")
     return p
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
 
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:
@@ -79,4 +97,6 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         auth=ns.auth,
         default_model=ns.default_model,
         download=ns.download,
+        workers=ns.workers,
+        max_queue=ns.max_queue,
     )

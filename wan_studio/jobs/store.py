@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, get_args
 
+from wan_studio.engine.request import RequestError
+
 JobStatus = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = get_args(JobStatus)
 ACTIVE: tuple[JobStatus, ...] = ("queued", "running", "paused")
@@ -82,7 +84,7 @@ class IllegalTransition(ValueError):
     """A status change the state machine forbids, e.g. anything out of ``done``."""
 
 
-class QueueFull(ValueError):
+class QueueFull(RequestError):
     """The queue already holds its maximum number of unfinished jobs."""
 
 

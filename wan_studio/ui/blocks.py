@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner
+from wan_studio.ui import beginner, jobs_api, queue_tab
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -20,7 +20,11 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Beginner", id="beginner"):
                 tab = beginner.render(studio)
+            with gr.Tab("Queue", id="queue"):
+                qtab = queue_tab.render(studio)
         beginner.listen(tab, studio)
+        queue_tab.listen(qtab, studio)
+        jobs_api.register(studio)
     app.queue(default_concurrency_limit=4)
     return app
 
