@@ -105,10 +105,12 @@ class _Runner:
             req = GenerationRequest.from_dict(request)
             spec = get_spec(req.model)
             report(Progress("loading", 0, req.steps or 0, 0.0))
+            warm = spec.key in self.manager.loaded()
             with self.manager.use(spec) as pipe:
                 plan = self.manager.loaded().get(spec.key, "")
                 result = generate(pipe, req, self.outputs_dir, report, cancel,
-                                  extra_sidecar={"placement": plan, "job_id": job_id, "worker": self.name})
+                                  extra_sidecar={"placement": plan, "job_id": job_id, "worker": self.name,
+                                                 "model_was_loaded": warm})
             self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": plan,
                        "outputs": [str(result.video_path), str(result.sidecar_path)],
                        "loaded": list(self.manager.loaded())})

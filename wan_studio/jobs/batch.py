@@ -174,7 +174,7 @@ def _row_requests(raw: dict[str, Any], presets: dict[str, Preset], default_prese
         raise RequestError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
     prompt = fields.pop("prompt", None)
     if not isinstance(prompt, str):
-        raise RequestError("the prompt is missing")
+        raise RequestError("the prompt is missing; every row needs one")
     image = fields.get("image")
     if isinstance(image, str) and base_dir is not None and not Path(image).is_absolute():
         fields["image"] = str(Path(base_dir) / image)
