@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import threading
 import time
@@ -88,8 +89,10 @@ class LocalExecutor(Executor):
 
     def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
                  backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
-        self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir)}
         self._devices = devices if devices is not None else detect_devices()
+        cpu_workers = self._devices.count("cpu")
+        self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
+                        "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None}
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()

@@ -39,6 +39,12 @@ def worker_main(name: str, device: str, config: dict[str, Any], conn: Connection
     if device.startswith("cuda:"):
         # Pin before torch is imported so the worker only ever sees its own GPU (as cuda:0).
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    if config.get("cpu_threads"):
+        # CPU workers share the cores; without a cap each would start one thread per core and
+        # they would slow each other down.
+        import torch
+
+        torch.set_num_threads(int(config["cpu_threads"]))
     send_lock = threading.Lock()
 
     def send(msg: dict[str, Any]) -> None:
