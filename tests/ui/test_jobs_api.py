@@ -127,3 +127,16 @@ def test_200_concurrent_submissions_become_200_jobs_each_run_once(server: tuple[
     assert sorted(s["job_id"] for s in sidecars) == sorted(ids)
     made = [p for p in studio.settings.outputs_dir.rglob("*.json") if json.loads(p.read_text()).get("job_id") in set(ids)]
     assert len(made) == 200  # no job ran twice
+
+
+def test_beginner_cancel_button_stops_its_own_generate(server: tuple[Studio, str], client: Client) -> None:
+    studio, _ = server
+    pending = client.submit("a slow cat", None, "demo-fast", 8, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while not any(j.owner == client.session_hash for j in studio.queue.store.list(("running",))):
+        assert time.monotonic() < deadline, "the /generate job never started"
+        time.sleep(0.01)
+    assert client.predict(api_name="/cancel") == "Cancelling after the current step…"
+    video, _files, _params, status = pending.result(timeout=60)
+    assert video is None and status.startswith("Cancelled (cancelled")
+    assert client.predict(api_name="/cancel") == "Nothing is running."

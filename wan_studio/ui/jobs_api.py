@@ -19,6 +19,11 @@ API_FIELDS = ("model", "negative_prompt", "width", "height", "num_frames", "fps"
               "guidance_2", "shift")
 
 
+def _user_error(message: str) -> gr.Error:
+    """An error shown to the caller as is; no traceback in the server log (nothing went wrong here)."""
+    return gr.Error(message, print_exception=False)
+
+
 def public_view(job: Job, ahead: int | None = None) -> dict[str, Any]:
     """What an API client sees of a job (no server paths)."""
     view = {k: getattr(job, k) for k in ("id", "status", "progress", "progress_text", "eta_s", "attempts",
@@ -38,21 +43,21 @@ def register(studio: Studio) -> None:
                priority: int = 0, request: gr.Request = None) -> str:  # type: ignore[assignment]
         """Queue one video; returns its job id at once. ``settings_json`` may set request fields."""
         if preset not in studio.presets:
-            raise gr.Error(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
+            raise _user_error(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
         try:
             extra = json.loads(settings_json) if settings_json and settings_json.strip() else {}
         except json.JSONDecodeError as e:
-            raise gr.Error(f"settings_json is not valid JSON: {e.msg}") from None
+            raise _user_error(f"settings_json is not valid JSON: {e.msg}") from None
         if not isinstance(extra, dict) or set(extra) - set(API_FIELDS):
             bad = sorted(set(extra) - set(API_FIELDS)) if isinstance(extra, dict) else ["(not an object)"]
-            raise gr.Error(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
+            raise _user_error(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
         req: GenerationRequest = studio.presets[preset].request(
             prompt, seed=None if seed is None or int(seed) < 0 else int(seed), **extra)
         owner = f"api:{getattr(request, 'session_hash', None) or 'anonymous'}"
         try:
             return q.submit(req, owner=owner, priority=int(priority or 0)).id
         except RequestError as e:
-            raise gr.Error(str(e)) from None
+            raise _user_error(str(e)) from None
 
     def job_status(job_id: str) -> dict[str, Any]:
         """Status, progress (0..1), ETA (seconds) and error text of a job."""
@@ -65,14 +70,14 @@ def register(studio: Studio) -> None:
         try:
             return public_view(q.cancel(job_id.strip()))
         except IllegalTransition as e:
-            raise gr.Error(str(e)) from None
+            raise _user_error(str(e)) from None
 
     def list_jobs(status: str = "", limit: int = 100) -> list[dict[str, Any]]:
         """Jobs in queue order; ``status`` filters (comma-separated, e.g. ``queued,running``)."""
         wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
         unknown = sorted(set(wanted) - set(STATUSES))
         if unknown:
-            raise gr.Error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
+            raise _user_error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
         return [public_view(j) for j in q.store.list(wanted or None, limit=max(1, min(int(limit), 1000)))]
 
     def job_result(job_id: str) -> tuple[str, str, dict[str, Any]]:
@@ -80,7 +85,7 @@ def register(studio: Studio) -> None:
         job = _get(job_id)
         if job.status != "done":
             hint = f": {job.error}" if job.error and job.status in FINISHED else ""
-            raise gr.Error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")
+            raise _user_error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")
         video = next(o for o in job.outputs if o.endswith(".mp4"))
         sidecar = next(o for o in job.outputs if o.endswith(".json"))
         with open(sidecar, encoding="utf-8") as f:
@@ -90,10 +95,11 @@ def register(studio: Studio) -> None:
         try:
             return q.get((job_id or "").strip())
         except JobNotFound:
-            raise gr.Error(f"no job with id {job_id!r} (it may have been deleted)") from None
+            raise _user_error(f"no job with id {job_id!r} (it may have been deleted)") from None
 
     # Submissions must never wait behind a running /generate: their own unlimited concurrency group.
-    gr.api(submit, api_name="submit", concurrency_limit=None, concurrency_id="jobs-api")
+    # queue=False also opens the direct one-request route POST /gradio_api/run/submit (no SSE).
+    gr.api(submit, api_name="submit", queue=False)
     gr.api(job_status, api_name="job_status", concurrency_limit=None, concurrency_id="jobs-api")
     gr.api(cancel_job, api_name="cancel_job", concurrency_limit=None, concurrency_id="jobs-api")
     gr.api(list_jobs, api_name="list_jobs", concurrency_limit=None, concurrency_id="jobs-api")
