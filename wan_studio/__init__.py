@@ -1,5 +1,6 @@
 """Wan Studio: run the Wan2.2 video models on consumer GPUs."""
 
+import logging as _logging
 import sys as _sys
 
 __version__ = "0.1.0"
@@ -23,3 +24,9 @@ def _hide_cuda_only_packages() -> None:
 
 
 _hide_cuda_only_packages()
+
+# diffusers' image-to-video module names CLIPImageProcessor, which transformers resolves to its PIL
+# twin when torchvision is absent (we never use it: Wan2.2 has no image encoder) and warns about it.
+_logging.getLogger("transformers.utils.import_utils").addFilter(
+    lambda record: "requires torchvision" not in record.getMessage()
+)

@@ -1,28 +1,48 @@
-"""Wiring: builds the catalog view, presets, job store, queue and executor once; runs jobs for the UI/API.
+"""Wiring: builds the catalog view, presets, telemetry, job store, queue and executor once; runs jobs.
 
-Generation never happens in this (the Gradio) process: ``run`` queues the request and waits for a
-worker process to finish it.
+Generation never happens in the web process: ``run`` queues the request and waits for a worker
+process to finish it. (A Studio built with an injected ``manager`` runs jobs on a thread of this
+process instead — tests and embedding.)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
+from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.local import LocalExecutor, detect_devices
-from wan_studio.engine.generate import GenerationCancelled, ProgressFn
-from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError
+from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
+from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.queue import JobQueue
 from wan_studio.jobs.store import JobStore
+from wan_studio.accounts import Accounts
+from wan_studio.engine.video_io import join_clips
+from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
 from wan_studio.memory.manager import ModelManager, default_loader
+from wan_studio.limits import UserLimits, check_job_cost, check_queue_quota
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
 __all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "JobFailed"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A scene clip and a talking clip, and their join when asked for."""
+
+    scene: GenerationResult
+    talk: GenerationResult
+    joined: Path | None
 
 
 class ModelUnavailable(RequestError):
@@ -50,24 +70,50 @@ class Studio:
     settings: Settings
     manager: ModelManager
     presets: dict[str, Preset]
-    # The persistent queue; its workers own the models. ``manager`` stays for callers that
-    # inspect it, but generation never loads a pipeline into this process.
+    # The persistent queue; its workers own the models (``manager`` is used only when injected).
     jobs: JobQueue | None = None
+    telemetry: TelemetrySampler | None = None
+    thermal: ThermalGuard | None = None
+    accounts: Accounts | None = None
+    limits: UserLimits = field(default_factory=UserLimits)
 
     @classmethod
-    def create(cls, settings: Settings, manager: ModelManager | None = None) -> Studio:
-        """Build every service from ``settings``; raises ``StoreError`` if the job database is damaged.
+    def create(cls, settings: Settings, manager: ModelManager | None = None,
+               telemetry: TelemetrySampler | None = None) -> Studio:
+        """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler (tests).
 
-        Worker processes start on ``start()`` (or the first submitted job).
+        Jobs run in worker processes (one per GPU), or — when ``manager`` is given — on a thread of
+        this process with that manager. Workers start on ``start()`` (or the first job); the
+        sampler starts here; ``close()`` stops both. Raises ``StoreError`` for a damaged job database.
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        injected = manager is not None
         manager = manager or ModelManager(default_loader(settings.models_dir))
-        studio = cls(settings=settings, manager=manager, presets=load_presets())
-        executor = LocalExecutor(settings.models_dir, settings.outputs_dir, worker_devices(settings))
+        telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
+        limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
+                               enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
+                               max_age_s=max(10.0, 5 * telemetry.interval_s))
+        studio = cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
+                     thermal=ThermalGuard(telemetry.latest, limits),
+                     accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
+                     limits=user_limits(settings))
+        executor = studio._inline_executor() if injected else LocalExecutor(
+            settings.models_dir, settings.outputs_dir, worker_devices(settings),
+            thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
+                     "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s})
         studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
         return studio
+
+    def _inline_executor(self) -> Executor:
+        from wan_studio.cluster.inline import InlineExecutor
+        from wan_studio.cluster.runner import JobRunner
+
+        def guard(total: int, report: ProgressFn, cancel: threading.Event) -> ThermalSession | None:
+            return self._thermal_session(total, report, time.perf_counter(), cancel)
+
+        return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard))
 
     @property
     def queue(self) -> JobQueue:
@@ -76,14 +122,8 @@ class Studio:
         return self.jobs
 
     def start(self) -> None:
-        """Repair the queue after a crash and start the worker processes."""
+        """Repair the queue after a crash and start the workers."""
         self.queue.start()
-
-    def close(self) -> None:
-        """Stop the workers and release the job database."""
-        if self.jobs is not None:
-            self.jobs.close()
-            self.jobs.store.close()
 
     def check_available(self, request: GenerationRequest) -> None:
         """Raise ``ModelUnavailable`` unless the request's model can be loaded now."""
@@ -91,6 +131,52 @@ class Studio:
         avail = self.availability(spec)
         if not avail.usable:
             raise ModelUnavailable(f"{spec.title} is {avail.detail}")
+
+    def is_admin(self, user: str | None) -> bool:
+        """Whether ``user`` may unload models and act on other people's jobs.
+
+        With an accounts file its roles decide. Without one, the app on loopback belongs to the
+        person at the machine (admin); once shared, nobody is admin, so a leaked link or password
+        cannot unload models or touch other jobs.
+        """
+        if self.accounts is not None:
+            return self.accounts.is_admin(user)
+        return not self.settings.shared
+
+    def close(self) -> None:
+        """Stop background work: the workers (running jobs resume at the next start), the sampler."""
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs.store.close()
+        if self.telemetry is not None:
+            self.telemetry.stop()
+
+    def vram_need_bytes(self, request: GenerationRequest) -> int:
+        """Bytes of GPU memory ``request`` needs, roughly: the largest component plus a quarter.
+
+        A stand-in until the memory planner predicts the peak of the chosen plan.
+        """
+        spec = get_spec(request.model)
+        return int(max(c.bytes for c in spec.components) * 1.25)
+
+    def vram_warnings(self, request: GenerationRequest) -> list[str]:
+        """Sentences for the user when the job would not fit the GPU's memory available now."""
+        if self.telemetry is None or get_spec(request.model).is_demo:
+            return []  # the demo runs on the CPU
+        check = check_vram(self.vram_need_bytes(request), self.telemetry.latest(self.telemetry.host), index=0)
+        return [check.message] if check is not None and not check.fits else []
+
+    def _thermal_session(self, total_steps: int, report: ProgressFn, t0: float,
+                         cancel: threading.Event) -> ThermalSession | None:
+        if self.thermal is None or self.telemetry is None or not self.telemetry.has_local_gpus:
+            return None
+
+        def note(step: int, text: str) -> None:
+            report(Progress("paused", step, total_steps, time.perf_counter() - t0, note=text))
+
+        # Every local GPU is watched (the manager may spread a model over all of them); GPUs of other
+        # hosts run their own jobs and their own guards.
+        return self.thermal.session(self.telemetry.host, on_note=note, cancel=cancel)
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -114,35 +200,93 @@ class Studio:
                 return p
         return candidates[-1]
 
+    def submit(self, request: GenerationRequest, owner: str = "local", user: str | None = None,
+               priority: int = 0) -> Any:
+        """Check ``request`` against the user's limits and queue it; returns the stored job.
+
+        Raises ``RequestError`` (bad input, model missing, over a limit, queue full).
+        """
+        r = validate(request, self.settings.max_prompt_chars)
+        admin = self.is_admin(user)
+        check_job_cost(r, self.limits, admin)
+        check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
+        extra: dict[str, Any] = {}
+        for warning in self.vram_warnings(r):
+            log.warning("VRAM: %s", warning)
+            extra.setdefault("vram_warnings", []).append(warning)
+        return self.queue.submit(r, owner=owner, priority=priority, user=user or owner, extra=extra)
+
     def run(
         self,
         request: GenerationRequest,
         owner: str = "local",
         on_progress: ProgressFn | None = None,
+        user: str | None = None,
     ) -> GenerationResult:
-        """Queue ``request`` for ``owner`` (who may cancel it) and wait until a worker finishes it.
+        """Queue ``request`` (``owner`` may cancel it, ``user`` is the logged-in name: per-user limits
+        apply to non-admins) and wait until a worker has made the video.
 
-        Raises ``RequestError`` (bad input, model missing, queue full), ``GenerationCancelled`` or
-        ``JobFailed`` (with the worker's reason).
+        Raises ``RequestError`` (bad input, model missing, limits, queue full), ``GenerationCancelled``
+        or ``JobFailed`` (with the worker's reason). Between steps the thermal guard may hold the job
+        while a GPU cools (reported as stage ``paused``); pauses and VRAM warnings are recorded in
+        the sidecar.
         """
         report = on_progress or (lambda p: None)
-        job = self.queue.submit(request, owner=owner)
-        job = self.queue.wait(job.id, on_change=lambda j: report(self.queue.progress_of(j)))
+        job = self.submit(request, owner=owner, user=user)
+        def waiting(j: Any) -> None:
+            if j.status in ("queued", "paused"):
+                report(self.queue.progress_of(j))
+
+        job = self.queue.wait(job.id, on_change=waiting, on_progress=report)
         if job.status == "cancelled":
             raise GenerationCancelled(job.error or "cancelled")
         if job.status != "done":
             raise JobFailed(job.error or f"the job ended as {job.status}")
         return result_of(job.outputs)
 
+    def run_scene_and_talk(
+        self,
+        scene: GenerationRequest,
+        talk: GenerationRequest,
+        join: bool,
+        owner: str = "local",
+        on_progress: Callable[[str, Progress], None] | None = None,
+    ) -> PairResult:
+        """The intermediate workflow: a scene clip, then a talking clip, optionally joined.
+
+        Both requests are validated before either runs, so a bad audio file is refused before
+        minutes of scene generation. ``on_progress(part, progress)`` names the part running
+        ("scene" or "talk"). The two run one after the other in this process.
+        """
+        validate(scene, self.settings.max_prompt_chars)
+        validate(talk, self.settings.max_prompt_chars)
+        report = on_progress or (lambda part, p: None)
+        first = self.run(scene, owner, lambda p: report("scene", p))
+        second = self.run(talk, owner, lambda p: report("talk", p))
+        joined = None
+        if join:
+            out = second.video_path.with_name(second.video_path.stem + "-joined.mp4")
+            joined = join_clips([first.video_path, second.video_path], out, first.request.fps or 24)
+        return PairResult(first, second, joined)
+
     def cancel(self, owner: str) -> bool:
         """Ask every unfinished job of ``owner`` to stop; True if there was one."""
         return self.queue.cancel_owner(owner) > 0
 
     def describe(self) -> dict[str, Any]:
-        """What each worker process has loaded, for the UI."""
+        """What each worker has loaded, for the UI."""
         workers = self.queue.executor.workers()
         return {"loaded": {m: w.device for w in workers for m in w.loaded},
                 "workers": [w.__dict__ for w in workers]}
+
+
+def user_limits(settings: Settings) -> UserLimits:
+    """Limits from flags; when the app is shared, unset ones take the sharing defaults."""
+    base = UserLimits.for_sharing() if settings.shared else UserLimits()
+    return UserLimits(
+        max_job_cost=settings.max_job_cost if settings.max_job_cost is not None else base.max_job_cost,
+        max_queued_jobs=settings.max_queued_jobs if settings.max_queued_jobs is not None else base.max_queued_jobs,
+    )
 
 
 def result_of(outputs: list[str]) -> GenerationResult:

@@ -28,10 +28,29 @@ class Settings:
     workers: int | None = None
     max_queue: int = 1000
     max_attempts: int = 3
+    # GPU telemetry and thermal guard (°C; seconds between samples).
+    thermal_guard: bool = True
+    thermal_pause_c: float = 83.0
+    thermal_resume_c: float = 75.0
+    telemetry_interval_s: float = 1.0
+    # Sharing: accounts file (user:scrypt-hash:role lines) and limits for non-admin users.
+    accounts_file: Path | None = None
+    add_user: str | None = None
+    add_admin: bool = False
+    max_job_cost: float | None = None
+    max_queued_jobs: int | None = None
+    max_upload_mb: int = 50
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
         self.outputs_dir = Path(self.outputs_dir).expanduser()
+        if self.accounts_file is not None:
+            self.accounts_file = Path(self.accounts_file).expanduser()
+
+    @property
+    def shared(self) -> bool:
+        """True when people other than the person at this machine can reach the app."""
+        return self.share or self.accounts_file is not None or self.host not in ("127.0.0.1", "localhost", "::1")
 
     @property
     def jobs_db(self) -> Path:
@@ -77,6 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: one per GPU, or one on the CPU; 0 = queue only)")
     p.add_argument("--max-queue", type=int, default=int(env("WAN_STUDIO_MAX_QUEUE", "1000")),
                    help="most unfinished jobs the queue accepts (default 1000)")
+    p.add_argument("--thermal-pause-c", type=float, default=float(env("WAN_STUDIO_THERMAL_PAUSE_C", "83")),
+                   metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
+    p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
+                   metavar="C", help="resume a paused job once its GPUs are at or below C °C (default 75)")
+    p.add_argument("--no-thermal-guard", dest="thermal_guard", action="store_false",
+                   default=env("WAN_STUDIO_THERMAL_GUARD", "1") not in ("0", "false", "no"),
+                   help="never pause jobs for heat (temperatures are still shown)")
+    p.add_argument("--accounts", dest="accounts_file", type=Path, default=env("WAN_STUDIO_ACCOUNTS"),
+                   metavar="FILE", help="log in with the accounts in FILE (lines user:scrypt-hash:role)")
+    p.add_argument("--add-user", metavar="NAME", default=None,
+                   help="add or update NAME in the --accounts file (asks for the password) and exit")
+    p.add_argument("--admin", dest="add_admin", action="store_true",
+                   help="with --add-user: give the admin role (unload models, act on others' jobs)")
+    p.add_argument("--max-job-cost", type=float, default=None, metavar="MPX_FRAME_STEPS",
+                   help="largest job a non-admin may run, in width×height×frames×steps/10⁶ "
+                        "(720p 5 s 50 steps ≈ 5450; default: unlimited locally, 2 such jobs when shared)")
+    p.add_argument("--max-queued-jobs", type=int, default=None, metavar="N",
+                   help="jobs one non-admin user may have waiting or running (default: unlimited locally, 5 when shared)")
+    p.add_argument("--max-upload-mb", type=int, default=int(env("WAN_STUDIO_MAX_UPLOAD_MB", "50")), metavar="MB",
+                   help="largest file a browser or client may upload (default 50)")
     return p
 
 
@@ -87,7 +126,11 @@ def _env_int(name: str) -> int | None:
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:
     """Parse flags (and environment defaults) into ``Settings``."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not 40 <= ns.thermal_resume_c < ns.thermal_pause_c <= 110:
+        parser.error(f"--thermal-resume-c ({ns.thermal_resume_c:g}) must be below --thermal-pause-c "
+                     f"({ns.thermal_pause_c:g}), both within 40–110 °C")
     return Settings(
         host=ns.host,
         port=ns.port,
@@ -99,4 +142,13 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         download=ns.download,
         workers=ns.workers,
         max_queue=ns.max_queue,
+        thermal_guard=ns.thermal_guard,
+        thermal_pause_c=ns.thermal_pause_c,
+        thermal_resume_c=ns.thermal_resume_c,
+        accounts_file=ns.accounts_file,
+        add_user=ns.add_user,
+        add_admin=ns.add_admin,
+        max_job_cost=ns.max_job_cost,
+        max_queued_jobs=ns.max_queued_jobs,
+        max_upload_mb=ns.max_upload_mb,
     )

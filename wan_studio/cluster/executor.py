@@ -73,8 +73,11 @@ class Executor(abc.ABC):
         """Workers ready to take a job right now."""
 
     @abc.abstractmethod
-    def submit(self, worker: str, job_id: str, request: dict[str, Any]) -> None:
-        """Run the resolved request dict on ``worker``; raises ``WorkerGone`` if it cannot."""
+    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Run the resolved request dict on ``worker``; raises ``WorkerGone`` if it cannot.
+
+        ``extra`` is added to the job's JSON sidecar (e.g. VRAM warnings made at submission).
+        """
 
     @abc.abstractmethod
     def cancel(self, job_id: str) -> bool:
@@ -91,6 +94,13 @@ class Executor(abc.ABC):
     def telemetry(self) -> dict[str, Any]:
         """Executor-specific numbers for the UI (empty by default)."""
         return {}
+
+
+def event_from_message(msg: dict[str, Any], worker: str) -> JobEvent:
+    """The ``JobEvent`` for one message of a job runner (see ``cluster/runner.py``)."""
+    return JobEvent(kind=msg["ev"], job_id=msg.get("job_id", ""), worker=worker, at=msg.get("at", time.time()),
+                    progress=msg.get("progress"), outputs=tuple(msg.get("outputs", ())),
+                    error=msg.get("error"), plan=msg.get("plan", ""))
 
 
 def make_executor(kind: str, **options: Any) -> Executor:

@@ -19,7 +19,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from wan_studio.cluster.executor import EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState
+from wan_studio.cluster.executor import (EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState,
+                                         event_from_message)
 from wan_studio.cluster.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,14 @@ class LocalExecutor(Executor):
     """Worker processes on this machine. ``devices`` defaults to every GPU (or one CPU worker)."""
 
     def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
-                 backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
+                 backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None) -> None:
         self._devices = devices if devices is not None else detect_devices()
         cpu_workers = self._devices.count("cpu")
         self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
-                        "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None}
+                        "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None,
+                        # Thermal limits (pause_c, resume_c, enabled, interval_s): each GPU worker
+                        # watches temperatures with its own NVML sampler and pauses between steps.
+                        "thermal": thermal}
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
@@ -115,7 +119,7 @@ class LocalExecutor(Executor):
         with self._lock:
             return [w.info() for w in self._workers if w.state == "idle"]
 
-    def submit(self, worker: str, job_id: str, request: dict[str, Any]) -> None:
+    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         """Send the job to ``worker``; raises ``WorkerGone`` if it is not idle and alive."""
         with self._lock:
             w = next((w for w in self._workers if w.name == worker), None)
@@ -123,7 +127,7 @@ class LocalExecutor(Executor):
                 raise WorkerGone(f"{worker} cannot take a job now")
             w.state, w.job_id = "busy", job_id
         try:
-            self._send(w, {"op": "run", "job_id": job_id, "request": request})
+            self._send(w, {"op": "run", "job_id": job_id, "request": request, "extra": extra or {}})
         except (OSError, ValueError) as e:
             # The supervisor will see the death and report the job lost; do not report it twice.
             raise WorkerGone(f"{worker} stopped before taking the job: {e}") from None
@@ -214,9 +218,7 @@ class LocalExecutor(Executor):
             return
         if "loaded" in msg:
             w.loaded = tuple(msg["loaded"])
-        event = JobEvent(kind=ev, job_id=msg["job_id"], worker=w.name, at=msg.get("at", time.time()),
-                         progress=msg.get("progress"), outputs=tuple(msg.get("outputs", ())),
-                         error=msg.get("error"), plan=msg.get("plan", ""))
+        event = event_from_message(msg, w.name)
         if ev in ("done", "failed", "cancelled"):
             with self._lock:
                 w.job_id, w.state = None, "idle"

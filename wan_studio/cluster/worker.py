@@ -7,13 +7,11 @@ duplex ``multiprocessing`` connection: ``run`` / ``cancel`` / ``stop`` in, event
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,68 +70,49 @@ def worker_main(name: str, device: str, config: dict[str, Any], conn: Connection
                 return
 
     threading.Thread(target=listen, name="worker-listen", daemon=True).start()
-    runner = _Runner(name, config, send)
+    runner = _make_runner(name, config, send)
     send({"ev": "ready", "pid": os.getpid()})
     while (msg := jobs.get()) is not None:
         job_id = msg["job_id"]
         try:
-            runner.run(job_id, msg["request"], cancels[job_id])
+            runner.run(job_id, msg["request"], cancels[job_id], msg.get("extra"))
         finally:
             cancels.pop(job_id, None)
     conn.close()
 
 
-class _Runner:
-    """Runs jobs with a model manager that lives as long as the process (models stay loaded)."""
+def _guard_factory(config: dict[str, Any]) -> Any:
+    """The thermal guard of this worker's GPU, read by its own NVML sampler (None without one)."""
+    thermal = config.get("thermal")
+    if not thermal:
+        return None
+    from wan_studio.engine.generate import Progress
+    from wan_studio.gpu import ThermalGuard, ThermalLimits, make_sampler
 
-    def __init__(self, name: str, config: dict[str, Any], send: Any) -> None:
-        from pathlib import Path
+    sampler = make_sampler(interval_s=thermal["interval_s"]).start()
+    if not sampler.has_local_gpus:
+        sampler.stop()
+        return None
+    limits = ThermalLimits(pause_c=thermal["pause_c"], resume_c=thermal["resume_c"], enabled=thermal["enabled"],
+                           poll_s=sampler.interval_s, max_age_s=max(10.0, 5 * sampler.interval_s))
+    guard = ThermalGuard(sampler.latest, limits)
 
-        from wan_studio.memory.manager import ModelManager, default_loader
+    def factory(total: int, report: Any, cancel: threading.Event) -> Any:
+        t0 = time.perf_counter()
 
-        self.name = name
-        self.outputs_dir = Path(config["outputs_dir"])
-        self.manager = ModelManager(default_loader(Path(config["models_dir"])))
-        self.send = send
+        def note(step: int, text: str) -> None:
+            report(Progress("paused", step, total, time.perf_counter() - t0, note=text))
 
-    def run(self, job_id: str, request: dict[str, Any], cancel: threading.Event) -> None:
-        """Run one job and send exactly one terminal event for it."""
-        from wan_studio.catalog.specs import get_spec
-        from wan_studio.engine.generate import GenerationCancelled, Progress, generate
-        from wan_studio.engine.request import GenerationRequest, RequestError
+        return guard.session(sampler.host, on_note=note, cancel=cancel)
 
-        self.send({"ev": "started", "job_id": job_id, "at": time.time(), "loaded": list(self.manager.loaded())})
-
-        def report(p: Progress) -> None:
-            self.send({"ev": "progress", "job_id": job_id, "progress": dataclasses.asdict(p)})
-
-        try:
-            req = GenerationRequest.from_dict(request)
-            spec = get_spec(req.model)
-            report(Progress("loading", 0, req.steps or 0, 0.0))
-            warm = spec.key in self.manager.loaded()
-            with self.manager.use(spec) as pipe:
-                plan = self.manager.loaded().get(spec.key, "")
-                result = generate(pipe, req, self.outputs_dir, report, cancel,
-                                  extra_sidecar={"placement": plan, "job_id": job_id, "worker": self.name,
-                                                 "model_was_loaded": warm})
-            self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": plan,
-                       "outputs": [str(result.video_path), str(result.sidecar_path)],
-                       "loaded": list(self.manager.loaded())})
-        except GenerationCancelled as e:
-            self.send({"ev": "cancelled", "job_id": job_id, "at": time.time(), "error": str(e)})
-        except (RequestError, KeyError, FileNotFoundError, OSError) as e:
-            # OSError carries the disk-full wording of the video writer; a user can act on these.
-            self.send({"ev": "failed", "job_id": job_id, "at": time.time(), "error": _user_text(e)})
-        except Exception as e:  # noqa: BLE001 - any model error must reach the user, not kill the worker
-            traceback.print_exc()
-            self.send({"ev": "failed", "job_id": job_id, "at": time.time(),
-                       "error": f"{type(e).__name__}: {e}"})
+    return factory
 
 
-def _user_text(e: BaseException) -> str:
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
-    if isinstance(e, OSError) and e.strerror and not e.filename:
-        return e.strerror
-    return str(e)
+def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
+    from pathlib import Path
+
+    from wan_studio.cluster.runner import JobRunner
+    from wan_studio.memory.manager import ModelManager, default_loader
+
+    manager = ModelManager(default_loader(Path(config["models_dir"])))
+    return JobRunner(name, manager, Path(config["outputs_dir"]), send, _guard_factory(config))

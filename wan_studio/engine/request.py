@@ -51,6 +51,10 @@ class GenerationRequest:
     shift: float | None = None
     seed: int | None = None
     preset: str | None = None
+    # Speech-to-video inputs (paths); ``last_image`` is the optional end frame of image-to-video.
+    audio: str | None = None
+    pose_video: str | None = None
+    last_image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -69,18 +73,23 @@ class GenerationRequest:
         """A copy with every default filled in from the model spec and a concrete seed."""
         spec = get_spec(self.model)
         w, h = spec.default_size
-        seed = self.seed if self.seed is not None and self.seed >= 0 else secrets.randbelow(MAX_SEED)
+        seed = self.seed
+        if seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed < 0):
+            seed = secrets.randbelow(MAX_SEED)
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
         return dataclasses.replace(
             self,
-            negative_prompt=spec.negative_prompt if self.negative_prompt is None else self.negative_prompt,
-            width=self.width or w,
-            height=self.height or h,
-            num_frames=self.num_frames or spec.frames,
-            fps=self.fps or spec.fps,
-            steps=self.steps or spec.steps,
-            guidance=spec.guidance if self.guidance is None else self.guidance,
-            guidance_2=spec.guidance_2 if self.guidance_2 is None else self.guidance_2,
-            shift=spec.shift if self.shift is None else self.shift,
+            negative_prompt=pick(self.negative_prompt, spec.negative_prompt),
+            width=pick(self.width, w),
+            height=pick(self.height, h),
+            num_frames=pick(self.num_frames, spec.frames),
+            fps=pick(self.fps, spec.fps),
+            steps=pick(self.steps, spec.steps),
+            guidance=pick(self.guidance, spec.guidance),
+            guidance_2=pick(self.guidance_2, spec.guidance_2),
+            shift=pick(self.shift, spec.shift),
             seed=seed,
         )
 
@@ -109,21 +118,49 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         )
     r = request.resolved()
     _check_size(spec, r.width, r.height)
-    _check_frames(spec, r.num_frames)
-    _check_number("fps", r.fps, 1, 60)
-    _check_number("steps", r.steps, 1, MAX_STEPS)
+    if spec.task != "s2v":  # speech-to-video length follows the audio, not num_frames
+        _check_frames(spec, r.num_frames)
+    _check_number("fps", r.fps, 1, 60, whole=True)
+    _check_number("steps", r.steps, 1, MAX_STEPS, whole=True)
     _check_number("guidance", r.guidance, 0.0, 20.0)
     if r.guidance_2 is not None:
         _check_number("guidance_2", r.guidance_2, 0.0, 20.0)
     _check_number("shift", r.shift, 0.1, 30.0)
-    _check_number("seed", r.seed, 0, MAX_SEED)
+    _check_number("seed", r.seed, 0, MAX_SEED, whole=True)
     if r.image is not None and not spec.accepts_image:
         raise RequestError(f"{spec.title} makes video from text only; remove the image or pick another model")
     if r.image is None and spec.requires_image:
         raise RequestError(f"{spec.title} needs a start image; add one")
     if r.image is not None:
         check_image(r.image)
+    _check_extra_inputs(spec, r)
     return r
+
+
+def _check_extra_inputs(spec: ModelSpec, r: GenerationRequest) -> None:
+    """Audio, pose video and last frame: only where the model uses them, and readable."""
+    if r.last_image is not None:
+        if spec.task != "i2v":
+            raise RequestError(f"{spec.title} does not take a last frame; remove it or pick Wan2.2 I2V-A14B")
+        if r.image is None:
+            raise RequestError("a last frame needs a start image too; add the start image")
+        check_image(r.last_image)
+    if spec.requires_audio and r.audio is None:
+        raise RequestError(f"{spec.title} needs a speech audio file (WAV, MP3, FLAC or M4A); add one")
+    if not spec.requires_audio and (r.audio is not None or r.pose_video is not None):
+        raise RequestError(f"{spec.title} does not use audio or a pose video; remove them or pick Wan2.2 S2V-14B")
+    if spec.task == "s2v":
+        # Imported here: the speech checks need ffmpeg and the S2V package only for this model.
+        from wan_studio.engine.s2v.inputs import check_portrait, check_pose_video
+        from wan_studio.engine.s2v.audio_io import AudioError, load_speech
+
+        check_portrait(r.image)
+        try:
+            load_speech(r.audio)
+        except AudioError as e:
+            raise RequestError(str(e)) from None
+        if r.pose_video is not None:
+            check_pose_video(r.pose_video)
 
 
 def _check_prompt(prompt: object, limit: int) -> None:
@@ -136,9 +173,10 @@ def _check_prompt(prompt: object, limit: int) -> None:
         )
 
 
-def _check_number(name: str, value: object, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{name} must be a number, got {value!r}")
+def _check_number(name: str, value: object, low: float, high: float, whole: bool = False) -> None:
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise RequestError(f"{name} must be a {'whole ' if whole else ''}number, got {value!r}")
     if not low <= value <= high:
         raise RequestError(f"{name} must be between {low} and {high}, got {value}")
 
@@ -202,7 +240,11 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
             im.load()
     except RequestError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise RequestError(
+            f"the image {p.name!r} declares more than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; scale it down first"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise RequestError(f"the image {p.name!r} cannot be read ({type(e).__name__}); use a PNG, JPEG or WebP file") from None
     return w, h
 

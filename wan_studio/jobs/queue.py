@@ -8,12 +8,13 @@ priority order and turns executor events into store transitions.
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone
 from wan_studio.engine.generate import Progress
@@ -26,6 +27,23 @@ __all__ = ["JobQueue", "QueueFull", "QueuedProgress", "Move"]
 log = logging.getLogger(__name__)
 Move = Literal["top", "up", "down", "bottom"]
 RequestCheck = Callable[[GenerationRequest], None]
+
+
+# Longest a job waits for a waiting caller to take one step report, seconds.
+LISTENER_TIMEOUT_S = 10.0
+
+
+def _drain(inbox: "queue.Queue[tuple[Progress, threading.Event]]", on_progress: Callable[[Progress], None] | None) -> None:
+    while True:
+        try:
+            p, handled = inbox.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            if on_progress is not None:
+                on_progress(p)
+        finally:
+            handled.set()
 
 
 class QueuedProgress(Progress):
@@ -68,6 +86,8 @@ class JobQueue:
         self._version = 0
         self._dirty = True
         self._live: dict[str, Progress] = {}
+        # Callers waiting on a job who want every step report, not only the latest.
+        self._listeners: dict[str, list[Callable[[Progress], None]]] = {}
         self._started = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,15 +118,18 @@ class JobQueue:
         self._started = False
 
     # --- submitting ----------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner: str = "", priority: int = 0) -> Job:
+    def submit(self, request: GenerationRequest, owner: str = "", priority: int = 0, user: str | None = None,
+               extra: dict[str, Any] | None = None) -> Job:
         """Validate ``request`` and queue it; returns the stored job (status ``queued``).
 
+        ``owner`` may cancel it; ``user`` is the logged-in name; ``extra`` goes into its sidecar.
         Raises ``RequestError`` for bad input and ``QueueFull`` when the queue is at its limit.
         """
-        return self.submit_many([request], owner=owner, priority=priority)[0]
+        return self.submit_many([request], owner=owner, priority=priority, user=user, extra=extra)[0]
 
     def submit_many(self, requests: list[GenerationRequest], owner: str = "", priority: int = 0,
-                    batch_id: str | None = None) -> list[Job]:
+                    batch_id: str | None = None, user: str | None = None,
+                    extra: dict[str, Any] | None = None) -> list[Job]:
         """Queue several requests atomically (all or none); see ``submit``."""
         self.start()
         new = []
@@ -118,7 +141,7 @@ class JobQueue:
             if r.image is not None:
                 r.image = self._keep_input(r.image, job_id)
             new.append(NewJob(r.to_dict(), owner=owner, priority=priority, batch_id=batch_id,
-                              max_attempts=self.max_attempts, id=job_id))
+                              max_attempts=self.max_attempts, id=job_id, user=user, extra=dict(extra or {})))
         jobs = self.store.add(new, max_active=self.max_length)
         self._changed()
         return jobs
@@ -252,23 +275,44 @@ class JobQueue:
         return Progress("loading", 0, steps, 0.0)
 
     def wait(self, job_id: str, on_change: Callable[[Job], None] | None = None,
-             timeout_s: float | None = None) -> Job:
+             timeout_s: float | None = None, on_progress: Callable[[Progress], None] | None = None) -> Job:
         """Block until ``job_id`` is finished (or ``timeout_s`` seconds pass); returns the job.
 
-        ``on_change`` sees the job after every change (progress included).
+        ``on_change`` sees the stored job after changes (several may be seen as one).
+        ``on_progress`` gets every step report, called in *this* thread (so a Gradio progress bar
+        works); the job waits for it to return, up to ``LISTENER_TIMEOUT_S``, as when it ran inline.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        inbox: queue.Queue[tuple[Progress, threading.Event]] = queue.Queue()
+
+        def listener(p: Progress) -> None:
+            handled = threading.Event()
+            inbox.put((p, handled))
+            self._changed()
+            handled.wait(LISTENER_TIMEOUT_S)
+
+        if on_progress is not None:
+            self._listeners.setdefault(job_id, []).append(listener)
         seen = -1
-        while True:
-            with self._cond:
-                if self._version == seen:
-                    self._cond.wait(0.5)
-                seen = self._version
-            job = self.store.get(job_id)
-            if on_change is not None:
-                on_change(job)
-            if job.finished or (deadline is not None and time.monotonic() >= deadline):
-                return job
+        try:
+            while True:
+                with self._cond:
+                    if self._version == seen and inbox.empty():
+                        self._cond.wait(0.5)
+                    seen = self._version
+                _drain(inbox, on_progress)
+                job = self.store.get(job_id)
+                if on_change is not None:
+                    on_change(job)
+                if job.finished or (deadline is not None and time.monotonic() >= deadline):
+                    _drain(inbox, on_progress)
+                    return job
+        finally:
+            if on_progress is not None:
+                self._listeners.get(job_id, []).remove(listener)
+                if not self._listeners.get(job_id):
+                    self._listeners.pop(job_id, None)
+                _drain(inbox, None)
 
     # --- dispatch and events -------------------------------------------------------------------
     def _changed(self) -> None:
@@ -304,7 +348,7 @@ class JobQueue:
             except IllegalTransition:
                 continue
             try:
-                self.executor.submit(worker.name, job.id, job.request)
+                self.executor.submit(worker.name, job.id, job.request, job.extra)
             except WorkerGone as e:
                 self.store.transition(job.id, "queued", attempts=job.attempts - 1, error=str(e))
             self._changed()
@@ -326,6 +370,11 @@ class JobQueue:
         elif ev.kind == "progress" and ev.progress is not None:
             p = Progress(**ev.progress)
             self._live[ev.job_id] = p
+            for listener in list(self._listeners.get(ev.job_id, ())):
+                try:
+                    listener(p)
+                except Exception:  # noqa: BLE001 - a caller's progress bar must not break the job
+                    log.exception("progress listener failed")
             self.store.update(ev.job_id, progress=p.fraction, progress_text=p.message, eta_s=p.eta_s)
         elif ev.kind == "done":
             self._live.pop(ev.job_id, None)

@@ -67,6 +67,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: what the worker reported about how it ran the job (placement / memory plan).
     "ALTER TABLE jobs ADD COLUMN plan TEXT NOT NULL DEFAULT '';",
+    # 3: the logged-in user (for per-user quotas) and sidecar additions made at submission.
+    "ALTER TABLE jobs ADD COLUMN user TEXT; ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';",
 )
 
 SQL_NEXT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, position ASC LIMIT 1"
@@ -117,6 +119,8 @@ class Job:
     started_at: float | None
     finished_at: float | None
     plan: str = ""
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -138,12 +142,15 @@ class NewJob:
     batch_id: str | None = None
     max_attempts: int = 3
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
     d = dict(row)
     d["request"] = json.loads(d["request"])
     d["outputs"] = json.loads(d["outputs"])
+    d["extra"] = json.loads(d["extra"])
     d["cancel_requested"] = bool(d["cancel_requested"])
     return Job(**d)
 
@@ -247,10 +254,12 @@ class JobStore:
                                       (*(statuses or ()), limit)).fetchall()
         return [_row_to_job(r) for r in rows]
 
-    def count_active(self) -> int:
-        """Jobs queued, running or paused."""
+    def count_active(self, user: str | None = None) -> int:
+        """Jobs queued, running or paused (of ``user`` only, when given)."""
         with self._lock:
-            return int(self._conn.execute(SQL_COUNT_ACTIVE).fetchone()[0])
+            if user is None:
+                return int(self._conn.execute(SQL_COUNT_ACTIVE).fetchone()[0])
+            return int(self._conn.execute(SQL_COUNT_ACTIVE + " AND user = ?", (user,)).fetchone()[0])
 
     def queued_ahead(self, job_id: str) -> int:
         """How many queued jobs will be dispatched before ``job_id`` (0 when it is next)."""
@@ -290,9 +299,9 @@ class JobStore:
                 position += 1
                 c.execute(
                     "INSERT INTO jobs (id, request, status, priority, position, attempts, max_attempts, owner,"
-                    " batch_id, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?)",
+                    " batch_id, created_at, updated_at, user, extra) VALUES (?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
                     (j.id, json.dumps(j.request), j.priority, position, j.max_attempts, j.owner,
-                     j.batch_id, now, now),
+                     j.batch_id, now, now, j.user, json.dumps(j.extra)),
                 )
         return [self.get(j.id) for j in jobs]
 
@@ -344,7 +353,7 @@ class JobStore:
         for k, v in list(values.items()):
             if k not in Job.__dataclass_fields__ or k == "id":
                 raise ValueError(f"unknown job field {k!r}")
-            if k in ("outputs", "request"):
+            if k in ("outputs", "request", "extra"):
                 values[k] = json.dumps(v)
             elif isinstance(v, bool):
                 values[k] = int(v)

@@ -139,7 +139,7 @@ def default_loader(models_dir: Path) -> Loader:
 
     def load(spec: ModelSpec) -> tuple[Any, str]:
         if spec.is_demo:
-            pipe = tiny.build_ti2v_pipeline(seed=0, shift=spec.shift)
+            pipe = tiny.build_demo(spec.task, spec.shift)
         else:
             pipe = loading.load_pipeline(spec, loading.model_folder(spec, models_dir))
         return pipe, place_pipeline(pipe, spec)

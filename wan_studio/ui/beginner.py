@@ -83,8 +83,11 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
         seed_value = None if seed is None or seed < 0 else int(seed)
         req = preset.request(prompt, image=image or None, seed=seed_value)
         owner = getattr(request, "session_hash", None) or "api"
+        for warning in studio.vram_warnings(req):  # a warning, not a refusal: the plan may still fit
+            gr.Warning(warning, duration=None)
         try:
-            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message))
+            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message),
+                                user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:

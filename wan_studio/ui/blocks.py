@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner, jobs_api, queue_tab
+from wan_studio.ui import beginner, gpu_panel, intermediate, jobs_api, queue_tab
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -17,13 +17,18 @@ def build_app(studio: Studio) -> gr.Blocks:
     """The whole UI for ``studio``; launch it with ``launch_kwargs(studio)``."""
     with gr.Blocks(title="Wan Studio") as app:
         gr.Markdown("# Wan Studio\nWan2.2 video models on your own GPUs.", elem_id="title")
+        gpus = gpu_panel.render(studio)  # above the tabs, so every tab shows it
         with gr.Tabs():
             with gr.Tab("Beginner", id="beginner"):
                 tab = beginner.render(studio)
+            with gr.Tab("Intermediate", id="intermediate"):
+                inter_tab = intermediate.render(studio)
             with gr.Tab("Queue", id="queue"):
                 qtab = queue_tab.render(studio)
         beginner.listen(tab, studio)
+        intermediate.listen(inter_tab, studio)
         queue_tab.listen(qtab, studio)
+        gpu_panel.listen(gpus, studio)
         jobs_api.register(studio)
     app.queue(default_concurrency_limit=4)
     return app
@@ -32,6 +37,8 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict[str, object]:
     """Arguments for ``Blocks.launch`` common to the CLI and the tests."""
     return {
+        # Files are served from the outputs folder only (plus Gradio's own upload cache).
         "allowed_paths": [str(studio.settings.outputs_dir.resolve())],
+        "max_file_size": f"{studio.settings.max_upload_mb}mb",
         "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
     }
