@@ -1,4 +1,4 @@
-"""The worker's job runner in this process: the write layer runs out of space (ENOSPC injected)."""
+"""The job runner (shared by worker processes and the in-process executor): the write layer runs out of space (ENOSPC injected)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from wan_studio.cluster.worker import _Runner
+from wan_studio.cluster.runner import JobRunner
 from wan_studio.engine import video_io
 from wan_studio.engine.request import GenerationRequest, validate
+from wan_studio.memory.manager import ModelManager, default_loader
 
 
 def test_disk_full_while_writing_fails_the_job_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[dict[str, Any]] = []
-    runner = _Runner("w", {"models_dir": str(tmp_path / "m"), "outputs_dir": str(tmp_path / "out")}, sent.append)
+    runner = JobRunner("w", ModelManager(default_loader(tmp_path / "m")), tmp_path / "out", sent.append)
     request = validate(GenerationRequest(prompt="a fox", width=64, height=64, num_frames=5, steps=1, seed=1))
     runner.run("ok", request.to_dict(), threading.Event())
     earlier = [Path(p) for p in sent[-1]["outputs"]]
