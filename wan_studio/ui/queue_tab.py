@@ -43,8 +43,8 @@ class QueueTab:
     batch_go: gr.Button
     batch_status: gr.Markdown
     gallery: gr.Gallery
-    gallery_key: gr.State
-    gallery_paths: gr.State
+    gallery_key: gr.JSON
+    gallery_paths: gr.JSON
     video: gr.Video
     params: gr.JSON
     download: gr.File
@@ -101,7 +101,8 @@ def gallery_items(studio: Studio) -> tuple[list[tuple[str, str]], list[str]]:
 
 def render(studio: Studio) -> QueueTab:
     """Lay out the tab; call inside a ``gr.Tab``."""
-    timer = gr.Timer(1.0)
+    # Polls only while the tab is shown (``poll_while_shown``): an idle page makes no requests.
+    timer = gr.Timer(1.0, active=False)
     workers = gr.Markdown(workers_text(studio), elem_id="queue-workers")
     table = gr.Dataframe(headers=COLUMNS, value=job_rows(studio.queue.store.list(limit=200)),
                          interactive=False, wrap=True, elem_id="queue-table", label="Jobs (click a row to select)")
@@ -132,8 +133,9 @@ def render(studio: Studio) -> QueueTab:
     gr.Markdown("### Finished videos")
     items, sidecars = gallery_items(studio)
     gallery = gr.Gallery(value=items, columns=4, height=320, elem_id="queue-gallery", allow_preview=False)
-    gallery_key = gr.State(tuple(sidecars))
-    gallery_paths = gr.State(sidecars)
+    # Hidden JSON rather than gr.State: State makes every page hold a heartbeat connection open.
+    gallery_key = gr.JSON(list(sidecars), visible=False)
+    gallery_paths = gr.JSON(sidecars, visible=False)
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Selected video", interactive=False, elem_id="queue-video")
@@ -186,15 +188,22 @@ def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
     return handler
 
 
+def poll_while_shown(tab: QueueTab, page: gr.Tab, other_pages: list[gr.Tab]) -> None:
+    """Start the live refresh when ``page`` is selected and stop it when any other page is."""
+    page.select(lambda: gr.Timer(active=True), outputs=[tab.timer], api_name=False, queue=False)
+    for other in other_pages:
+        other.select(lambda: gr.Timer(active=False), outputs=[tab.timer], api_name=False, queue=False)
+
+
 def listen(tab: QueueTab, studio: Studio) -> None:
     """Wire the events; none of them is a public API endpoint (see ``jobs_api``)."""
 
-    def refresh(key: tuple[str, ...]) -> tuple[Any, ...]:
+    def refresh(key: list[str] | None) -> tuple[Any, ...]:
         rows = job_rows(studio.queue.store.list(limit=200))
         items, sidecars = gallery_items(studio)
-        new_key = tuple(sidecars)
-        gallery = gr.update(value=items) if new_key != key else gr.update()
-        return workers_text(studio), rows, gallery, new_key, sidecars
+        # Re-sending an unchanged gallery would close the video the user is looking at.
+        gallery = gr.update(value=items) if sidecars != (key or []) else gr.update()
+        return workers_text(studio), rows, gallery, sidecars, sidecars
 
     tab.timer.tick(refresh, inputs=[tab.gallery_key],
                    outputs=[tab.workers, tab.table, tab.gallery, tab.gallery_key, tab.gallery_paths],
