@@ -1,4 +1,4 @@
-"""The job runner (shared by worker processes and the in-process executor): the write layer runs out of space (ENOSPC injected)."""
+"""The job runner (worker processes and the in-process executor share it): the disk fills (ENOSPC injected)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowProb
     for record in reader:
         line = reader.line_num
         if None in record:
-            problems.append(RowProblem(line, f"{len(header) + len(record[None])} cells but the header has {len(header)}"))
+            cells = len(header) + len(record[None])
+            problems.append(RowProblem(line, f"{cells} cells but the header has {len(header)}"))
             continue
         fields = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip() != ""}
         if fields:

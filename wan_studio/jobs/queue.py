@@ -33,7 +33,9 @@ RequestCheck = Callable[[GenerationRequest], None]
 LISTENER_TIMEOUT_S = 10.0
 
 
-def _drain(inbox: "queue.Queue[tuple[Progress, threading.Event]]", on_progress: Callable[[Progress], None] | None) -> None:
+def _drain(inbox: "queue.Queue[tuple[Progress, threading.Event]]",
+           on_progress: Callable[[Progress], None] | None) -> None:
+    """Hand every waiting step report to ``on_progress`` and release the job waiting on each."""
     while True:
         try:
             p, handled = inbox.get_nowait()

@@ -17,69 +17,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, get_args
+from typing import Any, Iterator
 
 from wan_studio.engine.request import RequestError
 
-JobStatus = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
-STATUSES: tuple[str, ...] = get_args(JobStatus)
-ACTIVE: tuple[JobStatus, ...] = ("queued", "running", "paused")
-FINISHED: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
+from wan_studio.jobs.lock import AppLock
+from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT, SQL_MAX_POSITION,
+                                    SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES, JobStatus, StoreError)
 
-# The state machine. ``running -> queued`` is the requeue after a lost worker; ``failed/cancelled ->
-# queued`` is a user retry. ``done`` has no way out: a finished video is never re-run in place.
-ALLOWED: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "paused", "cancelled"}),
-    "paused": frozenset({"queued", "cancelled"}),
-    "running": frozenset({"queued", "done", "failed", "cancelled"}),
-    "failed": frozenset({"queued"}),
-    "cancelled": frozenset({"queued"}),
-    "done": frozenset(),
-}
-
-_STATUS_SQL = ", ".join(f"'{s}'" for s in STATUSES)
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the job table and the index the dispatcher reads in order.
-    f"""
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        request TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ({_STATUS_SQL})),
-        priority INTEGER NOT NULL DEFAULT 0,
-        position REAL NOT NULL,
-        progress REAL NOT NULL DEFAULT 0,
-        progress_text TEXT NOT NULL DEFAULT '',
-        eta_s REAL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL DEFAULT 3,
-        owner TEXT NOT NULL DEFAULT '',
-        batch_id TEXT,
-        worker TEXT,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        error TEXT,
-        outputs TEXT NOT NULL DEFAULT '[]',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL
-    );
-    CREATE INDEX jobs_dispatch ON jobs (status, priority DESC, position);
-    """,
-    # 2: what the worker reported about how it ran the job (placement / memory plan).
-    "ALTER TABLE jobs ADD COLUMN plan TEXT NOT NULL DEFAULT '';",
-    # 3: the logged-in user (for per-user quotas) and sidecar additions made at submission.
-    "ALTER TABLE jobs ADD COLUMN user TEXT; ALTER TABLE jobs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';",
-)
-
-SQL_NEXT_QUEUED = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, position ASC LIMIT 1"
-SQL_QUEUED_ORDER = "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, position ASC"
-SQL_COUNT_ACTIVE = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running', 'paused')"
-SQL_MAX_POSITION = "SELECT COALESCE(MAX(position), 0) FROM jobs"
-SQL_RUNNING = "SELECT * FROM jobs WHERE status = 'running'"
-
-
-class StoreError(RuntimeError):
-    """The job database cannot be used; the message says why and what to do."""
+__all__ = ["ACTIVE", "ALLOWED", "FINISHED", "MIGRATIONS", "STATUSES", "JobStatus", "Job", "NewJob", "JobStore",
+           "AppLock", "StoreError", "IllegalTransition", "QueueFull", "JobNotFound"]
 
 
 class IllegalTransition(ValueError):
@@ -298,8 +245,7 @@ class JobStore:
             for j in jobs:
                 position += 1
                 c.execute(
-                    "INSERT INTO jobs (id, request, status, priority, position, attempts, max_attempts, owner,"
-                    " batch_id, created_at, updated_at, user, extra) VALUES (?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                    SQL_INSERT,
                     (j.id, json.dumps(j.request), j.priority, position, j.max_attempts, j.owner,
                      j.batch_id, now, now, j.user, json.dumps(j.extra)),
                 )
@@ -428,45 +374,3 @@ def _statements(script: str) -> Iterator[str]:
     for stmt in script.split(";"):
         if stmt.strip():
             yield stmt.strip()
-
-
-class AppLock:
-    """An exclusive lock on ``<db>.lock`` so that one app at a time owns a job database.
-
-    The kernel drops the lock when the holder dies (even by ``kill -9``), which is what lets the
-    start-up sweep treat every ``running`` row as orphaned. Where ``fcntl`` is missing (Windows)
-    the lock is skipped and the sweep relies on the user running one app per outputs folder.
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = Path(str(db_path) + ".lock")
-        self._file: Any = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise ``StoreError`` naming the process that holds it."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return
-        f = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise StoreError(
-                f"Another Wan Studio ({holder}) is already using {self.path.parent}; stop it first or "
-                f"start this one with a different --outputs-dir"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        self._file = f
-
-    def release(self) -> None:
-        """Give the lock back (closing the file releases it)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None

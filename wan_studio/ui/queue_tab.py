@@ -163,7 +163,8 @@ def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
         try:
             if what == "cancel":
                 job = q.cancel(job_id)
-                return f"Job {job_id}: " + ("stopping after the current step…" if job.status == "running" else job.status)
+                state = "stopping after the current step…" if job.status == "running" else job.status
+                return f"Job {job_id}: {state}"
             if what == "retry":
                 return f"Job {job_id} queued again."
             if what == "delete":
