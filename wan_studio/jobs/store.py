@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wan_studio.engine.request import RequestError
-
 from wan_studio.jobs.lock import AppLock
-from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT, SQL_MAX_POSITION,
-                                    SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES, JobStatus, StoreError)
+from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT,
+                                    SQL_MAX_POSITION, SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES,
+                                    JobStatus, StoreError)
 
 __all__ = ["ACTIVE", "ALLOWED", "FINISHED", "MIGRATIONS", "STATUSES", "JobStatus", "Job", "NewJob", "JobStore",
            "AppLock", "StoreError", "IllegalTransition", "QueueFull", "JobNotFound"]
