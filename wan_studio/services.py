@@ -26,12 +26,18 @@ from wan_studio.jobs.store import JobStore
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
 from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
-from wan_studio.memory.manager import ModelManager, default_loader
 from wan_studio.limits import UserLimits, check_job_cost, check_queue_quota
+from wan_studio.memory import hardware as hardware_mod
+from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
+from wan_studio.memory.hardware import Hardware
+from wan_studio.memory.loaders import FolderLoader
+from wan_studio.memory.manager import ModelManager
+from wan_studio.memory.plan import Limits, NoPlanFits, Plan, Workload
+from wan_studio.memory.planner import plan_ladder
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
-__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "JobFailed"]
+__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit", "JobFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,10 @@ class PairResult:
 
 class ModelUnavailable(RequestError):
     """The request names a model that is not downloaded or is incomplete; says how to fix it."""
+
+
+class DoesNotFit(RequestError):
+    """No memory plan runs the request on this machine; the message says what is short."""
 
 
 class JobFailed(RuntimeError):
@@ -76,11 +86,14 @@ class Studio:
     thermal: ThermalGuard | None = None
     accounts: Accounts | None = None
     limits: UserLimits = field(default_factory=UserLimits)
+    hardware: Hardware = field(default_factory=Hardware)
+    memory_limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
-               telemetry: TelemetrySampler | None = None) -> Studio:
-        """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler (tests).
+               telemetry: TelemetrySampler | None = None, hardware: Hardware | None = None) -> Studio:
+        """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler and
+        ``hardware`` the detected machine (tests). The hardware is read once, at start.
 
         Jobs run in worker processes (one per GPU), or — when ``manager`` is given — on a thread of
         this process with that manager. Workers start on ``start()`` (or the first job); the
@@ -88,7 +101,10 @@ class Studio:
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         injected = manager is not None
-        manager = manager or ModelManager(default_loader(settings.models_dir))
+        hardware = hardware or hardware_mod.detect()
+        memory_limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
+        budget = int(hardware.host_total_bytes * memory_limits.host_fraction) - HOST_OVERHEAD_BYTES
+        manager = manager or ModelManager(FolderLoader(settings.models_dir), budget_bytes=max(budget, 0))
         telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
         limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
                                enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
@@ -96,11 +112,12 @@ class Studio:
         studio = cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
                      thermal=ThermalGuard(telemetry.latest, limits),
                      accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
-                     limits=user_limits(settings))
+                     limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
         executor = studio._inline_executor() if injected else LocalExecutor(
             settings.models_dir, settings.outputs_dir, worker_devices(settings),
             thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
-                     "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s})
+                     "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
+            memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit})
         studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
@@ -113,7 +130,8 @@ class Studio:
         def guard(total: int, report: ProgressFn, cancel: threading.Event) -> ThermalSession | None:
             return self._thermal_session(total, report, time.perf_counter(), cancel)
 
-        return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard))
+        return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard,
+                                        plans=lambda request: self.plans(request)))
 
     @property
     def queue(self) -> JobQueue:
@@ -131,6 +149,23 @@ class Studio:
         avail = self.availability(spec)
         if not avail.usable:
             raise ModelUnavailable(f"{spec.title} is {avail.detail}")
+
+    def plans(self, request: GenerationRequest) -> list[Plan]:
+        """The memory plans for a validated request, chosen first, lighter fallbacks after."""
+        try:
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), self.hardware,
+                               self.memory_limits)
+        except NoPlanFits as e:
+            raise DoesNotFit(str(e)) from None
+
+    def unload_models(self, user: str | None = None) -> str:
+        """Free every model nobody is using (admins only); a line for the UI."""
+        if not self.is_admin(user):
+            return "Only an admin can unload models."
+        dropped = self.manager.unload_all()
+        busy = self.manager.loaded()
+        text = f"Unloaded {len(dropped)} component(s)." if dropped else "Nothing to unload."
+        return text + (f" In use, kept: {', '.join(busy)}." if busy else "")
 
     def is_admin(self, user: str | None) -> bool:
         """Whether ``user`` may unload models and act on other people's jobs.
@@ -152,12 +187,16 @@ class Studio:
             self.telemetry.stop()
 
     def vram_need_bytes(self, request: GenerationRequest) -> int:
-        """Bytes of GPU memory ``request`` needs, roughly: the largest component plus a quarter.
-
-        A stand-in until the memory planner predicts the peak of the chosen plan.
-        """
-        spec = get_spec(request.model)
-        return int(max(c.bytes for c in spec.components) * 1.25)
+        """Bytes of GPU memory ``request`` needs on GPU 0: the planner's predicted peak of the chosen
+        plan. Where no plan uses GPU 0 (torch sees no GPU although telemetry does, or nothing fits
+        and the run will refuse with the reason), the largest component plus a quarter."""
+        try:
+            need = dict(self.plans(validate(request, self.settings.max_prompt_chars))[0].peak_vram).get("cuda:0")
+        except RequestError:
+            need = None
+        if need is None:
+            return int(max(c.bytes for c in get_spec(request.model).components) * 1.25)
+        return need
 
     def vram_warnings(self, request: GenerationRequest) -> list[str]:
         """Sentences for the user when the job would not fit the GPU's memory available now."""
@@ -210,6 +249,8 @@ class Studio:
         admin = self.is_admin(user)
         check_job_cost(r, self.limits, admin)
         check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
+        self.check_available(r)
+        self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
         extra: dict[str, Any] = {}
         for warning in self.vram_warnings(r):
             log.warning("VRAM: %s", warning)

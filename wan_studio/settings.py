@@ -28,6 +28,8 @@ class Settings:
     workers: int | None = None
     max_queue: int = 1000
     max_attempts: int = 3
+    allow_fp8: bool = True
+    allow_8bit: bool = False
     # GPU telemetry and thermal guard (°C; seconds between samples).
     thermal_guard: bool = True
     thermal_pause_c: float = 83.0
@@ -96,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: one per GPU, or one on the CPU; 0 = queue only)")
     p.add_argument("--max-queue", type=int, default=int(env("WAN_STUDIO_MAX_QUEUE", "1000")),
                    help="most unfinished jobs the queue accepts (default 1000)")
+    p.add_argument("--no-fp8", dest="allow_fp8", action="store_false",
+                   help="never store transformer weights in fp8 (full quality; may need more VRAM or be slower)")
+    p.add_argument("--allow-8bit", action="store_true",
+                   help="allow bitsandbytes 8-bit weights when nothing else fits (slower, slight quality loss)")
     p.add_argument("--thermal-pause-c", type=float, default=float(env("WAN_STUDIO_THERMAL_PAUSE_C", "83")),
                    metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
     p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
@@ -142,6 +148,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         download=ns.download,
         workers=ns.workers,
         max_queue=ns.max_queue,
+        allow_fp8=ns.allow_fp8,
+        allow_8bit=ns.allow_8bit,
         thermal_guard=ns.thermal_guard,
         thermal_pause_c=ns.thermal_pause_c,
         thermal_resume_c=ns.thermal_resume_c,

@@ -129,3 +129,29 @@ def test_changed_settings_do_not_reuse_old_windows(demo_pipe, tmp_path: Path):
     other = base(seed=99)
     result = generate_long(demo_pipe, other, plan_long_clip(other, 16, 2), tmp_path / "work", tmp_path / "out")
     assert json.loads(result.sidecar_path.read_text())["long_clip"]["resumed_windows"] == []
+
+
+def test_execute_runs_a_long_clip_with_a_cache_and_records_both(demo_pipe, tmp_path: Path):
+    from wan_studio.engine.job import execute
+
+    r = validate(GenerationRequest(prompt="a kite", model="demo", width=64, height=64, num_frames=9, fps=8,
+                                   steps=4, seed=2, total_frames=14, window_overlap=2,
+                                   step_cache="first_block", cache_threshold=0.2))
+    result = execute(demo_pipe, r, tmp_path / "out", loras_dir=tmp_path / "loras", work_dir=tmp_path / "work")
+    side = json.loads(result.sidecar_path.read_text())
+    assert side["long_clip"]["windows"] == 2 and side["video"]["frames"] == 14
+    assert side["step_cache"]["kind"] == "first_block"
+    assert read_mp4(result.video_path)[0].shape == (14, 64, 64, 3)
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(step_cache="teacache"), "unknown step cache"),
+    (dict(cache_threshold=0.1), "needs a step_cache"),
+    (dict(window_overlap=2), "need total_frames"),
+    (dict(total_frames=30, window_prompts=["a", ""]), "empty"),
+    (dict(loras=["x.safetensors:notanumber"]), "LoRA is written"),
+    (dict(total_frames=3), "between 5"),
+])
+def test_advanced_fields_are_validated(fields, words):
+    with pytest.raises(RequestError, match=words):
+        validate(GenerationRequest(prompt="x", model="demo", width=64, height=64, num_frames=9, seed=1, **fields))

@@ -116,3 +116,11 @@ def test_cancel_stops_before_writing(s2v_pipe, portrait_file: Path, make_audio, 
         generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "out", on_progress, cancel,
                      chunk_frames=16)
     assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_thermal_hook_runs_between_s2v_steps(s2v_pipe, portrait_file: Path, make_audio, tmp_path: Path) -> None:
+    seen: list[int] = []
+    result = generate(s2v_pipe, _request(portrait_file, make_audio(0.6)), tmp_path / "out",
+                      between_steps=seen.append)
+    steps = json.loads(result.sidecar_path.read_text())["request"]["steps"]
+    assert seen == list(range(1, steps + 1))

@@ -89,14 +89,17 @@ class LocalExecutor(Executor):
     """Worker processes on this machine. ``devices`` defaults to every GPU (or one CPU worker)."""
 
     def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
-                 backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None) -> None:
+                 backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None,
+                 memory: dict[str, Any] | None = None) -> None:
         self._devices = devices if devices is not None else detect_devices()
         cpu_workers = self._devices.count("cpu")
         self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
                         "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None,
                         # Thermal limits (pause_c, resume_c, enabled, interval_s): each GPU worker
                         # watches temperatures with its own NVML sampler and pauses between steps.
-                        "thermal": thermal}
+                        "thermal": thermal,
+                        # Planner options (allow_fp8, allow_8bit) and how many workers share the RAM.
+                        "memory": memory, "workers": len(self._devices)}
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()

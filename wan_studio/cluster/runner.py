@@ -18,17 +18,22 @@ from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.memory.manager import ModelManager
+from wan_studio.memory.plan import Plan
+from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
 
 Send = Callable[[dict[str, Any]], None]
 # (total steps, progress callback, cancel event) -> a between-steps hook (the thermal guard) or None.
 GuardFactory = Callable[[int, ProgressFn, threading.Event], Any]
+# A validated request -> its memory plans, chosen first, lighter fallbacks after (raises RequestError).
+PlanLadder = Callable[[GenerationRequest], list[Plan]]
 
 
 class JobRunner:
     """Runs jobs with a manager that outlives them, so models stay loaded between jobs."""
 
     def __init__(self, name: str, manager: ModelManager, outputs_dir: Path, send: Send,
-                 guard_factory: GuardFactory | None = None) -> None:
+                 guard_factory: GuardFactory | None = None, plans: PlanLadder | None = None) -> None:
+        self.plans = plans
         self.name = name
         self.manager = manager
         self.outputs_dir = Path(outputs_dir)
@@ -50,14 +55,27 @@ class JobRunner:
             warm = spec.key in self.manager.loaded()
             sidecar: dict[str, Any] = {**(extra or {}), "job_id": job_id, "worker": self.name,
                                        "model_was_loaded": warm}
-            with self.manager.use(spec) as pipe:
-                plan = self.manager.loaded().get(spec.key, "")
-                sidecar["placement"] = plan
-                guard = self.guard_factory(req.steps or 0, report, cancel) if self.guard_factory else None
-                if guard is not None:
-                    sidecar["thermal_pauses"] = guard.records
-                result = generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar,
-                                  between_steps=guard)
+            guard = self.guard_factory(req.steps or 0, report, cancel) if self.guard_factory else None
+            if guard is not None:
+                sidecar["thermal_pauses"] = guard.records
+
+            def attempt(plan: Plan | None, before: tuple[Attempt, ...] = ()) -> Any:
+                with self.manager.use(spec, plan) as pipe:
+                    if plan is not None:
+                        sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
+                                       plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
+                    return generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar,
+                                    between_steps=guard)
+
+            if self.plans is None:
+                result = attempt(None)
+            else:
+                try:
+                    # An out-of-memory error retries the job with the next, lighter plan.
+                    result = run_with_recovery(self.plans(req), attempt).value
+                except OutOfMemoryEverywhere as e:
+                    raise RequestError(str(e)) from None
+            plan = str(sidecar.get("placement", ""))
             self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": plan,
                        "outputs": [str(result.video_path), str(result.sidecar_path)],
                        "loaded": list(self.manager.loaded())})

@@ -109,10 +109,31 @@ def _guard_factory(config: dict[str, Any]) -> Any:
 
 
 def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
+    """A runner whose planner sees this worker's own GPU (the one in CUDA_VISIBLE_DEVICES)."""
     from pathlib import Path
 
+    from wan_studio.catalog.specs import get_spec
     from wan_studio.cluster.runner import JobRunner
-    from wan_studio.memory.manager import ModelManager, default_loader
+    from wan_studio.engine.request import GenerationRequest, RequestError
+    from wan_studio.memory import hardware as hardware_mod
+    from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
+    from wan_studio.memory.loaders import FolderLoader
+    from wan_studio.memory.manager import ModelManager
+    from wan_studio.memory.plan import Limits, NoPlanFits, Workload
+    from wan_studio.memory.planner import plan_ladder
 
-    manager = ModelManager(default_loader(Path(config["models_dir"])))
-    return JobRunner(name, manager, Path(config["outputs_dir"]), send, _guard_factory(config))
+    memory = config.get("memory") or {}
+    hardware = hardware_mod.detect()
+    limits = Limits(allow_fp8=memory.get("allow_fp8", True), allow_8bit=memory.get("allow_8bit", False))
+    # Every worker process holds its own models: the host-RAM budget is shared out between them.
+    budget = int(hardware.host_total_bytes * limits.host_fraction) - HOST_OVERHEAD_BYTES
+    manager = ModelManager(FolderLoader(Path(config["models_dir"])),
+                           budget_bytes=max(budget // max(1, config.get("workers", 1)), 0))
+
+    def plans(request: GenerationRequest) -> Any:
+        try:
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), hardware, limits)
+        except NoPlanFits as e:
+            raise RequestError(str(e)) from None
+
+    return JobRunner(name, manager, Path(config["outputs_dir"]), send, _guard_factory(config), plans)

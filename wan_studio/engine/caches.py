@@ -23,10 +23,10 @@ import numpy as np
 
 from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.accel import transformers_of
-from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.engine.request import STEP_CACHES, GenerationRequest, RequestError
 
 CacheKind = Literal["first_block", "mag", "taylorseer"]
-CACHE_KINDS: tuple[CacheKind, ...] = ("first_block", "mag", "taylorseer")
+CACHE_KINDS: tuple[CacheKind, ...] = STEP_CACHES  # type: ignore[assignment]
 CACHE_LABELS = {
     "first_block": "First-block cache (skips steps whose first block barely changes; ~1.5–2× faster, softer detail)",
     "mag": "MagCache (skips steps by residual magnitude; ~1.5–2× faster, small quality loss)",

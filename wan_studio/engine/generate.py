@@ -209,7 +209,8 @@ def generate(
         # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
         from wan_studio.engine.s2v.runner import generate_s2v
 
-        return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar)
+        return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar,
+                            between_steps=between_steps)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     done = render(pipe, request, report, cancel, between_steps)

@@ -7,7 +7,7 @@ import datetime as _dt
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,11 +40,13 @@ def generate_s2v(
     cancel: threading.Event | None = None,
     extra_sidecar: dict[str, Any] | None = None,
     chunk_frames: int = CHUNK_FRAMES,
+    between_steps: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Make the talking video of a validated, resolved S2V ``request``; write mp4 (with audio) + sidecar.
 
     ``request.width × request.height`` is the pixel budget; the frame follows the portrait's
-    aspect. Raises ``GenerationCancelled`` from the step after ``cancel`` is set.
+    aspect. Raises ``GenerationCancelled`` from the step after ``cancel`` is set;
+    ``between_steps(done_steps)`` runs after each step (the thermal guard may wait there).
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -64,6 +66,8 @@ def generate_s2v(
         if len(step_ends) >= 2:
             eta = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) * (total - done)
         report(Progress("denoising", done, total, step_ends[-1] - t0, eta))
+        if between_steps is not None:
+            between_steps(done)
         if cancel.is_set():
             raise GenerationCancelled(f"cancelled after step {done} of {total}")
 
