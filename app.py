@@ -67,11 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     if settings.add_user:
         return add_user(settings)
 
+    from wan_studio.jobs.store import StoreError
     from wan_studio.services import Studio
     from wan_studio.ui.blocks import build_app, launch_kwargs
 
     settings.auth = share_credentials(settings)
-    studio = Studio.create(settings)
+    try:
+        studio = Studio.create(settings)
+        studio.start()  # requeues what a crash left running, starts the worker processes
+    except StoreError as e:
+        print(f"Wan Studio cannot start: {e}", file=sys.stderr)
+        return 3
+    for job in studio.queue.swept:
+        print(f"job {job.id}: {job.status} after restart ({job.error})", flush=True)
     app = build_app(studio)
     app.launch(
         server_name=settings.host,

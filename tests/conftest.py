@@ -22,9 +22,14 @@ def settings(tmp_path: Path):
 
 @pytest.fixture
 def studio(settings):
+    """A Studio on temp folders running jobs on a thread of this process (fast; the worker
+    processes have their own tests in tests/cluster and tests/ui/test_jobs_api.py)."""
+    from wan_studio.memory.manager import ModelManager, default_loader
     from wan_studio.services import Studio
 
-    return Studio.create(settings)
+    s = Studio.create(settings, manager=ModelManager(default_loader(settings.models_dir)))
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,13 @@
-"""Wiring: builds the catalog view, model manager and presets once, and runs jobs for the UI/API."""
+"""Wiring: builds the catalog view, presets, telemetry, job store, queue and executor once; runs jobs.
+
+Generation never happens in the web process: ``run`` queues the request and waits for a worker
+process to finish it. (A Studio built with an injected ``manager`` runs jobs on a thread of this
+process instead — tests and embedding.)
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -11,12 +17,16 @@ from typing import Any, Callable
 
 from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
-from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
+from wan_studio.cluster.executor import Executor
+from wan_studio.cluster.local import LocalExecutor, detect_devices
+from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.jobs.queue import JobQueue
+from wan_studio.jobs.store import JobStore
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
 from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
-from wan_studio.limits import UserLimits, check_job_cost
+from wan_studio.limits import UserLimits, check_job_cost, check_queue_quota
 from wan_studio.memory import hardware as hardware_mod
 from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
 from wan_studio.memory.hardware import Hardware
@@ -24,11 +34,10 @@ from wan_studio.memory.loaders import FolderLoader
 from wan_studio.memory.manager import ModelManager
 from wan_studio.memory.plan import Limits, NoPlanFits, Plan, Workload
 from wan_studio.memory.planner import plan_ladder
-from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
 
-__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit"]
+__all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit", "JobFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,20 @@ class DoesNotFit(RequestError):
     """No memory plan runs the request on this machine; the message says what is short."""
 
 
+class JobFailed(RuntimeError):
+    """A queued job ended in ``failed``; the message is the reason the worker gave."""
+
+
+def worker_devices(settings: Settings) -> list[str]:
+    """Devices to start workers on: every GPU by default, or ``settings.workers`` of them."""
+    found = detect_devices()
+    if settings.workers is None:
+        return found
+    if found == ["cpu"]:
+        return ["cpu"] * settings.workers
+    return found[: settings.workers]
+
+
 @dataclass
 class Studio:
     """The services one app process uses. Build with ``Studio.create(settings)``."""
@@ -57,10 +80,8 @@ class Studio:
     settings: Settings
     manager: ModelManager
     presets: dict[str, Preset]
-    # One GPU job at a time in this process; the persistent queue replaces this with workers.
-    _run_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cancels: dict[str, threading.Event] = field(default_factory=dict)
-    _cancels_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The persistent queue; its workers own the models (``manager`` is used only when injected).
+    jobs: JobQueue | None = None
     telemetry: TelemetrySampler | None = None
     thermal: ThermalGuard | None = None
     accounts: Accounts | None = None
@@ -74,9 +95,12 @@ class Studio:
         """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler and
         ``hardware`` the detected machine (tests). The hardware is read once, at start.
 
-        The sampler is started here; ``close()`` stops it.
+        Jobs run in worker processes (one per GPU), or — when ``manager`` is given — on a thread of
+        this process with that manager. Workers start on ``start()`` (or the first job); the
+        sampler starts here; ``close()`` stops both. Raises ``StoreError`` for a damaged job database.
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        injected = manager is not None
         hardware = hardware or hardware_mod.detect()
         memory_limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
         budget = int(hardware.host_total_bytes * memory_limits.host_fraction) - HOST_OVERHEAD_BYTES
@@ -85,10 +109,46 @@ class Studio:
         limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
                                enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
                                max_age_s=max(10.0, 5 * telemetry.interval_s))
-        return cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
-                   thermal=ThermalGuard(telemetry.latest, limits),
-                   accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
-                   limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
+        studio = cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
+                     thermal=ThermalGuard(telemetry.latest, limits),
+                     accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
+                     limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
+        executor = studio._inline_executor() if injected else LocalExecutor(
+            settings.models_dir, settings.outputs_dir, worker_devices(settings),
+            thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
+                     "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
+            memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit})
+        studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
+                               max_length=settings.max_queue, max_attempts=settings.max_attempts,
+                               max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
+        return studio
+
+    def _inline_executor(self) -> Executor:
+        from wan_studio.cluster.inline import InlineExecutor
+        from wan_studio.cluster.runner import JobRunner
+
+        def guard(total: int, report: ProgressFn, cancel: threading.Event) -> ThermalSession | None:
+            return self._thermal_session(total, report, time.perf_counter(), cancel)
+
+        return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard,
+                                        plans=lambda request: self.plans(request)))
+
+    @property
+    def queue(self) -> JobQueue:
+        """The job queue (always built by ``create``)."""
+        assert self.jobs is not None, "build Studio with Studio.create(settings)"
+        return self.jobs
+
+    def start(self) -> None:
+        """Repair the queue after a crash and start the workers."""
+        self.queue.start()
+
+    def check_available(self, request: GenerationRequest) -> None:
+        """Raise ``ModelUnavailable`` unless the request's model can be loaded now."""
+        spec = get_spec(request.model)
+        avail = self.availability(spec)
+        if not avail.usable:
+            raise ModelUnavailable(f"{spec.title} is {avail.detail}")
 
     def plans(self, request: GenerationRequest) -> list[Plan]:
         """The memory plans for a validated request, chosen first, lighter fallbacks after."""
@@ -119,7 +179,10 @@ class Studio:
         return not self.settings.shared
 
     def close(self) -> None:
-        """Stop background work (the GPU sampler)."""
+        """Stop background work: the workers (running jobs resume at the next start), the sampler."""
+        if self.jobs is not None:
+            self.jobs.close()
+            self.jobs.store.close()
         if self.telemetry is not None:
             self.telemetry.stop()
 
@@ -176,6 +239,24 @@ class Studio:
                 return p
         return candidates[-1]
 
+    def submit(self, request: GenerationRequest, owner: str = "local", user: str | None = None,
+               priority: int = 0) -> Any:
+        """Check ``request`` against the user's limits and queue it; returns the stored job.
+
+        Raises ``RequestError`` (bad input, model missing, over a limit, queue full).
+        """
+        r = validate(request, self.settings.max_prompt_chars)
+        admin = self.is_admin(user)
+        check_job_cost(r, self.limits, admin)
+        check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
+        self.check_available(r)
+        self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
+        extra: dict[str, Any] = {}
+        for warning in self.vram_warnings(r):
+            log.warning("VRAM: %s", warning)
+            extra.setdefault("vram_warnings", []).append(warning)
+        return self.queue.submit(r, owner=owner, priority=priority, user=user or owner, extra=extra)
+
     def run(
         self,
         request: GenerationRequest,
@@ -183,48 +264,26 @@ class Studio:
         on_progress: ProgressFn | None = None,
         user: str | None = None,
     ) -> GenerationResult:
-        """Validate and run ``request`` to completion; ``owner`` is who may cancel it, ``user`` the
-        logged-in name (per-user limits apply to non-admins).
+        """Queue ``request`` (``owner`` may cancel it, ``user`` is the logged-in name: per-user limits
+        apply to non-admins) and wait until a worker has made the video.
 
-        Raises ``RequestError`` (bad input, model missing) or ``GenerationCancelled``. Between steps
-        the thermal guard may hold the job while a local GPU cools (reported as stage ``paused``);
-        pauses and VRAM warnings are recorded in the sidecar.
+        Raises ``RequestError`` (bad input, model missing, limits, queue full), ``GenerationCancelled``
+        or ``JobFailed`` (with the worker's reason). Between steps the thermal guard may hold the job
+        while a GPU cools (reported as stage ``paused``); pauses and VRAM warnings are recorded in
+        the sidecar.
         """
-        r = validate(request, self.settings.max_prompt_chars)
-        check_job_cost(r, self.limits, self.is_admin(user))
-        spec = get_spec(r.model)
-        avail = self.availability(spec)
-        if not avail.usable:
-            raise ModelUnavailable(f"{spec.title} is {avail.detail}")
-        ladder = self.plans(r)
         report = on_progress or (lambda p: None)
-        cancel = self._begin(owner)
-        extra: dict[str, Any] = {}
-        for warning in self.vram_warnings(r):
-            log.warning("VRAM: %s", warning)
-            extra.setdefault("vram_warnings", []).append(warning)
+        job = self.submit(request, owner=owner, user=user)
+        def waiting(j: Any) -> None:
+            if j.status in ("queued", "paused"):
+                report(self.queue.progress_of(j))
 
-        def job(plan: Plan, before: tuple[Attempt, ...]) -> GenerationResult:
-            with self.manager.use(spec, plan) as pipe:
-                tried = [a.to_dict() for a in before] + [Attempt(plan.label).to_dict()]
-                guard = self._thermal_session(r.steps, report, time.perf_counter(), cancel)
-                if guard is not None:
-                    extra["thermal_pauses"] = guard.records
-                return generate(pipe, r, self.settings.outputs_dir, report, cancel, between_steps=guard,
-                                extra_sidecar={"placement": plan.label, "plan": plan.to_dict(),
-                                               "plan_retries": len(before), "plan_attempts": tried, **extra})
-
-        try:
-            report(Progress("loading", 0, r.steps, 0.0))
-            with self._run_lock:
-                if cancel.is_set():
-                    raise GenerationCancelled("cancelled while waiting for the GPU")
-                try:
-                    return run_with_recovery(ladder, job).value
-                except OutOfMemoryEverywhere as e:
-                    raise DoesNotFit(str(e)) from None
-        finally:
-            self._end(owner, cancel)
+        job = self.queue.wait(job.id, on_change=waiting, on_progress=report)
+        if job.status == "cancelled":
+            raise GenerationCancelled(job.error or "cancelled")
+        if job.status != "done":
+            raise JobFailed(job.error or f"the job ended as {job.status}")
+        return result_of(job.outputs)
 
     def run_scene_and_talk(
         self,
@@ -252,28 +311,14 @@ class Studio:
         return PairResult(first, second, joined)
 
     def cancel(self, owner: str) -> bool:
-        """Ask the job of ``owner`` to stop after its current step; True if one was running."""
-        with self._cancels_lock:
-            event = self._cancels.get(owner)
-        if event is None:
-            return False
-        event.set()
-        return True
-
-    def _begin(self, owner: str) -> threading.Event:
-        event = threading.Event()
-        with self._cancels_lock:
-            self._cancels[owner] = event
-        return event
-
-    def _end(self, owner: str, event: threading.Event) -> None:
-        with self._cancels_lock:
-            if self._cancels.get(owner) is event:
-                del self._cancels[owner]
+        """Ask every unfinished job of ``owner`` to stop; True if there was one."""
+        return self.queue.cancel_owner(owner) > 0
 
     def describe(self) -> dict[str, Any]:
-        """What is loaded and where, for the UI."""
-        return {"loaded": self.manager.loaded()}
+        """What each worker has loaded, for the UI."""
+        workers = self.queue.executor.workers()
+        return {"loaded": {m: w.device for w in workers for m in w.loaded},
+                "workers": [w.__dict__ for w in workers]}
 
 
 def user_limits(settings: Settings) -> UserLimits:
@@ -283,3 +328,13 @@ def user_limits(settings: Settings) -> UserLimits:
         max_job_cost=settings.max_job_cost if settings.max_job_cost is not None else base.max_job_cost,
         max_queued_jobs=settings.max_queued_jobs if settings.max_queued_jobs is not None else base.max_queued_jobs,
     )
+
+
+def result_of(outputs: list[str]) -> GenerationResult:
+    """Rebuild a ``GenerationResult`` from a finished job's files (mp4 + JSON sidecar)."""
+    video = Path(next(o for o in outputs if o.endswith(".mp4")))
+    sidecar_path = Path(next(o for o in outputs if o.endswith(".json")))
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    peak = sidecar.get("peak_vram_gib")
+    return GenerationResult(video, sidecar_path, GenerationRequest.from_dict(sidecar["request"]),
+                            dict(sidecar.get("timings", {})), int(peak * 2**30) if peak is not None else None)

@@ -24,6 +24,10 @@ class Settings:
     default_model: str | None = None
     download: str | None = None
     max_prompt_chars: int = 4000
+    # Worker processes: None = one per GPU (one CPU worker without a GPU); 0 = accept jobs only.
+    workers: int | None = None
+    max_queue: int = 1000
+    max_attempts: int = 3
     allow_fp8: bool = True
     allow_8bit: bool = False
     # GPU telemetry and thermal guard (°C; seconds between samples).
@@ -49,6 +53,11 @@ class Settings:
     def shared(self) -> bool:
         """True when people other than the person at this machine can reach the app."""
         return self.share or self.accounts_file is not None or self.host not in ("127.0.0.1", "localhost", "::1")
+
+    @property
+    def jobs_db(self) -> Path:
+        """The job queue database (SQLite) inside the outputs folder."""
+        return self.outputs_dir / "jobs.db"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]] | None:
@@ -85,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preselected in the UI (default: TI2V-5B if downloaded, else demo)")
     p.add_argument("--download", metavar="MODEL", default=None,
                    help="download MODEL (e.g. ti2v-5b) into --models-dir and exit")
+    p.add_argument("--workers", type=int, default=_env_int("WAN_STUDIO_WORKERS"),
+                   help="worker processes (default: one per GPU, or one on the CPU; 0 = queue only)")
+    p.add_argument("--max-queue", type=int, default=int(env("WAN_STUDIO_MAX_QUEUE", "1000")),
+                   help="most unfinished jobs the queue accepts (default 1000)")
     p.add_argument("--no-fp8", dest="allow_fp8", action="store_false",
                    help="never store transformer weights in fp8 (full quality; may need more VRAM or be slower)")
     p.add_argument("--allow-8bit", action="store_true",
@@ -112,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
 def settings_from_args(argv: list[str] | None = None) -> Settings:
     """Parse flags (and environment defaults) into ``Settings``."""
     parser = build_parser()
@@ -128,6 +146,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         auth=ns.auth,
         default_model=ns.default_model,
         download=ns.download,
+        workers=ns.workers,
+        max_queue=ns.max_queue,
         allow_fp8=ns.allow_fp8,
         allow_8bit=ns.allow_8bit,
         thermal_guard=ns.thermal_guard,

@@ -39,3 +39,4 @@ def server(tmp_path_factory) -> Iterator[Server]:
         yield Server(f"http://127.0.0.1:{port}/", studio, root / "outputs")
     finally:
         app.close()
+        studio.close()

@@ -33,7 +33,10 @@ def _discard(path: Path) -> None:
 
 
 def _explain(e: OSError, path: Path) -> OutputWriteError:
-    if e.errno == errno.ENOSPC or "No space left" in str(e):
+    # The encoder runs in an ffmpeg subprocess: a full disk reaches us as a broken pipe, so the
+    # free space decides.
+    free = _free_bytes(path.parent)
+    if e.errno == errno.ENOSPC or "No space left" in str(e) or (free is not None and free < 1024 * 1024):
         return OutputWriteError(errno.ENOSPC, f"the disk is full while writing {path.name}; free space in {path.parent} and try again")
     return OutputWriteError(e.errno or errno.EIO, f"could not write {path}: {e.strerror or e}")
 

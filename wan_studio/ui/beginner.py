@@ -11,7 +11,7 @@ import gradio as gr
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled
 from wan_studio.engine.request import RequestError
-from wan_studio.services import Studio
+from wan_studio.services import JobFailed, Studio
 
 
 @dataclass
@@ -116,6 +116,8 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
             return None, None, None, f"Cancelled ({e}). Nothing was saved."
         except FileNotFoundError as e:  # model folder damaged between check and load
             raise gr.Error(str(e), duration=None) from None
+        except JobFailed as e:  # the worker's reason, e.g. the disk is full
+            raise gr.Error(f"The video could not be made: {e}", duration=None) from None
         sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
         t = result.timings
         status = (f"Done in {t['total_s']:.1f} s — seed {result.request.seed}, "

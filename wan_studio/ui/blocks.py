@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner, gpu_panel, intermediate
+from wan_studio.ui import beginner, gpu_panel, intermediate, jobs_api, queue_tab
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -19,13 +19,18 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown("# Wan Studio\nWan2.2 video models on your own GPUs.", elem_id="title")
         gpus = gpu_panel.render(studio)  # above the tabs, so every tab shows it
         with gr.Tabs():
-            with gr.Tab("Beginner", id="beginner"):
+            with gr.Tab("Beginner", id="beginner") as beginner_page:
                 tab = beginner.render(studio)
-            with gr.Tab("Intermediate", id="intermediate"):
+            with gr.Tab("Intermediate", id="intermediate") as intermediate_page:
                 inter_tab = intermediate.render(studio)
+            with gr.Tab("Queue", id="queue") as queue_page:
+                qtab = queue_tab.render(studio)
+        queue_tab.poll_while_shown(qtab, queue_page, [beginner_page, intermediate_page])
         beginner.listen(tab, studio)
         intermediate.listen(inter_tab, studio)
+        queue_tab.listen(qtab, studio)
         gpu_panel.listen(gpus, studio)
+        jobs_api.register(studio)
     app.queue(default_concurrency_limit=4)
     return app
 

@@ -1,0 +1,126 @@
+"""The real ``python app.py`` process: killed with -9 mid-job and restarted; refusing a damaged database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from tests.ui.test_jobs_api import SLOW, TINY, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_app(root: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "app.py", "--outputs-dir", str(root / "outputs"), "--models-dir", str(root / "models"),
+         "--port", str(port), "--workers", "1"],
+        cwd=REPO, env=env, stdout=open(root / f"app-{port}.log", "wb"), stderr=subprocess.STDOUT)
+
+
+def wait_up(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the app exited with {proc.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the app did not come up")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone for our purpose (it runs nothing).
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_kill_9_app_mid_job_then_restart_finishes_every_job_once(tmp_path: Path) -> None:
+    port = free_port()
+    app = start_app(tmp_path, port)
+    try:
+        wait_up(app, port)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        slow = client.predict("slow", "demo-fast", 11, SLOW, 0, api_name="/submit")
+        tiny = client.predict("tiny", "demo-fast", 12, TINY, 0, api_name="/submit")
+        deadline = time.monotonic() + 90
+        while not client.predict(slow, api_name="/job_status")["progress_text"].startswith("step "):
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        workers = children(app.pid)
+        app.send_signal(signal.SIGKILL)
+        app.wait(10)
+    finally:
+        if app.poll() is None:
+            app.kill()
+    deadline = time.monotonic() + 15
+    while not all(gone(p) for p in workers):  # orphaned workers must not finish the job on their own
+        assert time.monotonic() < deadline, f"worker processes outlived the app: {workers}"
+        time.sleep(0.2)
+
+    port2 = free_port()
+    app2 = start_app(tmp_path, port2)
+    try:
+        wait_up(app2, port2)
+        client = Client(f"http://127.0.0.1:{port2}/", verbose=False)
+        deadline = time.monotonic() + 120
+        while {client.predict(j, api_name="/job_status")["status"] for j in (slow, tiny)} != {"done"}:
+            assert time.monotonic() < deadline, client.predict("", 10, api_name="/list_jobs")
+            time.sleep(0.3)
+        listed = client.predict("", 100, api_name="/list_jobs")
+    finally:
+        app2.terminate()
+        app2.wait(30)
+    assert sorted(j["id"] for j in listed) == sorted([slow, tiny])
+    by_id = {j["id"]: j for j in listed}
+    assert by_id[slow]["attempts"] == 2 and by_id[tiny]["attempts"] == 1
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("*.json")]
+    assert sorted(s["job_id"] for s in sidecars) == sorted([slow, tiny])  # none lost, none twice
+    assert len(list((tmp_path / "outputs").rglob("*.mp4"))) == 2
+    assert f"job {slow}: queued after restart" in (tmp_path / f"app-{port2}.log").read_text()
+
+
+def test_damaged_database_stops_the_app_with_a_message_and_keeps_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "outputs" / "jobs.db"
+    db.parent.mkdir()
+    garbage = os.urandom(8192)
+    db.write_bytes(garbage)
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    run = subprocess.run([sys.executable, "app.py", "--outputs-dir", str(db.parent), "--port", str(free_port())],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3
+    assert "Wan Studio cannot start: The job database" in run.stderr and "will not start" in run.stderr
+    assert db.read_bytes() == garbage
+    [backup] = db.parent.glob("jobs.db.damaged-*")
+    assert backup.read_bytes() == garbage and str(backup) in run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_database_stops_the_app(tmp_path: Path) -> None:  # pragma: no cover - non-root CI
+    db = tmp_path / "outputs" / "jobs.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    db.chmod(0)
+    run = subprocess.run([sys.executable, "app.py", "--outputs-dir", str(db.parent)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3 and "cannot" in run.stderr

@@ -1,0 +1,1 @@
+"""Where a job runs: the executor interface and its implementations (local worker processes)."""

@@ -1,0 +1,250 @@
+"""Local executor: one supervised worker process per GPU (or one CPU worker without CUDA).
+
+A supervisor thread per worker reads its events and watches the process. When the process dies
+(segfault, CUDA fault, OOM kill, ``kill -9``) the job it held is reported ``lost`` and the worker is
+started again after a backoff that grows with repeated crashes, so a broken GPU cannot spin.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from wan_studio.cluster.executor import (EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState,
+                                         event_from_message)
+from wan_studio.cluster.worker import worker_main
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait before restart number 1, 2, 3, ...; the last value repeats.
+BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A worker that stayed up this long (seconds) starts the backoff over on its next crash.
+STABLE_AFTER_S = 60.0
+
+
+def detect_devices() -> list[str]:
+    """``cuda:<i>`` for every visible GPU, or ``["cpu"]`` when there is none.
+
+    Asks NVML so the supervisor process never initialises CUDA itself.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+        if count:
+            return [f"cuda:{i}" for i in range(count)]
+    except Exception:  # noqa: BLE001 - no driver, no library: run on the CPU
+        pass
+    return ["cpu"]
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class _Worker:
+    """Supervisor-side state of one worker process."""
+
+    name: str
+    device: str
+    state: WorkerState = "starting"
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    job_id: str | None = None
+    loaded: tuple[str, ...] = ()
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    started_at: float = 0.0
+    last_exit: str | None = None
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> WorkerInfo:
+        pid = self.process.pid if self.process is not None else None
+        return WorkerInfo(self.name, self.device, self.state, pid, self.job_id, self.loaded,
+                          self.restarts, self.last_exit)
+
+
+class LocalExecutor(Executor):
+    """Worker processes on this machine. ``devices`` defaults to every GPU (or one CPU worker)."""
+
+    def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
+                 backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None,
+                 memory: dict[str, Any] | None = None) -> None:
+        self._devices = devices if devices is not None else detect_devices()
+        cpu_workers = self._devices.count("cpu")
+        self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
+                        "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None,
+                        # Thermal limits (pause_c, resume_c, enabled, interval_s): each GPU worker
+                        # watches temperatures with its own NVML sampler and pauses between steps.
+                        "thermal": thermal,
+                        # Planner options (allow_fp8, allow_8bit) and how many workers share the RAM.
+                        "memory": memory, "workers": len(self._devices)}
+        self._backoff = backoff_s
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.Lock()
+        self._workers = [_Worker(f"worker-{i}", d) for i, d in enumerate(self._devices)]
+        self._sink: EventSink | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- Executor interface --------------------------------------------------------------------
+    def start(self, on_event: EventSink) -> None:
+        """Start every worker and its supervisor thread."""
+        self._sink = on_event
+        for w in self._workers:
+            t = threading.Thread(target=self._supervise, args=(w,), name=f"supervise-{w.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def idle_workers(self) -> list[WorkerInfo]:
+        """Workers that finished starting and hold no job."""
+        with self._lock:
+            return [w.info() for w in self._workers if w.state == "idle"]
+
+    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Send the job to ``worker``; raises ``WorkerGone`` if it is not idle and alive."""
+        with self._lock:
+            w = next((w for w in self._workers if w.name == worker), None)
+            if w is None or w.state != "idle" or w.conn is None:
+                raise WorkerGone(f"{worker} cannot take a job now")
+            w.state, w.job_id = "busy", job_id
+        try:
+            self._send(w, {"op": "run", "job_id": job_id, "request": request, "extra": extra or {}})
+        except (OSError, ValueError) as e:
+            # The supervisor will see the death and report the job lost; do not report it twice.
+            raise WorkerGone(f"{worker} stopped before taking the job: {e}") from None
+
+    def cancel(self, job_id: str) -> bool:
+        """Forward a cancel to the worker that holds ``job_id``."""
+        with self._lock:
+            w = next((w for w in self._workers if w.job_id == job_id), None)
+        if w is None:
+            return False
+        try:
+            self._send(w, {"op": "cancel", "job_id": job_id})
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker, in device order."""
+        with self._lock:
+            return [w.info() for w in self._workers]
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Ask each worker to stop after its job, then kill what is left after ``timeout_s``."""
+        self._stopping.set()
+        for w in self._workers:
+            try:
+                if w.conn is not None:
+                    self._send(w, {"op": "stop"})
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + timeout_s
+        for w in self._workers:
+            if w.process is not None:
+                w.process.join(max(0.0, deadline - time.monotonic()))
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join(2.0)
+            w.state = "stopped"
+        for t in self._threads:
+            t.join(2.0)
+
+    # --- supervision ---------------------------------------------------------------------------
+    def _send(self, w: _Worker, msg: dict[str, Any]) -> None:
+        with w.send_lock:
+            if w.conn is None:
+                raise OSError("worker connection closed")
+            w.conn.send(msg)
+
+    def _spawn(self, w: _Worker) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=worker_main, args=(w.name, w.device, self._config, child),
+                                 name=f"wan-studio-{w.name}", daemon=True)
+        proc.start()
+        child.close()  # only the worker holds its end, so its death reads as EOF here
+        with self._lock:
+            w.process, w.conn, w.state, w.started_at = proc, parent, "starting", time.monotonic()
+
+    def _supervise(self, w: _Worker) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._spawn(w)
+            except Exception as e:  # noqa: BLE001 - keep supervising; the backoff stops a spin
+                log.exception("could not start %s", w.name)
+                w.last_exit = f"could not start: {e}"
+                self._stopping.wait(self._backoff[-1])
+                continue
+            self._pump(w)
+            if self._stopping.is_set():
+                break
+            self._after_death(w)
+
+    def _pump(self, w: _Worker) -> None:
+        """Forward events until the worker's connection closes (it died or stopped)."""
+        assert w.conn is not None
+        while True:
+            try:
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                return
+            self._handle(w, msg)
+
+    def _handle(self, w: _Worker, msg: dict[str, Any]) -> None:
+        ev = msg["ev"]
+        if ev == "ready":
+            with self._lock:
+                w.state = "idle" if w.job_id is None else w.state
+            self._emit_wakeup()
+            return
+        if "loaded" in msg:
+            w.loaded = tuple(msg["loaded"])
+        event = event_from_message(msg, w.name)
+        if ev in ("done", "failed", "cancelled"):
+            with self._lock:
+                w.job_id, w.state = None, "idle"
+            w.crashes_in_a_row = 0
+        if self._sink is not None:
+            self._sink(event)
+
+    def _emit_wakeup(self) -> None:
+        if self._sink is not None:
+            self._sink(JobEvent(kind="ready", job_id="", worker=""))
+
+    def _after_death(self, w: _Worker) -> None:
+        assert w.process is not None
+        w.process.join(5.0)
+        code = w.process.exitcode
+        uptime = time.monotonic() - w.started_at
+        with self._lock:
+            held, w.job_id = w.job_id, None
+            w.state, w.last_exit, w.conn = "restarting", _exit_text(code), None
+        if held is not None and self._sink is not None:
+            self._sink(JobEvent(kind="lost", job_id=held, worker=w.name,
+                                error=f"the worker process {_exit_text(code)}"))
+        w.crashes_in_a_row = 1 if uptime >= STABLE_AFTER_S else w.crashes_in_a_row + 1
+        delay = self._backoff[min(w.crashes_in_a_row, len(self._backoff)) - 1]
+        w.restarts += 1
+        self._stopping.wait(delay)

@@ -1,0 +1,404 @@
+"""The job queue: submit / cancel / retry / delete / reorder, and dispatch to an executor.
+
+Every accepted job is a row in the ``JobStore`` before ``submit`` returns, so it survives a crash
+of the worker or of the whole app. A dispatcher thread hands queued jobs to idle workers in
+priority order and turns executor events into store transitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone
+from wan_studio.engine.generate import Progress
+from wan_studio.engine.request import GenerationRequest, RequestError, validate
+from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
+                                   QueueFull)
+
+__all__ = ["JobQueue", "QueueFull", "QueuedProgress", "Move"]
+
+log = logging.getLogger(__name__)
+Move = Literal["top", "up", "down", "bottom"]
+RequestCheck = Callable[[GenerationRequest], None]
+
+
+# Longest a job waits for a waiting caller to take one step report, seconds.
+LISTENER_TIMEOUT_S = 10.0
+
+
+def _drain(inbox: "queue.Queue[tuple[Progress, threading.Event]]",
+           on_progress: Callable[[Progress], None] | None) -> None:
+    """Hand every waiting step report to ``on_progress`` and release the job waiting on each."""
+    while True:
+        try:
+            p, handled = inbox.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            if on_progress is not None:
+                on_progress(p)
+        finally:
+            handled.set()
+
+
+class QueuedProgress(Progress):
+    """Progress of a job still waiting for a worker; ``ahead`` jobs run before it."""
+
+    def __init__(self, ahead: int, total: int) -> None:
+        super().__init__("loading", 0, total, 0.0)
+        object.__setattr__(self, "ahead", ahead)
+
+    @property
+    def message(self) -> str:
+        """e.g. ``waiting in the queue (2 jobs ahead)``."""
+        ahead = getattr(self, "ahead", 0)
+        return "waiting in the queue" + (f" ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else "")
+
+    @property
+    def fraction(self) -> float:
+        """Nothing done yet."""
+        return 0.0
+
+
+class JobQueue:
+    """Accepts jobs into ``store`` and runs them on ``executor``.
+
+    ``max_length`` bounds unfinished jobs (queued + running + paused); ``check`` runs on every
+    validated request before it is accepted (e.g. "is the model downloaded?").
+    """
+
+    def __init__(self, store: JobStore, executor: Executor, outputs_dir: Path, max_length: int = 1000,
+                 max_attempts: int = 3, max_prompt_chars: int = 4000, check: RequestCheck | None = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.outputs_dir = Path(outputs_dir)
+        self.max_length = max_length
+        self.max_attempts = max_attempts
+        self.max_prompt_chars = max_prompt_chars
+        self._check = check
+        self._lock = AppLock(store.path)
+        self._cond = threading.Condition()
+        self._version = 0
+        self._dirty = True
+        self._live: dict[str, Progress] = {}
+        # Callers waiting on a job who want every step report, not only the latest.
+        self._listeners: dict[str, list[Callable[[Progress], None]]] = {}
+        self._started = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swept: list[Job] = []
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the database lock, repair what a dead app left running, start workers + dispatch."""
+        if self._started:
+            return
+        self._lock.acquire()
+        self._started = True
+        self.swept = self.store.sweep()
+        self.executor.start(self._on_event)
+        self._thread = threading.Thread(target=self._dispatch_loop, name="job-dispatch", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop dispatching and stop the workers; running jobs are requeued at the next start."""
+        if not self._started:
+            return
+        self._stopping.set()
+        self._changed()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self.executor.shutdown(timeout_s)
+        self._lock.release()
+        self._started = False
+
+    # --- submitting ----------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, owner: str = "", priority: int = 0, user: str | None = None,
+               extra: dict[str, Any] | None = None) -> Job:
+        """Validate ``request`` and queue it; returns the stored job (status ``queued``).
+
+        ``owner`` may cancel it; ``user`` is the logged-in name; ``extra`` goes into its sidecar.
+        Raises ``RequestError`` for bad input and ``QueueFull`` when the queue is at its limit.
+        """
+        return self.submit_many([request], owner=owner, priority=priority, user=user, extra=extra)[0]
+
+    def submit_many(self, requests: list[GenerationRequest], owner: str = "", priority: int = 0,
+                    batch_id: str | None = None, user: str | None = None,
+                    extra: dict[str, Any] | None = None) -> list[Job]:
+        """Queue several requests atomically (all or none); see ``submit``."""
+        self.start()
+        new = []
+        for request in requests:
+            r = validate(request, self.max_prompt_chars)
+            if self._check is not None:
+                self._check(r)
+            job_id = uuid.uuid4().hex[:12]
+            if r.image is not None:
+                r.image = self._keep_input(r.image, job_id)
+            new.append(NewJob(r.to_dict(), owner=owner, priority=priority, batch_id=batch_id,
+                              max_attempts=self.max_attempts, id=job_id, user=user, extra=dict(extra or {})))
+        jobs = self.store.add(new, max_active=self.max_length)
+        self._changed()
+        return jobs
+
+    def _keep_input(self, image: str, job_id: str) -> str:
+        """Copy an uploaded image next to the outputs so a restart days later still finds it."""
+        folder = self.outputs_dir / ".inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{job_id}{Path(image).suffix.lower() or '.png'}"
+        try:
+            shutil.copyfile(image, target)
+        except OSError as e:
+            raise RequestError(f"could not keep a copy of the image for the queue: {e.strerror or e}") from None
+        return str(target)
+
+    # --- user actions --------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued/paused job now, or ask a running one to stop after its current step."""
+        job = self.store.get(job_id)
+        if job.status in ("queued", "paused"):
+            try:
+                job = self.store.transition(job_id, "cancelled", expect=("queued", "paused"),
+                                            error="cancelled before it started")
+            except IllegalTransition:
+                return self.cancel(job_id)  # it was dispatched in between: cancel the running job
+        elif job.status == "running":
+            self.store.update(job_id, cancel_requested=True, progress_text="cancelling…")
+            self.executor.cancel(job_id)
+            job = self.store.get(job_id)
+        else:
+            raise IllegalTransition(f"job {job_id} is already {job.status}")
+        self._changed()
+        return job
+
+    def cancel_owner(self, owner: str) -> int:
+        """Cancel every unfinished job of ``owner``; returns how many were asked to stop."""
+        n = 0
+        for job in self.store.list(ACTIVE):
+            if job.owner == owner:
+                try:
+                    self.cancel(job.id)
+                    n += 1
+                except (IllegalTransition, JobNotFound):
+                    pass
+        return n
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again (at the end, attempts reset)."""
+        pos = self.store.queued_in_order()
+        job = self.store.transition(job_id, "queued", expect=("failed", "cancelled"), attempts=0,
+                                    error=None, outputs=[], started_at=None,
+                                    position=(max(j.position for j in pos) + 1) if pos else time.time())
+        self._changed()
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that is not running from the list (its video files stay on disk)."""
+        self.store.delete(job_id)
+        self._live.pop(job_id, None)
+        self._changed()
+
+    def pause(self, job_id: str) -> Job:
+        """Hold a queued job back until ``resume``."""
+        job = self.store.transition(job_id, "paused", expect=("queued",))
+        self._changed()
+        return job
+
+    def resume(self, job_id: str) -> Job:
+        """Put a paused job back in the queue at its old place."""
+        job = self.store.transition(job_id, "queued", expect=("paused",))
+        self._changed()
+        return job
+
+    def set_priority(self, job_id: str, priority: int) -> Job:
+        """Higher priority runs first; equal priorities run in submission order."""
+        job = self.store.get(job_id)
+        if job.status not in ("queued", "paused"):
+            raise IllegalTransition(f"job {job_id} is {job.status}; only waiting jobs can be reprioritised")
+        job = self.store.set_order(job_id, int(priority), job.position)
+        self._changed()
+        return job
+
+    def move(self, job_id: str, where: Move) -> Job:
+        """Move a queued job one place up/down or to the top/bottom of the dispatch order.
+
+        The job takes the priority of the neighbour it lands next to, so the order the user sees
+        is the order the dispatcher follows.
+        """
+        order = self.store.queued_in_order()
+        ids = [j.id for j in order]
+        if job_id not in ids:
+            raise IllegalTransition(f"job {self.store.get(job_id).status}: only queued jobs can be moved")
+        i = ids.index(job_id)
+        target = {"top": 0, "up": max(i - 1, 0), "down": min(i + 1, len(ids) - 1), "bottom": len(ids) - 1}[where]
+        if target == i:
+            return order[i]
+        others = [j for j in order if j.id != job_id]
+        before = others[target - 1] if target > 0 else None
+        after = others[target] if target < len(others) else None
+        anchor = after if after is not None else before
+        assert anchor is not None
+        if after is not None and before is not None and before.priority == after.priority:
+            position = (before.position + after.position) / 2
+        elif after is not None:
+            position = after.position - 1
+        else:
+            position = before.position + 1  # type: ignore[union-attr]
+        job = self.store.set_order(job_id, anchor.priority, position)
+        self._changed()
+        return job
+
+    # --- reading -------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        """The job as stored now."""
+        return self.store.get(job_id)
+
+    def live_progress(self, job_id: str) -> Progress | None:
+        """The last step report of a running job (finer than the stored fraction)."""
+        return self._live.get(job_id)
+
+    def progress_of(self, job: Job) -> Progress:
+        """A ``Progress`` for any job state, for progress bars."""
+        steps = int(job.request.get("steps") or 0)
+        if job.status in ("queued", "paused"):
+            return QueuedProgress(self.store.queued_ahead(job.id), steps)
+        live = self._live.get(job.id)
+        if live is not None and job.status == "running":
+            return live
+        if job.status == "done":
+            return Progress("done", steps, steps, 0.0)
+        return Progress("loading", 0, steps, 0.0)
+
+    def wait(self, job_id: str, on_change: Callable[[Job], None] | None = None,
+             timeout_s: float | None = None, on_progress: Callable[[Progress], None] | None = None) -> Job:
+        """Block until ``job_id`` is finished (or ``timeout_s`` seconds pass); returns the job.
+
+        ``on_change`` sees the stored job after changes (several may be seen as one).
+        ``on_progress`` gets every step report, called in *this* thread (so a Gradio progress bar
+        works); the job waits for it to return, up to ``LISTENER_TIMEOUT_S``, as when it ran inline.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        inbox: queue.Queue[tuple[Progress, threading.Event]] = queue.Queue()
+
+        def listener(p: Progress) -> None:
+            handled = threading.Event()
+            inbox.put((p, handled))
+            self._changed()
+            handled.wait(LISTENER_TIMEOUT_S)
+
+        if on_progress is not None:
+            self._listeners.setdefault(job_id, []).append(listener)
+        seen = -1
+        try:
+            while True:
+                with self._cond:
+                    if self._version == seen and inbox.empty():
+                        self._cond.wait(0.5)
+                    seen = self._version
+                _drain(inbox, on_progress)
+                job = self.store.get(job_id)
+                if on_change is not None:
+                    on_change(job)
+                if job.finished or (deadline is not None and time.monotonic() >= deadline):
+                    _drain(inbox, on_progress)
+                    return job
+        finally:
+            if on_progress is not None:
+                self._listeners.get(job_id, []).remove(listener)
+                if not self._listeners.get(job_id):
+                    self._listeners.pop(job_id, None)
+                _drain(inbox, None)
+
+    # --- dispatch and events -------------------------------------------------------------------
+    def _changed(self) -> None:
+        with self._cond:
+            self._version += 1
+            self._dirty = True
+            self._cond.notify_all()
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._cond:
+                while not self._dirty and not self._stopping.is_set():
+                    self._cond.wait(1.0)
+                self._dirty = False
+            if not self._stopping.is_set():
+                try:
+                    self._dispatch_once()
+                except Exception:  # noqa: BLE001 - the dispatcher must outlive any one bad job
+                    log.exception("dispatch failed")
+
+    def _dispatch_once(self) -> None:
+        idle = self.executor.idle_workers()
+        while idle:
+            job = self.store.next_queued()
+            if job is None:
+                return
+            model = job.request.get("model")
+            worker = next((w for w in idle if model in w.loaded), idle[0])
+            idle.remove(worker)
+            try:
+                job = self.store.transition(job.id, "running", expect=("queued",), worker=worker.name,
+                                            progress_text="starting", error=None)
+            except IllegalTransition:
+                continue
+            try:
+                self.executor.submit(worker.name, job.id, job.request, job.extra)
+            except WorkerGone as e:
+                self.store.transition(job.id, "queued", attempts=job.attempts - 1, error=str(e))
+            self._changed()
+
+    def _on_event(self, ev: JobEvent) -> None:
+        try:
+            self._apply(ev)
+        except (IllegalTransition, JobNotFound) as e:
+            log.warning("ignored %s event for job %s: %s", ev.kind, ev.job_id, e)
+        finally:
+            if ev.kind != "progress" or ev.job_id:
+                self._changed()
+
+    def _apply(self, ev: JobEvent) -> None:
+        if ev.kind == "ready":
+            return
+        if ev.kind == "started":
+            self.store.update(ev.job_id, started_at=ev.at, progress_text="loading model")
+        elif ev.kind == "progress" and ev.progress is not None:
+            p = Progress(**ev.progress)
+            self._live[ev.job_id] = p
+            for listener in list(self._listeners.get(ev.job_id, ())):
+                try:
+                    listener(p)
+                except Exception:  # noqa: BLE001 - a caller's progress bar must not break the job
+                    log.exception("progress listener failed")
+            self.store.update(ev.job_id, progress=p.fraction, progress_text=p.message, eta_s=p.eta_s)
+        elif ev.kind == "done":
+            self._live.pop(ev.job_id, None)
+            self.store.transition(ev.job_id, "done", expect=("running",), outputs=list(ev.outputs),
+                                  progress=1.0, progress_text="done", eta_s=None, finished_at=ev.at,
+                                  plan=ev.plan, error=None)
+        elif ev.kind in ("failed", "cancelled"):
+            self._live.pop(ev.job_id, None)
+            self.store.transition(ev.job_id, ev.kind, expect=("running",), error=ev.error, eta_s=None,
+                                  finished_at=ev.at)
+        elif ev.kind == "lost":
+            self._live.pop(ev.job_id, None)
+            self._requeue_lost(self.store.get(ev.job_id), ev.error or "the worker process stopped")
+
+    def _requeue_lost(self, job: Job, why: str) -> None:
+        if job.status != "running":
+            return
+        if job.cancel_requested:
+            self.store.transition(job.id, "cancelled", error=f"cancelled ({why})")
+        elif job.attempts >= job.max_attempts:
+            self.store.transition(job.id, "failed", error=(
+                f"{why} during each of {job.attempts} attempts; giving up (see the app log; a model "
+                "too large for this GPU is the usual cause)"))
+        else:
+            self.store.transition(job.id, "queued", error=f"requeued: {why} during attempt {job.attempts}")

@@ -1,0 +1,114 @@
+"""Named API endpoints of the job queue: ``/submit``, ``/job_status``, ``/job_result``, ``/cancel_job``,
+``/list_jobs``. Call them with ``gradio_client``; they return at once (``/generate`` is the blocking one).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.jobs.store import FINISHED, STATUSES, IllegalTransition, Job, JobNotFound
+from wan_studio.services import Studio
+
+# Request fields an API client may set besides prompt/seed. ``image`` is left out on purpose: a
+# server-side path from a remote client would let it read files on this machine.
+API_FIELDS = ("model", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance",
+              "guidance_2", "shift")
+
+
+def _user_error(message: str) -> gr.Error:
+    """An error shown to the caller as is; no traceback in the server log (nothing went wrong here)."""
+    return gr.Error(message, print_exception=False)
+
+
+def public_view(job: Job, ahead: int | None = None) -> dict[str, Any]:
+    """What an API client sees of a job (no server paths)."""
+    view = {k: getattr(job, k) for k in ("id", "status", "progress", "progress_text", "eta_s", "attempts",
+                                          "max_attempts", "priority", "worker", "error", "created_at",
+                                          "started_at", "finished_at", "plan")}
+    view["request"] = {k: v for k, v in job.request.items() if k != "image"}
+    if ahead is not None:
+        view["queued_ahead"] = ahead
+    return view
+
+
+def register(studio: Studio) -> None:
+    """Add the endpoints to the ``gr.Blocks`` being built (call inside its ``with`` block)."""
+    q = studio.queue
+
+    def submit(prompt: str, preset: str = "demo-fast", seed: int = -1, settings_json: str = "",
+               priority: int = 0, request: gr.Request = None) -> str:  # type: ignore[assignment]
+        """Queue one video; returns its job id at once. ``settings_json`` may set request fields."""
+        if preset not in studio.presets:
+            raise _user_error(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
+        try:
+            extra = json.loads(settings_json) if settings_json and settings_json.strip() else {}
+        except json.JSONDecodeError as e:
+            raise _user_error(f"settings_json is not valid JSON: {e.msg}") from None
+        if not isinstance(extra, dict) or set(extra) - set(API_FIELDS):
+            bad = sorted(set(extra) - set(API_FIELDS)) if isinstance(extra, dict) else ["(not an object)"]
+            raise _user_error(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
+        req: GenerationRequest = studio.presets[preset].request(
+            prompt, seed=None if seed is None or int(seed) < 0 else int(seed), **extra)
+        owner = f"api:{getattr(request, 'session_hash', None) or 'anonymous'}"
+        try:
+            return q.submit(req, owner=owner, priority=int(priority or 0)).id
+        except RequestError as e:
+            raise _user_error(str(e)) from None
+
+    def job_status(job_id: str) -> dict[str, Any]:
+        """Status, progress (0..1), ETA (seconds) and error text of a job."""
+        job = _get(job_id)
+        return public_view(job, q.store.queued_ahead(job.id) if job.status == "queued" else None)
+
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        """Cancel a waiting job, or stop a running one after its current step."""
+        _get(job_id)
+        try:
+            return public_view(q.cancel(job_id.strip()))
+        except IllegalTransition as e:
+            raise _user_error(str(e)) from None
+
+    def list_jobs(status: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        """Jobs in queue order; ``status`` filters (comma-separated, e.g. ``queued,running``)."""
+        wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
+        unknown = sorted(set(wanted) - set(STATUSES))
+        if unknown:
+            raise _user_error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
+        return [public_view(j) for j in q.store.list(wanted or None, limit=max(1, min(int(limit), 1000)))]
+
+    def job_result(job_id: str) -> tuple[str, str, dict[str, Any]]:
+        """The finished video, its sidecar file and the sidecar's contents."""
+        job = _get(job_id)
+        if job.status != "done":
+            hint = f": {job.error}" if job.error and job.status in FINISHED else ""
+            raise _user_error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")
+        video = next(o for o in job.outputs if o.endswith(".mp4"))
+        sidecar = next(o for o in job.outputs if o.endswith(".json"))
+        with open(sidecar, encoding="utf-8") as f:
+            return video, sidecar, json.load(f)
+
+    def _get(job_id: str) -> Job:
+        try:
+            return q.get((job_id or "").strip())
+        except JobNotFound:
+            raise _user_error(f"no job with id {job_id!r} (it may have been deleted)") from None
+
+    # Submissions must never wait behind a running /generate: their own unlimited concurrency group.
+    # queue=False also opens the direct one-request route POST /gradio_api/run/submit (no SSE).
+    gr.api(submit, api_name="submit", queue=False)
+    gr.api(job_status, api_name="job_status", concurrency_limit=None, concurrency_id="jobs-api")
+    gr.api(cancel_job, api_name="cancel_job", concurrency_limit=None, concurrency_id="jobs-api")
+    gr.api(list_jobs, api_name="list_jobs", concurrency_limit=None, concurrency_id="jobs-api")
+    # Files need real file components to travel to the client, so this one is a hidden event.
+    with gr.Column(visible=False):
+        job_id_in = gr.Textbox()
+        video_out = gr.File()
+        sidecar_out = gr.File()
+        data_out = gr.JSON()
+        trigger = gr.Button()
+    trigger.click(job_result, inputs=[job_id_in], outputs=[video_out, sidecar_out, data_out],
+                  api_name="job_result", concurrency_limit=None, concurrency_id="jobs-api")
