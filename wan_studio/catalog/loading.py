@@ -163,8 +163,11 @@ def download(spec: ModelSpec, models_dir: Path) -> Path:
     return folder
 
 
-def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any:
+def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None, skip: tuple[str, ...] = ()) -> Any:
     """Load the diffusers pipeline of ``spec`` from a local folder (``Path``) or a Hub id (``str``).
+
+    Components named in ``skip`` (e.g. ``("transformer_2",)``) are not loaded at all: a cluster
+    worker holding one expert of a two-expert model never reads the other's weights.
 
     Transformers and the text encoder load in ``dtype`` (bf16 by default); the VAE stays in fp32,
     which Wan needs for clean decodes. A local folder is checked first so a missing file is named.
@@ -189,4 +192,5 @@ def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any
         extra["expand_timesteps"] = True
     if spec.boundary is not None:
         extra["boundary_ratio"] = spec.boundary
+    extra.update({name: None for name in skip})
     return cls.from_pretrained(where, vae=vae, torch_dtype=dtype, **extra)

@@ -146,3 +146,18 @@ def as_image_to_video(pipe: WanPipeline) -> WanImageToVideoPipeline:
         image_processor=None,
         expand_timesteps=True,
     )
+
+
+def build_two_expert_pipeline(seed: int = 0, shift: float = 12.0, boundary: float = 0.875) -> WanPipeline:
+    """A tiny A14B-style pipeline: Wan2.1 VAE, a high-noise ``transformer`` and a low-noise
+    ``transformer_2`` (different weights), switched at ``boundary`` of the noise schedule."""
+    tokenizer = build_tokenizer()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=build_text_encoder(len(tokenizer), seed),
+        vae=build_wan21_vae(seed),
+        transformer=build_transformer(16, 16, seed),
+        transformer_2=build_transformer(16, 16, seed + 1),
+        scheduler=build_scheduler(shift),
+        boundary_ratio=boundary,
+    )

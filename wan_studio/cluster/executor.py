@@ -1,0 +1,102 @@
+"""The Executor interface between the job queue and the places jobs run.
+
+The queue decides *what* runs next; an executor decides *where* and reports back through events.
+The local executor (``local.py``) runs one supervised worker process per GPU; a Ray executor can
+implement the same interface for workers on other machines. Backends are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+EventKind = Literal["ready", "started", "progress", "done", "failed", "cancelled", "lost"]
+WorkerState = Literal["starting", "idle", "busy", "restarting", "stopped"]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job on a worker.
+
+    ``lost`` means the worker died while holding the job; the queue decides whether to requeue it.
+    ``ready`` (with an empty ``job_id``) says a worker became able to take a job.
+    ``progress`` is 0..1, ``eta_s`` seconds left, ``at`` Unix seconds on the worker's clock.
+    """
+
+    kind: EventKind
+    job_id: str
+    worker: str
+    at: float = field(default_factory=time.time)
+    progress: dict[str, Any] | None = None
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    plan: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as the UI shows it. ``restarts`` counts automatic restarts since the app started."""
+
+    name: str
+    device: str
+    state: WorkerState
+    pid: int | None
+    job_id: str | None
+    loaded: tuple[str, ...]
+    restarts: int
+    last_exit: str | None = None
+
+
+EventSink = Callable[[JobEvent], None]
+
+
+class WorkerGone(RuntimeError):
+    """The chosen worker is not able to take a job any more (it died or is restarting)."""
+
+
+class Executor(abc.ABC):
+    """Runs jobs somewhere and reports what happens to them.
+
+    Contract: ``submit`` hands a job to a worker returned by ``idle_workers`` (one job per worker at
+    a time); from then on exactly one terminal event (``done``, ``failed``, ``cancelled`` or
+    ``lost``) arrives for it through the sink given to ``start``.
+    """
+
+    @abc.abstractmethod
+    def start(self, on_event: EventSink) -> None:
+        """Start the workers; events for every job go to ``on_event`` (called from any thread)."""
+
+    @abc.abstractmethod
+    def idle_workers(self) -> list[WorkerInfo]:
+        """Workers ready to take a job right now."""
+
+    @abc.abstractmethod
+    def submit(self, worker: str, job_id: str, request: dict[str, Any]) -> None:
+        """Run the resolved request dict on ``worker``; raises ``WorkerGone`` if it cannot."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> bool:
+        """Ask the worker holding ``job_id`` to stop after its current step; True if one holds it."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker and what it is doing."""
+
+    @abc.abstractmethod
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Stop every worker, waiting up to ``timeout_s`` seconds each before killing it."""
+
+    def telemetry(self) -> dict[str, Any]:
+        """Executor-specific numbers for the UI (empty by default)."""
+        return {}
+
+
+def make_executor(kind: str, **options: Any) -> Executor:
+    """Build the executor named ``kind`` ("local"); other backends are imported only here."""
+    if kind == "local":
+        from wan_studio.cluster.local import LocalExecutor
+
+        return LocalExecutor(**options)
+    raise ValueError(f"unknown executor {kind!r}; choose 'local'")
