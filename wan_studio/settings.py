@@ -29,6 +29,9 @@ class Settings:
     thermal_pause_c: float = 83.0
     thermal_resume_c: float = 75.0
     telemetry_interval_s: float = 1.0
+    # Ray cluster ("auto" or "HOST:PORT"; None runs jobs on this PC only) and how jobs may split.
+    ray_address: str | None = None
+    split: str = "auto"
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
@@ -76,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-thermal-guard", dest="thermal_guard", action="store_false",
                    default=env("WAN_STUDIO_THERMAL_GUARD", "1") not in ("0", "false", "no"),
                    help="never pause jobs for heat (temperatures are still shown)")
+    p.add_argument("--ray-address", default=env("WAN_STUDIO_RAY_ADDRESS"), metavar="auto|HOST:PORT",
+                   help="run jobs on the GPUs of a Ray cluster (docs/CLUSTER.md); 'auto' joins the one on this PC")
+    p.add_argument("--split", choices=("off", "cfg", "experts", "auto"), default=env("WAN_STUDIO_SPLIT", "auto"),
+                   help="with --ray-address: let one job use two GPUs (cfg: guidance branches in parallel; "
+                        "experts: A14B high/low-noise experts on different GPUs; auto: both where they apply)")
     return p
 
 
@@ -98,4 +106,6 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         thermal_guard=ns.thermal_guard,
         thermal_pause_c=ns.thermal_pause_c,
         thermal_resume_c=ns.thermal_resume_c,
+        ray_address=ns.ray_address,
+        split=ns.split,
     )

@@ -205,12 +205,22 @@ def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None
     assert len(pauses) >= 1 and pauses[0]["ended"] == "cooled" and pauses[0]["start_c"] == 90
 
 
-def test_cancel_stops_a_remote_job(setup) -> None:
+def hold(ex: RayExecutor, events: Events, worker: str, job_id: str, hot_flag: Path) -> None:
+    """Start ``job_id`` on ``worker`` and return once it sits mid-job in a thermal pause (the GPU
+    stays "hot" until the test removes ``hot_flag``), so what happens next hits a running job."""
+    hot_flag.touch()
+    ex.submit(worker, job_id, request(steps=3))
+    events.until(lambda e: e.job_id == job_id and e.kind == "progress" and e.progress["stage"] == "paused")
+
+
+def test_cancel_stops_a_remote_job(setup, hot_flag) -> None:
     ex, events, _ = setup
     ex.split = "off"
-    ex.submit(names(ex)[0], "cancel-me", request(steps=40))
-    events.until(lambda e: e.job_id == "cancel-me" and e.kind == "progress" and e.progress["step"] >= 1)
-    assert ex.cancel("cancel-me")
+    try:
+        hold(ex, events, names(ex)[0], "cancel-me", hot_flag)
+        assert ex.cancel("cancel-me")
+    finally:
+        hot_flag.unlink()
     assert events.end_of("cancel-me").kind == "cancelled"
     assert not ex.cancel("cancel-me")
 
@@ -221,6 +231,26 @@ def test_missing_ray_or_cluster_gives_an_actionable_error(monkeypatch) -> None:
         import_ray()
 
 
+def test_an_unreachable_cluster_is_named_with_the_fix() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterUnavailable, match=f"Nothing answers at 127.0.0.1:{port}.*ray start --head"):
+        RayExecutor(f"127.0.0.1:{port}", Path("unused")).start(lambda e: None)
+    with pytest.raises(ClusterUnavailable, match="HOST:PORT"):
+        RayExecutor("my-pc", Path("unused")).start(lambda e: None)
+
+
+def test_cluster_check_lists_every_node_with_matching_versions(setup) -> None:
+    from wan_studio.cluster.check import check
+
+    reports, problems = check("auto")
+    assert len(reports) == 2 and len({tuple(r.versions.items()) for r in reports}) == 1
+    assert problems == ["no node reports an NVIDIA GPU: check the driver (nvidia-smi) on each PC"]
+
+
 def wait_for(pred: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -228,14 +258,14 @@ def wait_for(pred: Any, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster) -> None:
+def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster, hot_flag) -> None:
     ex, events, _ = setup
     ex.split = "off"
     # 1. The worker process dies mid-job: the job is lost, requeued, and the actor comes back.
     victim = names(ex)[1]
-    ex.submit(victim, "killed", request(steps=40))
-    events.until(lambda e: e.job_id == "killed" and e.kind == "progress" and e.progress["step"] >= 1)
+    hold(ex, events, victim, "killed", hot_flag)
     os.kill(next(w.pid for w in ex.workers() if w.name == victim), signal.SIGKILL)
+    hot_flag.unlink()
     lost = events.end_of("killed")
     assert lost.kind == "lost" and victim in lost.error
     survivor = next(w.name for w in ex.idle_workers() if w.name != victim)
@@ -245,9 +275,13 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     node = cluster.add_node(num_cpus=1, num_gpus=1)
     wait_for(lambda: len(ex.idle_workers()) == 3)
     third = next(w.name for w in ex.workers() if node.node_id.startswith(w.name.split("~")[1][:6]))
-    ex.submit(third, "node-lost", request(steps=40))
-    events.until(lambda e: e.job_id == "node-lost" and e.kind == "progress" and e.progress["step"] >= 1)
+    hold(ex, events, third, "node-lost", hot_flag)
+    # A PC switched off: its raylet and its worker processes die together (a worker whose raylet
+    # alone died would still stream to the head for a while, which a real power loss never does).
+    pid = next(w.pid for w in ex.workers() if w.name == third)
     cluster.remove_node(node, allow_graceful=False)
+    os.kill(pid, signal.SIGKILL)
+    hot_flag.unlink()
     assert events.end_of("node-lost").kind == "lost"
     assert run(ex, events, ex.idle_workers()[0].name, "node-lost", request(steps=3)).kind == "done"
     wait_for(lambda: third not in names(ex))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import json
@@ -61,6 +62,8 @@ def connect(address: str, ship_code: bool = True) -> Any:
     the same code; each PC still needs the same Python, Ray, torch and diffusers versions.
     """
     ray = import_ray()
+    if address != "auto":
+        _reachable(address)
     if ray.is_initialized():
         return ray
     runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if ship_code else None
@@ -75,6 +78,21 @@ def connect(address: str, ship_code: bool = True) -> Any:
                 "run the same Ray and Python versions")
         raise ClusterUnavailable(f"Could not join the Ray cluster at {address!r}: {e}. Fix: {hint}.") from e
     return ray
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when nothing listens at ``address``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterUnavailable(f"--ray-address must be 'auto' or HOST:PORT (e.g. 192.168.10.1:6379), not {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterUnavailable(
+            f"Nothing answers at {address} ({e.strerror or e}). Start the head with "
+            f"'ray start --head --port={port}' on {host}, or check the address and the firewall "
+            "(docs/CLUSTER.md lists the ports)."
+        ) from None
 
 
 @dataclass
@@ -345,13 +363,12 @@ class RayExecutor(Executor):
         return target
 
 
-def executor_from_settings(settings: Any, on_samples: SamplesSink | None = None,
-                           split: SplitMode = "auto") -> RayExecutor:
+def executor_from_settings(settings: Any, on_samples: SamplesSink | None = None) -> RayExecutor:
     """The Ray executor for the app's ``settings`` (``--ray-address``, thermal limits, folders)."""
     options = WorkerOptions(models_dir=str(settings.models_dir), thermal_enabled=settings.thermal_guard,
                             thermal_pause_c=settings.thermal_pause_c, thermal_resume_c=settings.thermal_resume_c,
                             thermal_poll_s=settings.telemetry_interval_s)
-    return RayExecutor(settings.ray_address, settings.outputs_dir, options, split=split, on_samples=on_samples,
+    return RayExecutor(settings.ray_address, settings.outputs_dir, options, split=settings.split, on_samples=on_samples,
                        heartbeat_s=max(0.5, settings.telemetry_interval_s))
 
 
