@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -90,9 +89,5 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-def _cli() -> Any:  # pragma: no cover - module entry point
-    sys.exit(main())
-
-
 if __name__ == "__main__":  # pragma: no cover
-    _cli()
+    sys.exit(main())
