@@ -153,6 +153,21 @@ def test_job_result_lands_in_the_head_outputs_and_the_worker_keeps_the_model(set
     assert events.end_of("busy").kind == "done"
 
 
+def test_a_start_image_travels_with_the_job(setup, image_file) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    done = run(ex, events, names(ex)[1], "with-image", request(image=str(image_file), steps=2))
+    assert sidecar(done)["mode"] == "image-to-video"
+
+
+def test_a_job_that_fails_on_the_worker_says_why_and_frees_it(setup) -> None:
+    ex, events, _ = setup
+    worker = names(ex)[0]
+    failed = run(ex, events, worker, "bad", {**request(), "colour": "blue"})
+    assert failed.kind == "failed" and "unknown request field(s): colour" in failed.error
+    assert worker in [w.name for w in ex.idle_workers()]
+
+
 def test_cfg_split_output_equals_the_single_gpu_output(setup) -> None:
     ex, events, _ = setup
     a, b = names(ex)
@@ -225,7 +240,7 @@ def test_cancel_stops_a_remote_job(setup, hot_flag) -> None:
     assert not ex.cancel("cancel-me")
 
 
-def test_missing_ray_or_cluster_gives_an_actionable_error(monkeypatch) -> None:
+def test_missing_ray_is_named_with_the_install_command(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ClusterUnavailable, match="pip install"):
         import_ray()

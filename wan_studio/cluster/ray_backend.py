@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,13 +164,14 @@ class RayExecutor(Executor):
             return [w.info() for w in self._sorted()]
 
     def submit(self, worker: str, job_id: str, request: dict[str, Any]) -> None:
+        # The start image travels as bytes: the worker's PC cannot read the head's paths.
+        image = Path(request["image"]).read_bytes() if request.get("image") else None
         with self._lock:
             w = self._workers.get(worker)
             if w is None or w.state != "idle" or w.helping:
                 raise WorkerGone(f"worker {worker} cannot take a job now ({w.state if w else 'gone'})")
             split = self._plan_split(w, job_id, request)
             w.state, w.job_id = "busy", job_id
-        image = Path(request["image"]).read_bytes() if request.get("image") else None
         thread = threading.Thread(target=self._drive, args=(w, job_id, request, split, image),
                                   name=f"drive-{job_id}", daemon=True)
         self._jobs[job_id] = thread
@@ -257,6 +257,8 @@ class RayExecutor(Executor):
             if w.pending is None:
                 w.pending = w.handle.heartbeat.remote()
         refs = [w.pending for w in workers]
+        if not refs:
+            return
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.heartbeat_s)
         done = set(ready)
         for w in workers:
@@ -325,15 +327,22 @@ class RayExecutor(Executor):
                     terminal = event
                     break
                 self._sink(event)
-        except Exception as e:  # noqa: BLE001 - the worker (or its node) died under the job
+        except self._actor_errors() as e:  # the worker (or its node) died under the job
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             terminal = JobEvent("lost", job_id, w.name, error=f"worker {w.name} was lost: {why}")
             self._forget(w, why)
+        except Exception as e:  # noqa: BLE001 - the worker is alive but the job could not run
+            terminal = JobEvent("failed", job_id, w.name, error=f"{type(e).__name__}: {e}")
         if terminal is None:
             terminal = JobEvent("lost", job_id, w.name, error=f"worker {w.name} ended without a result")
         self._release(w, job_id)
         self._jobs.pop(job_id, None)
         self._sink(terminal)
+
+    def _actor_errors(self) -> tuple[type[BaseException], ...]:
+        """Ray's errors meaning "the actor is gone" (names differ between Ray versions)."""
+        names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError")
+        return tuple(getattr(self._ray.exceptions, n) for n in names if hasattr(self._ray.exceptions, n))
 
     def _release(self, w: _Worker, job_id: str) -> None:
         with self._lock:
@@ -356,6 +365,8 @@ class RayExecutor(Executor):
     def _store(self, rel: str, data: bytes) -> Path:
         """Write one returned file under the head's outputs folder atomically."""
         target = self.outputs_dir / Path(rel)
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ValueError(f"refusing to write {rel!r} outside the outputs folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".part")
         tmp.write_bytes(data)
