@@ -16,11 +16,11 @@ and the CFG split otherwise.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
