@@ -10,8 +10,8 @@ from wan_studio.settings import Settings, settings_from_args
 
 def share_credentials(settings: Settings) -> tuple[str, str] | None:
     """Credentials to require. A public link is never opened without a login: with ``--share`` and
-    no ``--auth`` a password is generated here and printed once."""
-    if settings.auth:
+    no ``--auth`` (nor an accounts file) a password is generated here and printed once."""
+    if settings.auth or settings.accounts_file:
         return settings.auth
     if settings.share:
         creds = ("wan", secrets.token_urlsafe(12))
@@ -19,6 +19,33 @@ def share_credentials(settings: Settings) -> tuple[str, str] | None:
               flush=True)
         return creds
     return None
+
+
+def add_user(settings: Settings) -> int:
+    """``--add-user NAME``: write a hashed account into the ``--accounts`` file. The password comes
+    from ``WAN_STUDIO_NEW_PASSWORD`` or is asked for twice."""
+    import getpass
+    import os
+
+    from wan_studio.accounts import AccountsError, add_account
+
+    if settings.accounts_file is None:
+        print("--add-user needs --accounts FILE (where the account is written)", file=sys.stderr)
+        return 2
+    password = os.environ.get("WAN_STUDIO_NEW_PASSWORD")
+    if password is None:
+        password = getpass.getpass(f"password for {settings.add_user}: ")
+        if getpass.getpass("again: ") != password:
+            print("the two passwords differ; nothing written", file=sys.stderr)
+            return 2
+    try:
+        add_account(settings.accounts_file, settings.add_user, password, "admin" if settings.add_admin else "user")
+    except AccountsError as e:
+        print(e, file=sys.stderr)
+        return 2
+    role = "admin" if settings.add_admin else "user"
+    print(f"{settings.add_user} ({role}) saved in {settings.accounts_file}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.title} is ready in {folder}")
         return 0
 
+    if settings.add_user:
+        return add_user(settings)
+
     from wan_studio.services import Studio
     from wan_studio.ui.blocks import build_app, launch_kwargs
 
@@ -47,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         server_name=settings.host,
         server_port=settings.port,
         share=settings.share,
-        auth=settings.auth_pairs,
+        auth=studio.accounts.check if studio.accounts else settings.auth_pairs,
         prevent_thread_lock=True,
         **launch_kwargs(studio),
     )

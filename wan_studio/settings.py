@@ -24,6 +24,8 @@ class Settings:
     default_model: str | None = None
     download: str | None = None
     max_prompt_chars: int = 4000
+    allow_fp8: bool = True
+    allow_8bit: bool = False
     # GPU telemetry and thermal guard (°C; seconds between samples).
     thermal_guard: bool = True
     thermal_pause_c: float = 83.0
@@ -32,10 +34,24 @@ class Settings:
     # Ray cluster ("auto" or "HOST:PORT"; None runs jobs on this PC only) and how jobs may split.
     ray_address: str | None = None
     split: str = "auto"
+    # Sharing: accounts file (user:scrypt-hash:role lines) and limits for non-admin users.
+    accounts_file: Path | None = None
+    add_user: str | None = None
+    add_admin: bool = False
+    max_job_cost: float | None = None
+    max_queued_jobs: int | None = None
+    max_upload_mb: int = 50
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
         self.outputs_dir = Path(self.outputs_dir).expanduser()
+        if self.accounts_file is not None:
+            self.accounts_file = Path(self.accounts_file).expanduser()
+
+    @property
+    def shared(self) -> bool:
+        """True when people other than the person at this machine can reach the app."""
+        return self.share or self.accounts_file is not None or self.host not in ("127.0.0.1", "localhost", "::1")
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]] | None:
@@ -72,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preselected in the UI (default: TI2V-5B if downloaded, else demo)")
     p.add_argument("--download", metavar="MODEL", default=None,
                    help="download MODEL (e.g. ti2v-5b) into --models-dir and exit")
+    p.add_argument("--no-fp8", dest="allow_fp8", action="store_false",
+                   help="never store transformer weights in fp8 (full quality; may need more VRAM or be slower)")
+    p.add_argument("--allow-8bit", action="store_true",
+                   help="allow bitsandbytes 8-bit weights when nothing else fits (slower, slight quality loss)")
     p.add_argument("--thermal-pause-c", type=float, default=float(env("WAN_STUDIO_THERMAL_PAUSE_C", "83")),
                    metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
     p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
@@ -84,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("off", "cfg", "experts", "auto"), default=env("WAN_STUDIO_SPLIT", "auto"),
                    help="with --ray-address: let one job use two GPUs (cfg: guidance branches in parallel; "
                         "experts: A14B high/low-noise experts on different GPUs; auto: both where they apply)")
+    p.add_argument("--accounts", dest="accounts_file", type=Path, default=env("WAN_STUDIO_ACCOUNTS"),
+                   metavar="FILE", help="log in with the accounts in FILE (lines user:scrypt-hash:role)")
+    p.add_argument("--add-user", metavar="NAME", default=None,
+                   help="add or update NAME in the --accounts file (asks for the password) and exit")
+    p.add_argument("--admin", dest="add_admin", action="store_true",
+                   help="with --add-user: give the admin role (unload models, act on others' jobs)")
+    p.add_argument("--max-job-cost", type=float, default=None, metavar="MPX_FRAME_STEPS",
+                   help="largest job a non-admin may run, in width×height×frames×steps/10⁶ "
+                        "(720p 5 s 50 steps ≈ 5450; default: unlimited locally, 2 such jobs when shared)")
+    p.add_argument("--max-queued-jobs", type=int, default=None, metavar="N",
+                   help="jobs one non-admin user may have waiting or running (default: unlimited locally, 5 when shared)")
+    p.add_argument("--max-upload-mb", type=int, default=int(env("WAN_STUDIO_MAX_UPLOAD_MB", "50")), metavar="MB",
+                   help="largest file a browser or client may upload (default 50)")
     return p
 
 
@@ -103,9 +136,17 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         auth=ns.auth,
         default_model=ns.default_model,
         download=ns.download,
+        allow_fp8=ns.allow_fp8,
+        allow_8bit=ns.allow_8bit,
         thermal_guard=ns.thermal_guard,
         thermal_pause_c=ns.thermal_pause_c,
         thermal_resume_c=ns.thermal_resume_c,
         ray_address=ns.ray_address,
         split=ns.split,
+        accounts_file=ns.accounts_file,
+        add_user=ns.add_user,
+        add_admin=ns.add_admin,
+        max_job_cost=ns.max_job_cost,
+        max_queued_jobs=ns.max_queued_jobs,
+        max_upload_mb=ns.max_upload_mb,
     )

@@ -8,7 +8,7 @@ from wan_studio.catalog.specs import CATALOG, get_spec
 
 
 def test_all_four_models_and_the_demo_are_listed():
-    assert set(CATALOG) == {"demo", "ti2v-5b", "t2v-a14b", "i2v-a14b", "s2v-14b"}
+    assert set(CATALOG) == {"demo", "demo-s2v", "ti2v-5b", "t2v-a14b", "i2v-a14b", "s2v-14b"}
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from wan_studio.catalog.tiny import build_ti2v_pipeline, build_two_expert_pipeline
+from wan_studio.catalog.tiny import build_a14b_pipeline, build_ti2v_pipeline
 from wan_studio.cluster.split import ExpertHost, PeerLost, SplitStats, SplitTransformer, pack, twin_with, unpack
 
 CALL = dict(prompt="a red fox", negative_prompt="blurry", height=64, width=64, num_frames=5,
@@ -83,10 +83,10 @@ def test_cfg_split_finishes_alone_when_the_peer_dies(ti2v) -> None:
 
 
 def expert_twins(die_after_calls: int | None = None) -> tuple[Any, Any, SplitStats]:
-    full = build_two_expert_pipeline(seed=0, shift=3.0)
+    full = build_a14b_pipeline("t2v", seed=0)
     full.set_progress_bar_config(disable=True)
     high_only = twin_with(full, transformer_2=None)
-    peer = LocalPeer(twin_with(build_two_expert_pipeline(seed=0, shift=3.0), transformer=None), die_after_calls)
+    peer = LocalPeer(twin_with(build_a14b_pipeline("t2v", seed=0), transformer=None), die_after_calls)
     stats = SplitStats("experts", peer.name)
     local = SplitTransformer("transformer", high_only.transformer, high_only.transformer, None, set(), stats)
     remote = SplitTransformer("transformer_2", high_only.transformer, None, peer, {"cond", "uncond"}, stats)

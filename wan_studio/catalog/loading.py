@@ -65,7 +65,10 @@ def availability(spec: ModelSpec, models_dir: Path) -> Availability:
             f"(or: hf download {spec.hub_id} --local-dir {folder})",
         )
     try:
-        check_folder(folder, spec)
+        if spec.task == "s2v":
+            check_s2v_folder(folder, spec)
+        else:
+            check_folder(folder, spec)
     except IncompleteModel as e:
         return Availability(spec, "incomplete", folder, str(e))
     return Availability(spec, "ready", folder, f"ready in {folder}")
@@ -146,6 +149,32 @@ def _check_safetensors(path: Path, hint: str) -> None:
         )
 
 
+# Files of the official speech-to-video release (not in Diffusers layout).
+S2V_FILES = ("config.json", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
+             "wav2vec2-large-xlsr-53-english/config.json", "wav2vec2-large-xlsr-53-english/preprocessor_config.json")
+S2V_TOKENIZER = "google/umt5-xxl"
+
+
+def check_s2v_folder(folder: Path, spec: ModelSpec | None = None) -> None:
+    """Raise ``IncompleteModel`` naming the first missing or truncated file of an official S2V folder."""
+    folder = Path(folder)
+    hint = f"; re-download with: {spec.download_command}" if spec else ""
+    for name in S2V_FILES:
+        _require(folder / name, hint)
+    tok = folder / S2V_TOKENIZER
+    if not any((tok / n).is_file() for n in ("tokenizer.json", "spiece.model", "tokenizer_config.json")):
+        raise IncompleteModel(f"{tok} holds no tokenizer files{hint}")
+    indexes = sorted(folder.glob("diffusion_pytorch_model*.safetensors.index.json"))
+    if not indexes:
+        raise IncompleteModel(f"{folder / 'diffusion_pytorch_model.safetensors.index.json'} is missing{hint}")
+    try:
+        weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+        raise IncompleteModel(f"{indexes[0]} is damaged (no weight_map){hint}") from None
+    for shard in sorted(set(weight_map.values())):
+        _check_safetensors(folder / shard, hint)
+
+
 def download(spec: ModelSpec, models_dir: Path) -> Path:
     """Fetch ``spec`` from the Hub into ``<models_dir>/<spec.folder>`` with a progress bar; return it.
 
@@ -160,14 +189,13 @@ def download(spec: ModelSpec, models_dir: Path) -> Path:
     snapshot_download(repo_id=spec.hub_id, local_dir=str(folder))
     if spec.diffusers_layout:
         check_folder(folder, spec)
+    elif spec.task == "s2v":
+        check_s2v_folder(folder, spec)
     return folder
 
 
-def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None, skip: tuple[str, ...] = ()) -> Any:
+def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any:
     """Load the diffusers pipeline of ``spec`` from a local folder (``Path``) or a Hub id (``str``).
-
-    Components named in ``skip`` (e.g. ``("transformer_2",)``) are not loaded at all: a cluster
-    worker holding one expert of a two-expert model never reads the other's weights.
 
     Transformers and the text encoder load in ``dtype`` (bf16 by default); the VAE stays in fp32,
     which Wan needs for clean decodes. A local folder is checked first so a missing file is named.
@@ -175,9 +203,24 @@ def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None, skip: 
     import torch
     import diffusers
 
+    dtype = dtype or torch.bfloat16
+    if spec.task == "s2v":
+        if isinstance(source, Path):
+            if not source.exists():
+                raise ModelNotDownloaded(
+                    f"{spec.title} is not downloaded ({source} does not exist); fetch it with: {spec.download_command}"
+                )
+            check_s2v_folder(source, spec)
+        else:
+            from huggingface_hub import snapshot_download
+
+            source = Path(snapshot_download(repo_id=source))
+        # Lazy import: the S2V model lives with the engine; only this model needs it here.
+        from wan_studio.engine.s2v.checkpoint import load_s2v_pipeline
+
+        return load_s2v_pipeline(source, dtype)
     if not spec.diffusers_layout:
         raise NotImplementedError(f"{spec.title} is not loadable in this version of Wan Studio")
-    dtype = dtype or torch.bfloat16
     if isinstance(source, Path):
         if not source.exists():
             raise ModelNotDownloaded(
@@ -192,5 +235,4 @@ def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None, skip: 
         extra["expand_timesteps"] = True
     if spec.boundary is not None:
         extra["boundary_ratio"] = spec.boundary
-    extra.update({name: None for name in skip})
     return cls.from_pretrained(where, vae=vae, torch_dtype=dtype, **extra)

@@ -93,10 +93,19 @@ NEGATIVE_PROMPT = (
     "backwards"
 )
 
+# Speech-to-video has its own official negative prompt (wan_s2v_14B.py), aimed at faces and hands.
+S2V_NEGATIVE_PROMPT = (
+    "blurry picture, worst quality, blurry picture, blurry unclear details, violent emotional agitation, "
+    "fast shaking hands, subtitles, ugly, mutilated, extra fingers, poorly drawn hands, poorly drawn face, "
+    "deformed, disfigured, malformed limbs, fused fingers, motionless frame, cluttered background, three "
+    "legs, many people in the background, walking backwards"
+)
+
 _UMT5 = ComponentSpec("text_encoder", 5_680_000_000, "bf16", share_key="umt5-xxl")
 _VAE21 = ComponentSpec("vae", 127_000_000, "fp32", share_key="wan2.1-vae")
 _VAE22 = ComponentSpec("vae", 705_000_000, "fp32", share_key="wan2.2-vae")
 _EXPERT = 14_290_000_000
+_S2V_TRANSFORMER = 16_295_755_609
 
 TI2V_5B = ModelSpec(
     key="ti2v-5b",
@@ -182,7 +191,7 @@ S2V_14B = ModelSpec(
     task="s2v",
     hub_id="Wan-AI/Wan2.2-S2V-14B",
     folder="Wan2.2-S2V-14B",
-    pipeline="WanSpeechToVideoPipeline",
+    pipeline="S2VPipeline",
     steps=40,
     shift=3.0,
     guidance=4.5,
@@ -194,10 +203,12 @@ S2V_14B = ModelSpec(
     size_multiple=16,
     vae="wan2.1",
     components=(
-        # The 14B backbone; the audio-injection and motion modules are counted by the S2V work.
-        ComponentSpec("transformer", _EXPERT, "bf16"),
+        # 14B backbone + 12 audio cross-attentions with adaptive norms + audio encoder + motion and
+        # pose encoders: 16.30 B parameters (1,260 tensors), counted from the released config.
+        ComponentSpec("transformer", _S2V_TRANSFORMER, "bf16"),
         _UMT5,
         _VAE21,
+        # wav2vec2-large-xlsr-53-english: 24 layers of 1024 (315 M parameters).
         ComponentSpec("audio_encoder", 315_000_000, "fp32"),
     ),
     max_frames=80,
@@ -205,7 +216,7 @@ S2V_14B = ModelSpec(
     requires_audio=True,
     diffusers_layout=False,
     notes="Speech-to-video runs through Wan Studio's own pipeline (not part of diffusers).",
-    negative_prompt=NEGATIVE_PROMPT,
+    negative_prompt=S2V_NEGATIVE_PROMPT,
 )
 
 DEMO = ModelSpec(
@@ -238,7 +249,44 @@ DEMO = ModelSpec(
     notes="Built in code with seeded random weights; needs no download and no GPU.",
 )
 
-CATALOG: dict[str, ModelSpec] = {s.key: s for s in (DEMO, TI2V_5B, T2V_A14B, I2V_A14B, S2V_14B)}
+DEMO_S2V = ModelSpec(
+    key="demo-s2v",
+    title="Demo talking head (tiny, random weights: makes noise, not real video)",
+    task="s2v",
+    hub_id="",
+    folder="",
+    pipeline="S2VPipeline",
+    steps=4,
+    shift=3.0,
+    guidance=4.5,
+    guidance_2=None,
+    boundary=None,
+    frames=80,
+    fps=16,
+    sizes=((64, 64),),
+    size_multiple=64,
+    vae="wan2.1",
+    components=(
+        ComponentSpec("transformer", 200_000, "fp32"),
+        ComponentSpec("text_encoder", 100_000, "fp32"),
+        ComponentSpec("vae", 100_000, "fp32"),
+        ComponentSpec("audio_encoder", 50_000, "fp32"),
+    ),
+    min_side=64,
+    max_side=256,
+    max_pixels=256 * 256,
+    max_frames=80,
+    requires_image=True,
+    requires_audio=True,
+    is_demo=True,
+    diffusers_layout=False,
+    notes="The speech-to-video graph at toy width, built in code; shows the whole flow on a CPU.",
+    negative_prompt=S2V_NEGATIVE_PROMPT,
+)
+
+CATALOG: dict[str, ModelSpec] = {
+    s.key: s for s in (DEMO, TI2V_5B, T2V_A14B, I2V_A14B, S2V_14B, DEMO_S2V)
+}
 
 
 def get_spec(key: str) -> ModelSpec:

@@ -148,16 +148,35 @@ def as_image_to_video(pipe: WanPipeline) -> WanImageToVideoPipeline:
     )
 
 
-def build_two_expert_pipeline(seed: int = 0, shift: float = 12.0, boundary: float = 0.875) -> WanPipeline:
-    """A tiny A14B-style pipeline: Wan2.1 VAE, a high-noise ``transformer`` and a low-noise
-    ``transformer_2`` (different weights), switched at ``boundary`` of the noise schedule."""
+def build_a14b_pipeline(task: str = "t2v", seed: int = 0) -> WanPipeline | WanImageToVideoPipeline:
+    """A tiny two-expert (A14B-style) pipeline: Wan2.1 VAE, high-noise ``transformer`` and
+    low-noise ``transformer_2`` with the official switch point (0.875 T2V, 0.9 I2V) and shift.
+
+    ``task`` is ``"t2v"`` (16 input channels) or ``"i2v"`` (36: noise + frame mask + image latents).
+    """
+    if task not in ("t2v", "i2v"):
+        raise ValueError(f"task must be 't2v' or 'i2v', got {task!r}")
     tokenizer = build_tokenizer()
-    return WanPipeline(
+    in_ch = 16 if task == "t2v" else 36
+    common = dict(
         tokenizer=tokenizer,
         text_encoder=build_text_encoder(len(tokenizer), seed),
         vae=build_wan21_vae(seed),
-        transformer=build_transformer(16, 16, seed),
-        transformer_2=build_transformer(16, 16, seed + 1),
-        scheduler=build_scheduler(shift),
-        boundary_ratio=boundary,
+        transformer=build_transformer(in_ch, 16, seed),
+        transformer_2=build_transformer(in_ch, 16, seed + 1),
+        scheduler=build_scheduler(12.0 if task == "t2v" else 5.0),
+        boundary_ratio=0.875 if task == "t2v" else 0.9,
     )
+    if task == "t2v":
+        return WanPipeline(**common)
+    return WanImageToVideoPipeline(**common, image_encoder=None, image_processor=None)
+
+
+def build_demo(task: str, shift: float, seed: int = 0) -> object:
+    """The built-in demo pipeline of a task: tiny TI2V, or tiny speech-to-video for ``"s2v"``."""
+    if task == "s2v":
+        # Lazy: the speech-to-video model is defined with the engine; only this demo needs it here.
+        from wan_studio.engine.s2v.tiny import build_s2v_pipeline
+
+        return build_s2v_pipeline(seed=seed, shift=shift)
+    return build_ti2v_pipeline(seed=seed, shift=shift)

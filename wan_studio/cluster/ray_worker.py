@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -54,41 +55,113 @@ class WorkerOptions:
 
 
 def expert_variant(spec: ModelSpec, keep: Keep | None) -> ModelSpec:
-    """The spec under which the manager caches ``spec`` with only one expert loaded."""
-    return spec if keep is None else dataclasses.replace(spec, key=f"{spec.key}@{keep}")
+    """``spec`` with only one expert (``key@high`` / ``key@low``): the manager caches, plans and
+    places it like any model, and the other expert's weights are never read on this worker."""
+    if keep is None:
+        return spec
+    drop = EXPERT_ROLE["low" if keep == "high" else "high"]
+    return dataclasses.replace(spec, key=f"{spec.key}@{keep}",
+                               components=tuple(c for c in spec.components if c.name != drop))
 
 
-def load_for_worker(spec: ModelSpec, options: WorkerOptions) -> tuple[Any, str]:
-    """Loader for this worker's manager; ``key@high``/``key@low`` load one expert only."""
-    from wan_studio.catalog import loading, tiny
-    from wan_studio.memory.manager import place_pipeline
+def spec_for(model_key: str) -> ModelSpec:
+    """The spec of ``model`` or ``model@high`` / ``model@low``."""
+    base, _, keep = model_key.partition("@")
+    return expert_variant(get_spec(base), keep or None)  # type: ignore[arg-type]
 
-    base_key, _, keep = spec.key.partition("@")
-    base = get_spec(base_key)
-    drop = {"high": "transformer_2", "low": "transformer"}.get(keep)
-    if options.tiny_models or base.is_demo:
-        if base.boundary is not None:
-            pipe = tiny.build_two_expert_pipeline(seed=0, shift=base.shift, boundary=base.boundary)
-        else:
-            pipe = tiny.build_ti2v_pipeline(seed=0, shift=base.shift)
-        if drop:
-            pipe = twin_with(pipe, **{drop: None})
-    else:
-        folder = loading.model_folder(base, Path(options.models_dir))
-        pipe = loading.load_pipeline(base, folder, skip=(drop,) if drop else ())
-    placement = place_pipeline(pipe, base)
-    return pipe, placement + (f", {keep}-noise expert only" if keep else "")
+
+@dataclass
+class _Held:
+    spec: ModelSpec
+    plan: Any
+    pipe: Any = None
+    users: int = 0
+    error: BaseException | None = None
+    ready: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class PipelineHolder:
+    """Keeps a pipeline borrowed from the manager open for everyone in this worker.
+
+    The manager lends a pipeline to one caller at a time, but on a worker its own job and a peer's
+    split steps use the same pipeline at once (their forward passes take turns on the GPU lock).
+    So one thread per model holds ``manager.use`` open; it lets go when the worker needs another
+    model and nobody uses this one.
+    """
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self._lock = threading.Lock()
+        self._held: dict[str, _Held] = {}
+
+    @contextmanager
+    def borrow(self, spec: ModelSpec, plan: Any) -> Iterator[Any]:
+        """The pipeline of ``spec``, placed by the manager with ``plan`` on first use. While others
+        use it, a later borrower gets it as placed; ``plan`` may be a callable that makes the plan
+        (only called when the pipeline is not held already)."""
+        with self._lock:
+            h = self._held.get(spec.key)
+            if h is not None and h.users == 0 and not callable(plan) and h.plan.label != plan.label:
+                h = None  # nobody uses it: re-place it as this borrower asks (e.g. a lighter plan)
+            if h is None:
+                for key, other in list(self._held.items()):
+                    if other.users == 0:  # make room: the manager may need its memory
+                        other.done.set()
+                        del self._held[key]
+                h = self._held[spec.key] = _Held(spec, plan() if callable(plan) else plan)
+                threading.Thread(target=self._hold, args=(h,), name=f"hold-{spec.key}", daemon=True).start()
+            h.users += 1
+        try:
+            h.ready.wait()
+            if h.error is not None:
+                with self._lock:
+                    if self._held.get(spec.key) is h:
+                        del self._held[spec.key]
+                raise h.error
+            yield h.pipe
+        finally:
+            with self._lock:
+                h.users -= 1
+
+    def _hold(self, h: _Held) -> None:
+        try:
+            with self.manager.use(h.spec, h.plan) as pipe:
+                h.pipe = pipe
+                h.ready.set()
+                h.done.wait()
+        except BaseException as e:  # noqa: BLE001 - handed to the borrower, who reports it
+            h.error = e
+            h.ready.set()
+
+
+def _hardware(options: WorkerOptions) -> Any:
+    """This worker's GPU (Ray shows it only the one it was given) and RAM, for the planner. Tiny
+    models are planned as if memory were plentiful: their real sizes are meaningless."""
+    from wan_studio.memory import hardware
+
+    if options.tiny_models:
+        return hardware.Hardware((), 1024 * hardware.GIB, 1024 * hardware.GIB)
+    return hardware.detect()
+
+
+def make_manager(options: WorkerOptions) -> Any:
+    """This worker's model manager: tiny random parts (tests) or the models folder."""
+    from wan_studio.memory.loaders import TinyLoader
+    from wan_studio.memory.manager import ModelManager, default_loader
+
+    return ModelManager(TinyLoader() if options.tiny_models else default_loader(Path(options.models_dir)))
 
 
 class _RayPeer:
     """A ``Peer`` over a Ray actor handle of another ``GpuWorker``."""
 
-    def __init__(self, handle: Any, name: str, job_id: str, model_key: str) -> None:
-        self.handle, self.name, self.job_id, self.model_key = handle, name, job_id, model_key
+    def __init__(self, handle: Any, name: str, job_id: str, model_key: str, work: dict[str, Any]) -> None:
+        self.handle, self.name, self.job_id, self.model_key, self.work = handle, name, job_id, model_key, work
 
     def forward(self, role: str, contexts: list[str], streamed: dict[str, Any],
                 templates: dict[str, dict[str, Any]]) -> Any:
-        ref = self.handle.forward.remote(self.job_id, self.model_key, role, contexts, streamed, templates)
+        ref = self.handle.forward.remote(self.job_id, self.model_key, self.work, role, contexts, streamed, templates)
         return _RefFuture(ref)
 
 
@@ -106,12 +179,12 @@ class GpuWorker:
     """One GPU of the cluster (see the module docstring). ``name`` is how the head calls it."""
 
     def __init__(self, name: str, options: WorkerOptions) -> None:
-        from wan_studio.memory.manager import ModelManager
-
         self.name = name
         self.options = options
         self.gpu_lock = threading.Lock()  # one forward pass at a time on this GPU, own jobs and peers'
-        self.manager = ModelManager(lambda spec: load_for_worker(spec, options))
+        self.manager = make_manager(options)
+        self.hardware = _hardware(options)
+        self.pipes = PipelineHolder(self.manager)
         self.expert_host = ExpertHost(self.gpu_lock)
         self._cancels: dict[str, threading.Event] = {}
         self._job: str | None = None
@@ -164,16 +237,22 @@ class GpuWorker:
         event.set()
         return True
 
-    def prepare(self, model_key: str) -> list[str]:
-        """Load ``model_key`` (``key`` or ``key@high``/``key@low``) ahead of a peer's first call."""
-        with self.manager.use(self._spec(model_key)):
+    def _peer_plan(self, model_key: str, work: dict[str, Any]) -> Any:
+        from wan_studio.memory.plan import Workload
+
+        return self._ladder(spec_for(model_key), Workload(**work))[0]
+
+    def prepare(self, model_key: str, work: dict[str, Any]) -> list[str]:
+        """Load ``model_key`` (``key`` or ``key@high``/``key@low``) for a peer's job of size ``work``
+        (a ``Workload`` as a dict) ahead of its first call."""
+        with self.pipes.borrow(spec_for(model_key), self._peer_plan(model_key, work)):
             pass
         return list(self.manager.loaded())
 
-    def forward(self, job_id: str, model_key: str, role: str, contexts: list[str], streamed: dict[str, Any],
-                templates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def forward(self, job_id: str, model_key: str, work: dict[str, Any], role: str, contexts: list[str],
+                streamed: dict[str, Any], templates: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Serve one step of a peer's split job (see ``split.ExpertHost.forward``)."""
-        with self.manager.use(self._spec(model_key)) as pipe:
+        with self.pipes.borrow(spec_for(model_key), lambda: self._peer_plan(model_key, work)) as pipe:
             module = getattr(pipe, role)
             if module is None or isinstance(module, SplitTransformer):
                 raise RuntimeError(f"{self.name} does not hold {role} of {model_key}")
@@ -182,11 +261,6 @@ class GpuWorker:
     def close_session(self, job_id: str) -> None:
         """Forget a peer job's stored arguments."""
         self.expert_host.close(job_id)
-
-    @staticmethod
-    def _spec(model_key: str) -> ModelSpec:
-        base, _, keep = model_key.partition("@")
-        return expert_variant(get_spec(base), keep or None)  # type: ignore[arg-type]
 
     def run(self, job_id: str, request: dict[str, Any], split: dict[str, Any] | None = None,
             image: bytes | None = None) -> Iterator[dict[str, Any]]:
@@ -239,56 +313,76 @@ class GpuWorker:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _ladder(self, spec: ModelSpec, work: Any) -> list[Any]:
+        """Memory plans for ``spec`` on this worker's GPU, chosen first, lighter fallbacks after."""
+        from wan_studio.memory.planner import plan_ladder
+
+        return plan_ladder(spec, work, self.hardware)
+
     def _generate(self, job_id: str, r: Any, split: dict[str, Any] | None, scratch: Path,
                   events: queue.Queue[dict[str, Any]], cancel: threading.Event) -> Any:
-        from wan_studio.engine.generate import Progress, generate
+        from wan_studio.engine.generate import Progress
+        from wan_studio.memory.plan import Workload
+        from wan_studio.memory.recovery import Attempt, run_with_recovery
 
         spec = get_spec(r.model)
-        mode = split["mode"] if split else None
-        keep: Keep | None = split.get("keep") if split and mode == "experts" else None
-        t0 = time.perf_counter()
+        keep: Keep | None = split.get("keep") if split and split["mode"] == "experts" else None
+        mine = expert_variant(spec, keep)
+        work = Workload.from_request(r)
 
         def report(p: Progress) -> None:
             events.put({"kind": "progress", "progress": {**dataclasses.asdict(p), "fraction": p.fraction,
                                                          "message": p.message}})
 
+        ladder = self._ladder(mine, work)  # NoPlanFits here: the job fails with the planner's reason
         if split:
-            peer_key = expert_variant(spec, _other(keep)).key if keep else spec.key
-            split["peer"].prepare.remote(peer_key)  # the peer loads while this worker does
+            split["work"] = dataclasses.asdict(work)
+            split["peer_key"] = expert_variant(spec, _other(keep)).key if keep else spec.key
+            split["peer"].prepare.remote(split["peer_key"], split["work"])  # the peer loads meanwhile
         report(Progress("loading", 0, r.steps, 0.0))
-        with self.manager.use(expert_variant(spec, keep)) as pipe:
-            placement = self.manager.loaded().get(expert_variant(spec, keep).key, "")
-            extra: dict[str, Any] = {"worker": self.name, "host": self.host, "placement": placement}
-            runner, stats = self._split_runner(pipe, spec, job_id, split) if split else (pipe, None)
+
+        def job(plan: Any, before: tuple[Any, ...]) -> Any:
+            extra = {"worker": self.name, "host": self.host, "placement": plan.label, "plan": plan.to_dict(),
+                     "plan_attempts": [a.to_dict() for a in before] + [Attempt(plan.label).to_dict()]}
+            with self.pipes.borrow(mine, plan) as pipe:
+                return self._run(pipe, r, job_id, split, scratch, report, cancel, extra)
+
+        try:
+            return run_with_recovery(ladder, job).value
+        finally:
+            if split:
+                split["peer"].close_session.remote(job_id)
+
+    def _run(self, pipe: Any, r: Any, job_id: str, split: dict[str, Any] | None, scratch: Path,
+             report: Callable[[Any], None], cancel: threading.Event, extra: dict[str, Any]) -> Any:
+        """One attempt of a job on a borrowed pipeline: split stand-ins, thermal guard, generate."""
+        from wan_studio.engine.generate import Progress, generate
+
+        t0 = time.perf_counter()
+        runner, stats = self._split_runner(pipe, get_spec(r.model), job_id, split) if split else (pipe, None)
+        if stats is not None:
+            extra["split"] = stats.as_dict()
+        session = None
+        if self.thermal.read():
+            def note(step: int, text: str) -> None:
+                report(Progress("paused", step, r.steps, time.perf_counter() - t0, note=text))
+            session = self.thermal.session(self.host, on_note=note, cancel=cancel)
+            extra["thermal_pauses"] = session.records
+
+        def between(step: int) -> None:
             if stats is not None:
-                extra["split"] = stats.as_dict()
-            session = None
-            if self.thermal.read():
-                def note(step: int, text: str) -> None:
-                    report(Progress("paused", step, r.steps, time.perf_counter() - t0, note=text))
-                session = self.thermal.session(self.host, on_note=note, cancel=cancel)
-                extra["thermal_pauses"] = session.records
+                extra["split"].update(stats.as_dict())  # the sidecar is written from this dict
+            if session is not None:
+                session(step)
 
-            def between(step: int) -> None:
-                if stats is not None:
-                    extra["split"].update(stats.as_dict())
-                if session is not None:
-                    session(step)
-
-            try:
-                return generate(runner, r, scratch / "out", report, cancel, extra_sidecar=extra,
-                                between_steps=between)
-            finally:
-                if split:
-                    split["peer"].close_session.remote(job_id)
+        return generate(runner, r, scratch / "out", report, cancel, extra_sidecar=extra, between_steps=between)
 
     def _split_runner(self, pipe: Any, spec: ModelSpec, job_id: str,
                       split: dict[str, Any]) -> tuple[Any, SplitStats]:
         """The pipeline twin whose transformers are split stand-ins for this job."""
         mode, keep = split["mode"], split.get("keep")
         stats = SplitStats(mode, split["peer_name"])
-        peer_key = expert_variant(spec, _other(keep)).key if keep else spec.key
-        peer: Peer = _RayPeer(split["peer"], split["peer_name"], job_id, peer_key)
+        peer: Peer = _RayPeer(split["peer"], split["peer_name"], job_id, split["peer_key"], split["work"])
         roles = ["transformer"] + (["transformer_2"] if spec.boundary is not None else [])
         swapped: dict[str, Any] = {}
         if mode == "cfg":

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
+from PIL import Image
 
 import wan_studio
 from wan_studio.catalog.specs import ModelSpec, get_spec
@@ -37,6 +39,8 @@ class Progress:
     elapsed_s: float
     eta_s: float | None = None
     note: str | None = None  # e.g. "paused: GPU 0 at 86 °C, cooling" while stage is "paused"
+    window: int = 0  # long clips: index of the window being made, of ``windows``
+    windows: int = 1
 
     @property
     def fraction(self) -> float:
@@ -44,12 +48,19 @@ class Progress:
         if self.stage == "done":
             return 1.0
         if self.stage in ("decoding", "writing"):
-            return 0.97
-        return 0.95 * self.step / max(self.total, 1)
+            inner = 0.97
+        else:
+            inner = 0.95 * self.step / max(self.total, 1)
+        return (self.window + inner) / self.windows
 
     @property
     def message(self) -> str:
-        """One line for a progress bar, e.g. ``step 12/50 · 34 s left``."""
+        """One line for a progress bar, e.g. ``step 12/50 · 34 s left`` (``window 2/5 · `` first
+        for long clips)."""
+        prefix = f"window {self.window + 1}/{self.windows} · " if self.windows > 1 else ""
+        return prefix + self._stage_message()
+
+    def _stage_message(self) -> str:
         if self.stage == "paused":
             return self.note or "paused"
         if self.stage == "denoising":
@@ -90,23 +101,30 @@ def output_paths(outputs_dir: Path, request: GenerationRequest) -> tuple[Path, P
     return folder / f"{stem}.mp4", folder / f"{stem}.json"
 
 
-def generate(
+@dataclass
+class Rendered:
+    """Frames of one pipeline run, uint8 (T, H, W, 3), and where the time went (seconds)."""
+
+    frames: np.ndarray
+    timings: dict[str, float]
+    peak_vram_bytes: int | None
+
+
+def render(
     pipe: Any,
     request: GenerationRequest,
-    outputs_dir: Path,
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
-    extra_sidecar: dict[str, Any] | None = None,
     between_steps: Callable[[int], None] | None = None,
-) -> GenerationResult:
-    """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
+    start_image: Image.Image | None = None,
+) -> Rendered:
+    """Run the pipeline for a validated, resolved ``request`` and return its frames (no files).
 
     Raises ``GenerationCancelled`` when ``cancel`` is set; the check runs after every denoising
     step and raises from the step callback, so the partial latents are never decoded.
     ``between_steps(done_steps)``, when given, runs after each step's progress report and before the
-    cancel check; it may block (the thermal guard waits there while a GPU cools). ``extra_sidecar``
-    is read when the sidecar is written, so lists in it that fill during the run (thermal pauses)
-    are recorded complete.
+    cancel check; it may block (the thermal guard waits there while a GPU cools). ``start_image``
+    overrides ``request.image`` with an image already in memory (long clips continue from a frame).
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -147,9 +165,13 @@ def generate(
     report(Progress("encoding", 0, request.steps, 0.0))
     kwargs = _pipeline_kwargs(spec, request)
     runner = pipe
-    if request.image is not None:
+    if start_image is None and request.image is not None:
+        start_image = load_image(request.image, request.width, request.height)
+    if start_image is not None:
         runner = image_to_video_twin(pipe)
-        kwargs["image"] = load_image(request.image, request.width, request.height)
+        kwargs["image"] = start_image
+        if request.last_image is not None:
+            kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
     with torch.inference_mode():
         out = runner(**kwargs, callback_on_step_end=on_step_end)
@@ -157,23 +179,59 @@ def generate(
     if cancel.is_set():
         raise GenerationCancelled("cancelled during decoding")
     frames = frames_to_uint8(out.frames[0])
-    report(Progress("writing", request.steps, request.steps, t_decoded - t0))
-    video_path, sidecar_path = output_paths(outputs_dir, request)
-    write_mp4(video_path, frames, request.fps)
-    t_written = time.perf_counter()
-    peak = torch.cuda.max_memory_allocated() if cuda else None
     timings = {
         "first_step_s": (step_ends[0] - t0) if step_ends else 0.0,
         "denoise_s": (step_ends[-1] - t0) if step_ends else 0.0,
         "decode_s": t_decoded - (step_ends[-1] if step_ends else t0),
-        "write_s": t_written - t_decoded,
-        "total_s": t_written - t0,
     }
     if len(step_ends) >= 2:
         timings["s_per_step"] = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
     if paused["total"] > 0.05:
         timings["paused_s"] = paused["total"]
-    sidecar = {
+    return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None)
+
+
+def generate(
+    pipe: Any,
+    request: GenerationRequest,
+    outputs_dir: Path,
+    on_progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    extra_sidecar: dict[str, Any] | None = None,
+    between_steps: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
+
+    Cancel and ``between_steps`` behave as in ``render``. ``extra_sidecar`` is read when the sidecar
+    is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
+    """
+    if get_spec(request.model).task == "s2v":
+        # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
+        from wan_studio.engine.s2v.runner import generate_s2v
+
+        return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar,
+                            between_steps=between_steps)
+    report = on_progress or (lambda p: None)
+    t0 = time.perf_counter()
+    done = render(pipe, request, report, cancel, between_steps)
+    t_decoded = time.perf_counter()
+    report(Progress("writing", request.steps, request.steps, t_decoded - t0))
+    video_path, sidecar_path = output_paths(outputs_dir, request)
+    write_mp4(video_path, done.frames, request.fps)
+    t_written = time.perf_counter()
+    timings = {**done.timings, "write_s": t_written - t_decoded, "total_s": t_written - t0}
+    sidecar = sidecar_for(request, done.frames, request.fps, video_path, timings, done.peak_vram_bytes)
+    write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
+    report(Progress("done", request.steps, request.steps, t_written - t0))
+    return GenerationResult(video_path, sidecar_path, request, timings, done.peak_vram_bytes)
+
+
+def sidecar_for(request: GenerationRequest, frames: np.ndarray, fps: int, video_path: Path,
+                timings: dict[str, float], peak_vram_bytes: int | None) -> dict[str, Any]:
+    """The JSON record written beside a video: every parameter, the file, timings and peak VRAM."""
+    spec = get_spec(request.model)
+    cuda = torch.cuda.is_available()
+    return {
         "app": f"wan-studio {wan_studio.__version__}",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "model": spec.key,
@@ -183,16 +241,12 @@ def generate(
         "request": request.to_dict(),
         "seed": request.seed,
         "video": {"file": video_path.name, "width": int(frames.shape[2]), "height": int(frames.shape[1]),
-                  "frames": int(frames.shape[0]), "fps": request.fps,
-                  "duration_s": round(frames.shape[0] / request.fps, 3)},
+                  "frames": int(frames.shape[0]), "fps": fps,
+                  "duration_s": round(frames.shape[0] / fps, 3)},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
-        **(extra_sidecar or {}),
+        "peak_vram_gib": round(peak_vram_bytes / 2**30, 3) if peak_vram_bytes is not None else None,
     }
-    write_json(sidecar_path, sidecar)
-    report(Progress("done", request.steps, request.steps, t_written - t0))
-    return GenerationResult(video_path, sidecar_path, request, timings, peak)
 
 
 def _pipeline_kwargs(spec: ModelSpec, r: GenerationRequest) -> dict[str, Any]:

@@ -23,6 +23,7 @@ MAX_IMAGE_PIXELS = 40_000_000
 MIN_IMAGE_SIDE = 16
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 100
+STEP_CACHES = ("first_block", "mag", "taylorseer")
 
 
 class RequestError(ValueError):
@@ -51,6 +52,18 @@ class GenerationRequest:
     shift: float | None = None
     seed: int | None = None
     preset: str | None = None
+    # Speech-to-video inputs (paths); ``last_image`` is the optional end frame of image-to-video.
+    audio: str | None = None
+    pose_video: str | None = None
+    last_image: str | None = None
+    # Advanced: a long clip made of windows of ``num_frames`` (``total_frames`` None = one clip),
+    # LoRAs from the loras folder, an opt-in step cache.
+    total_frames: int | None = None
+    window_overlap: int | None = None
+    window_prompts: list[str] | None = None
+    loras: list[Any] | None = None
+    step_cache: str | None = None
+    cache_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -114,7 +127,8 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         )
     r = request.resolved()
     _check_size(spec, r.width, r.height)
-    _check_frames(spec, r.num_frames)
+    if spec.task != "s2v":  # speech-to-video length follows the audio, not num_frames
+        _check_frames(spec, r.num_frames)
     _check_number("fps", r.fps, 1, 60, whole=True)
     _check_number("steps", r.steps, 1, MAX_STEPS, whole=True)
     _check_number("guidance", r.guidance, 0.0, 20.0)
@@ -128,7 +142,71 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         raise RequestError(f"{spec.title} needs a start image; add one")
     if r.image is not None:
         check_image(r.image)
+    _check_extra_inputs(spec, r)
+    _check_advanced(spec, r)
     return r
+
+
+def default_overlap(window_frames: int) -> int:
+    """Frames shared by two long-clip windows when the user does not say: about a third of a second."""
+    return max(1, min(8, window_frames // 4))
+
+
+def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
+    """Long-clip, LoRA and step-cache fields (the files of LoRAs are checked where the folder is known)."""
+    if r.step_cache is not None and r.step_cache not in STEP_CACHES:
+        raise RequestError(f"unknown step cache {r.step_cache!r}; choose one of {', '.join(STEP_CACHES)}")
+    if r.cache_threshold is not None:
+        if r.step_cache is None:
+            raise RequestError("cache_threshold needs a step_cache")
+        _check_number("cache_threshold", r.cache_threshold, 0.001, 10.0)
+    if r.loras is not None:
+        from wan_studio.engine.lora import MAX_LORAS, LoraChoice  # lora imports this module
+
+        if not isinstance(r.loras, list) or len(r.loras) > MAX_LORAS:
+            raise RequestError(f"loras must be a list of at most {MAX_LORAS} entries")
+        for item in r.loras:
+            LoraChoice.parse(item)
+    if r.total_frames is not None or r.window_prompts is not None or r.window_overlap is not None:
+        from wan_studio.engine.long_video import plan_long_clip  # long_video imports this module
+
+        if r.total_frames is None:
+            raise RequestError("window settings need total_frames (the length of the long clip)")
+        _check_number("total_frames", r.total_frames, 5, 100_000, whole=True)
+        if r.window_overlap is not None:
+            _check_number("window_overlap", r.window_overlap, 1, 1000, whole=True)
+        if r.window_prompts is not None and (not isinstance(r.window_prompts, list)
+                                             or not all(isinstance(p, str) for p in r.window_prompts)):
+            raise RequestError("window_prompts must be a list of prompts")
+        for p in r.window_prompts or []:
+            _check_prompt(p, MAX_PROMPT_CHARS)
+        plan_long_clip(r, r.total_frames, r.window_overlap or default_overlap(r.num_frames), r.window_prompts)
+
+
+def _check_extra_inputs(spec: ModelSpec, r: GenerationRequest) -> None:
+    """Audio, pose video and last frame: only where the model uses them, and readable."""
+    if r.last_image is not None:
+        if spec.task != "i2v":
+            raise RequestError(f"{spec.title} does not take a last frame; remove it or pick Wan2.2 I2V-A14B")
+        if r.image is None:
+            raise RequestError("a last frame needs a start image too; add the start image")
+        check_image(r.last_image)
+    if spec.requires_audio and r.audio is None:
+        raise RequestError(f"{spec.title} needs a speech audio file (WAV, MP3, FLAC or M4A); add one")
+    if not spec.requires_audio and (r.audio is not None or r.pose_video is not None):
+        raise RequestError(f"{spec.title} does not use audio or a pose video; remove them or pick Wan2.2 S2V-14B")
+    if spec.task == "s2v":
+        # Imported here: the speech checks need ffmpeg and the S2V package only for this model.
+        from wan_studio.engine.s2v.inputs import check_portrait, check_pose_video
+        from wan_studio.engine.s2v.audio_io import AudioError, load_speech
+
+        check_portrait(r.image)
+        try:
+            load_speech(r.audio)
+        except AudioError as e:
+            raise RequestError(str(e)) from None
+        if r.pose_video is not None:
+            check_pose_video(r.pose_video)
 
 
 def _check_prompt(prompt: object, limit: int) -> None:

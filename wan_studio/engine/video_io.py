@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,19 @@ def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
+def write_mp4(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: int) -> Path:
     """Write uint8 frames (T, H, W, 3) as a browser-playable H.264 mp4, atomically.
 
-    The file appears at ``path`` only when complete; a failure removes the partial file.
+    ``frames`` may be an array or any iterable of (H, W, 3) frames, so long clips stream to disk
+    without holding every frame in memory. The file appears at ``path`` only when complete; a
+    failure removes the partial file.
     """
     path = Path(path)
-    t, h, w, _ = frames.shape
+    frame_iter = iter(frames)
+    first = next(frame_iter, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    h, w = first.shape[:2]
     tmp = path.with_name(f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
             ffmpeg_log_level="error",
         )
         writer.send(None)
-        for frame in frames:
+        writer.send(np.ascontiguousarray(first))
+        for frame in frame_iter:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
         os.replace(tmp, path)
@@ -118,3 +126,100 @@ def read_mp4(path: Path) -> tuple[np.ndarray, float]:
     w, h = meta["size"]
     frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
     return np.stack(frames), float(meta["fps"])
+
+
+def mux_audio(video_path: Path, audio_path: Path) -> Path:
+    """Add the audio of ``audio_path`` (AAC, 192 kb/s) to the mp4 at ``video_path``, in place.
+
+    The video stream is copied, not re-encoded; the result ends with the shorter of the two
+    streams. The file is replaced atomically: a failure leaves the silent video as it was.
+    """
+    import subprocess
+
+    video_path = Path(video_path)
+    tmp = _temp_beside(video_path, ".mp4")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", str(video_path),
+           "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
+           "-b:a", "192k", "-shortest", "-movflags", "+faststart", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip()[-400:]
+            raise OutputWriteError(errno.EIO, f"could not add the audio to {video_path.name}: {msg}")
+        os.replace(tmp, video_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OutputWriteError):
+            raise
+        raise _explain(e, video_path) from e
+    return video_path
+
+
+def audio_duration_s(path: Path) -> float | None:
+    """Seconds of the first audio stream of a media file, or ``None`` when it has none."""
+    import subprocess
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0?",
+           "-ac", "1", "-ar", "16000", "-f", "s16le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=300)
+    if proc.returncode != 0 or not proc.stdout:
+        return None
+    return len(proc.stdout) / 2 / 16000
+
+
+def join_clips(clips: list[Path], out_path: Path, fps: int) -> Path:
+    """Join mp4 clips one after another into ``out_path`` at ``fps``, atomically.
+
+    Every clip is scaled to fit the first clip's frame (letterboxed, aspect kept); a clip without
+    sound gets silence of its own length, so speech stays in sync after the join.
+    """
+    import subprocess
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = _frame_size(clips[0])
+    args: list[str] = []
+    labels: list[str] = []
+    filters: list[str] = []
+    n_inputs = 0
+    for i, clip in enumerate(clips):
+        args += ["-i", str(clip)]
+        video_in = n_inputs
+        n_inputs += 1
+        if audio_duration_s(clip) is None:
+            seconds = imageio_ffmpeg.count_frames_and_secs(str(clip))[1]
+            args += ["-f", "lavfi", "-t", f"{seconds:.3f}", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000"]
+            audio_in = n_inputs
+            n_inputs += 1
+        else:
+            audio_in = video_in
+        filters.append(f"[{video_in}:v]scale={w}:{h}:force_original_aspect_ratio=decrease,"
+                       f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p[v{i}]")
+        filters.append(f"[{audio_in}:a]aresample=48000,aformat=channel_layouts=stereo[a{i}]")
+        labels.append(f"[v{i}][a{i}]")
+    filters.append(f"{''.join(labels)}concat=n={len(clips)}:v=1:a=1[v][a]")
+    tmp = _temp_beside(out_path, ".mp4")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", *args,
+           "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", "-c:v", "libx264",
+           "-crf", "18", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=1800)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip()[-400:]
+            raise OutputWriteError(errno.EIO, f"could not join the clips into {out_path.name}: {msg}")
+        os.replace(tmp, out_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OutputWriteError):
+            raise
+        raise _explain(e, out_path) from e
+    return out_path
+
+
+def _frame_size(path: Path) -> tuple[int, int]:
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        w, h = next(reader)["size"]
+    finally:
+        reader.close()
+    return int(w), int(h)

@@ -1,8 +1,17 @@
-"""The one place that holds loaded pipelines for the session.
+"""The one place that holds models: a session cache of *components*, assembled into pipelines.
 
-Callers borrow a pipeline with ``with manager.use(spec) as pipe:``; while borrowed it is locked and
-never evicted. Loading a model that would not fit beside the others first unloads the least
-recently used unlocked ones.
+Identical components are held once and shared (the UMT5 encoder by all four models, the Wan2.1
+VAE by A14B and S2V): a component is keyed by its share key (or model/name) and storage dtype.
+A pipeline is a set of cached components placed by a ``Plan``; it stays assembled until another
+pipeline needs one of its components or its GPU, then it is released (hooks removed, weights back
+in RAM) and the components stay cached for the next assembly.
+
+Invariants (all guarded by one condition variable):
+- a component or pipeline with a lock count above zero is never released or evicted;
+- a component belongs to at most one assembled pipeline (diffusers' hooks live on the module);
+- a failed load or placement leaves no entry behind: new components are dropped, shared ones
+  are released back to RAM.
+Eviction is least-recently-used over the components, against a host-RAM budget in bytes.
 """
 
 from __future__ import annotations
@@ -12,136 +21,358 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from wan_studio.catalog.specs import ModelSpec
+from wan_studio.memory import costs
+from wan_studio.memory.apply import apply_plan, release_component, release_pipeline
+from wan_studio.memory.plan import Plan
 
-Loader = Callable[[ModelSpec], Any]
+ComponentKey = tuple[str, str]
+
+
+class ComponentLoader(Protocol):
+    """Reads components and builds pipelines around them (see ``memory.loaders``)."""
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        """One component of ``spec`` with its weights stored as ``storage``, on the CPU."""
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        """A pipeline of ``spec`` around the given components (adds tokenizer and scheduler)."""
 
 
 @dataclass
-class CacheEntry:
-    """A loaded pipeline and how many callers hold it right now."""
+class ComponentRecord:
+    """One cached component: its module, its size in bytes, who holds it."""
+
+    key: ComponentKey
+    module: Any
+    nbytes: int
+    locks: int = 0
+    owner: str | None = None
+
+
+@dataclass
+class PipelineRecord:
+    """An assembled, placed pipeline and the component keys it is made of."""
 
     spec: ModelSpec
+    plan: Plan
     pipe: Any
-    placement: str
+    parts: dict[str, ComponentKey] = field(default_factory=dict)
     locks: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class WholePipelineLoader:
+    """Component interface over a loader that only builds whole pipelines: the speech-to-video
+    model (our own pipeline class, read from the official checkpoint) and tests that hand the
+    manager a ready pipeline (``loader(spec) -> pipe`` or ``-> (pipe, placement)``).
+
+    ``load`` builds the pipeline once per assembly and hands out its parts; ``assemble`` rebuilds
+    the pipeline class around whichever parts the cache holds, with the non-module parts
+    (tokenizer, scheduler, feature extractor) kept from the first build.
+    """
+
+    def __init__(self, load_pipeline: Callable[[ModelSpec], Any]) -> None:
+        self._load_pipeline = load_pipeline
+        self._pending: dict[str, Any] = {}
+        self._shells: dict[str, tuple[type, dict[str, Any]]] = {}
+
+    def _build(self, spec: ModelSpec) -> Any:
+        built = self._load_pipeline(spec)
+        pipe = built[0] if isinstance(built, tuple) else built
+        import torch
+
+        rest = {k: v for k, v in pipe.components.items() if not isinstance(v, torch.nn.Module)}
+        self._shells[spec.key] = (type(pipe), rest)
+        return pipe
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        """Part ``name`` of a freshly built pipeline of ``spec``, stored as ``storage``."""
+        from wan_studio.memory.apply import apply_storage
+
+        if spec.key not in self._pending:
+            self._pending[spec.key] = self._build(spec)
+        module = getattr(self._pending[spec.key], name)
+        apply_storage(module, storage)
+        return module
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        """The pipeline class of ``spec`` around ``modules``."""
+        self._pending.pop(spec.key, None)  # its unused parts go; the cache holds the rest
+        if spec.key not in self._shells:
+            self._build(spec)
+        cls, rest = self._shells[spec.key]
+        pipe = cls(**rest, **modules)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+class ManagerError(RuntimeError):
+    """A request the manager cannot serve (e.g. a nested use that would wait on itself)."""
+
+
+def component_key(spec: ModelSpec, name: str, plan: Plan) -> ComponentKey:
+    """Cache key of component ``name`` of ``spec`` under ``plan``: identity and storage dtype."""
+    c = next(c for c in spec.components if c.name == name)
+    placement = plan.placement(name)
+    storage = placement.storage if placement else c.dtype
+    # Only diffusers-layout models read the shared parts from identical files; our own pipeline
+    # (speech to video) reads its own copies from the official checkpoint.
+    shared = c.share_key if c.share_key and spec.diffusers_layout else None
+    return (shared or f"{spec.key}/{name}", storage)
+
+
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers (0 for non-modules)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class ModelManager:
-    """Session cache of pipelines, keyed by model, LRU with lock counts.
+    """Session cache of components with LRU eviction, lock counts and per-plan assembly.
 
-    ``max_loaded`` bounds how many real (non-demo) models stay loaded at once; the demo model is
-    tiny and always allowed.
+    ``budget_bytes`` bounds the bytes of cached components (host RAM); ``default_plan`` gives a
+    plan when a caller passes none; ``apply`` / ``release`` place and un-place a pipeline.
     """
 
-    def __init__(self, loader: Loader, max_loaded: int = 1) -> None:
-        self._loader = loader
-        self._max_loaded = max_loaded
-        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
-        self._lock = threading.RLock()
-        # One lock per model so two callers never load the same model twice at once.
-        self._load_locks: dict[str, threading.Lock] = {}
+    def __init__(self, loader: ComponentLoader | Callable[[ModelSpec], tuple[Any, str]],
+                 budget_bytes: int | None = None, default_plan: Callable[[ModelSpec], Plan] | None = None,
+                 apply: Callable[[Any, Plan], None] = apply_plan,
+                 release: Callable[[Any], None] = release_pipeline) -> None:
+        self._loader: ComponentLoader = loader if hasattr(loader, "assemble") else WholePipelineLoader(loader)
+        self._budget = budget_bytes
+        self._default_plan = default_plan
+        self._apply, self._release = apply, release
+        self._components: OrderedDict[ComponentKey, ComponentRecord] = OrderedDict()
+        self._pipelines: dict[str, PipelineRecord] = {}
+        self._loading: set[ComponentKey] = set()
+        self._cond = threading.Condition(threading.RLock())
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._held = threading.local()
+        self.loads = 0  # components read from disk or built, for tests and telemetry
 
     @contextmanager
-    def use(self, spec: ModelSpec) -> Iterator[Any]:
-        """Borrow the pipeline of ``spec``, loading it if needed; it stays locked inside the block."""
-        entry = self._acquire(spec)
+    def use(self, spec: ModelSpec, plan: Plan | None = None) -> Iterator[Any]:
+        """Borrow the pipeline of ``spec`` placed by ``plan``; it stays locked inside the block.
+
+        One caller holds a pipeline at a time; another caller of the same model waits.
+        """
+        if plan is None:
+            plan = (self._default_plan or default_plan)(spec)
+        held: set[str] = getattr(self._held, "models", set())
+        if held:
+            raise ManagerError(f"this thread already holds {sorted(held)}; release it before using {spec.key}")
+        record = self._acquire(spec, plan)
+        self._held.models = {spec.key}
         try:
-            yield entry.pipe
+            yield record.pipe
         finally:
-            with self._lock:
-                entry.locks -= 1
+            self._held.models = set()
+            with self._cond:
+                record.locks -= 1
+                for key in record.parts.values():
+                    self._components[key].locks -= 1
+                self._cond.notify_all()
 
-    def _acquire(self, spec: ModelSpec) -> CacheEntry:
-        with self._lock:
-            load_lock = self._load_locks.setdefault(spec.key, threading.Lock())
-        with load_lock:
-            with self._lock:
-                entry = self._entries.get(spec.key)
-                if entry is not None:
-                    entry.locks += 1
-                    self._entries.move_to_end(spec.key)
-                    return entry
-                if not spec.is_demo:
-                    self._evict_for_one_more()
-            pipe, placement = self._loader(spec)
-            with self._lock:
-                entry = CacheEntry(spec, pipe, placement, locks=1)
-                self._entries[spec.key] = entry
-                return entry
+    def _acquire(self, spec: ModelSpec, plan: Plan) -> PipelineRecord:
+        with self._cond:
+            model_lock = self._model_locks.setdefault(spec.key, threading.Lock())
+        with model_lock:
+            with self._cond:
+                current = self._pipelines.get(spec.key)
+                if current is not None:
+                    # A diffusers pipeline holds per-call state (scheduler, guidance): one holder
+                    # at a time; the next waits here, outside the other models' way.
+                    self._cond.wait_for(lambda: current.locks == 0)
+                    if current.plan.placements == plan.placements and self._pipelines.get(spec.key) is current:
+                        self._lock_record(current)
+                        return current
+                    if self._pipelines.get(spec.key) is current:
+                        self._dissolve(spec.key)
+            return self._assemble(spec, plan)
 
-    def _evict_for_one_more(self) -> None:
-        real = [k for k, e in self._entries.items() if not e.spec.is_demo]
-        while len(real) >= self._max_loaded:
-            victim = next((k for k in real if self._entries[k].locks == 0), None)
-            if victim is None:
-                break
-            self._drop(victim)
-            real.remove(victim)
+    def _lock_record(self, record: PipelineRecord) -> None:
+        record.locks += 1
+        for key in record.parts.values():
+            self._components[key].locks += 1
+            self._components.move_to_end(key)
 
-    def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key)
-        del entry.pipe
-        gc.collect()
+    def _assemble(self, spec: ModelSpec, plan: Plan) -> PipelineRecord:
+        parts = {c.name: component_key(spec, c.name, plan) for c in spec.components}
+        fresh: list[ComponentKey] = []
+        taken: list[ComponentKey] = []
         try:
-            import torch
+            for name, key in sorted(parts.items(), key=lambda item: item[1]):
+                if self._take(spec, name, key):
+                    fresh.append(key)
+                taken.append(key)
+            with self._cond:
+                self._make_room_on_gpu(plan)
+                modules = {n: self._components[k].module for n, k in parts.items()}
+            pipe = self._loader.assemble(spec, modules)
+            try:
+                self._apply(pipe, plan)
+            except BaseException:
+                self._release(pipe)
+                raise
+        except BaseException:
+            with self._cond:
+                for key in taken:
+                    self._components[key].locks -= 1
+                for key in fresh:
+                    self._drop_component(key)
+                self._cond.notify_all()
+            raise
+        record = PipelineRecord(spec, plan, pipe, parts, locks=1)
+        with self._cond:
+            self._pipelines[spec.key] = record
+            for key in parts.values():
+                self._components[key].owner = spec.key
+        return record
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a hard dependency
+    def _take(self, spec: ModelSpec, name: str, key: ComponentKey) -> bool:
+        """Lock component ``key`` for an assembly, loading it if needed; True when loaded now.
+
+        A component joins one assembly at a time: wait until nobody holds it, then release the
+        idle pipeline that owns it. Callers take keys in sorted order, so two assemblies that
+        need the same shared components cannot wait on each other in a cycle.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: key not in self._loading and
+                                (key not in self._components or self._components[key].locks == 0))
+            rec = self._components.get(key)
+            if rec is not None:
+                if rec.owner is not None and rec.owner != spec.key and rec.owner in self._pipelines:
+                    self._dissolve(rec.owner)
+                rec.locks += 1
+                self._components.move_to_end(key)
+                return False
+            self._loading.add(key)
+            self._evict_for(self._predicted_bytes(spec, name, key[1]))
+        try:
+            module = self._loader.load(spec, name, key[1])
+        except BaseException:
+            with self._cond:
+                self._loading.discard(key)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._loading.discard(key)
+            self._components[key] = ComponentRecord(key, module, module_bytes(module), locks=1)
+            self.loads += 1
+            self._cond.notify_all()
+        return True
+
+    @staticmethod
+    def _predicted_bytes(spec: ModelSpec, name: str, storage: str) -> int:
+        c = next(c for c in spec.components if c.name == name)
+        return costs.stored_bytes(c.params, storage)
+
+    def _evict_for(self, incoming: int) -> None:
+        """Drop least recently used unlocked components until ``incoming`` more bytes fit."""
+        if self._budget is None:
+            return
+        for key in list(self._components):
+            if sum(r.nbytes for r in self._components.values()) + incoming <= self._budget:
+                return
+            rec = self._components[key]
+            if rec.locks == 0:
+                if rec.owner is not None:
+                    self._dissolve(rec.owner)
+                self._drop_component(key)
+
+    def _make_room_on_gpu(self, plan: Plan) -> None:
+        """Release unlocked pipelines placed on any GPU the new plan uses (their weights go back
+        to RAM), so the new plan gets the memory the planner counted on."""
+        wanted = set(plan.devices)
+        for model, rec in list(self._pipelines.items()):
+            if rec.locks == 0 and wanted & set(rec.plan.devices):
+                self._dissolve(model)
+
+    def _dissolve(self, model: str) -> None:
+        """Un-place pipeline ``model``; its components stay cached, unowned."""
+        rec = self._pipelines.pop(model)
+        self._release(rec.pipe)
+        for key in rec.parts.values():
+            comp = self._components.get(key)
+            if comp is not None and comp.owner == model:
+                comp.owner = None
+        del rec
+        _free_memory()
+
+    def _drop_component(self, key: ComponentKey) -> None:
+        rec = self._components.pop(key, None)
+        if rec is None:
+            return
+        try:
+            release_component(rec.module)
+        except Exception:  # the module is being dropped anyway; nothing to keep consistent
             pass
+        del rec
+        _free_memory()
 
     def loaded(self) -> dict[str, str]:
-        """Model key -> placement text for every loaded pipeline, least recently used first."""
-        with self._lock:
-            return {k: e.placement for k, e in self._entries.items()}
+        """Model key → label of the plan it is placed with, for every assembled pipeline."""
+        with self._cond:
+            return {k: r.plan.label for k, r in self._pipelines.items()}
 
-    def unload_all(self) -> list[str]:
-        """Unload every pipeline no caller holds; return the keys unloaded."""
-        with self._lock:
-            keys = [k for k, e in self._entries.items() if e.locks == 0]
-            for k in keys:
-                self._drop(k)
-            return keys
+    def cached(self) -> dict[ComponentKey, int]:
+        """Component key → bytes, least recently used first."""
+        with self._cond:
+            return {k: r.nbytes for k, r in self._components.items()}
+
+    def unload(self, model: str) -> list[ComponentKey]:
+        """Drop the components of ``model`` that no other model shares and nobody holds."""
+        with self._cond:
+            rec = self._pipelines.get(model)
+            if rec is not None and rec.locks:
+                return []
+            if rec is not None:
+                self._dissolve(model)
+            mine = [k for k in self._components if k[0].startswith(f"{model}/")]
+            dropped = [k for k in mine if self._components[k].locks == 0]
+            for key in dropped:
+                self._drop_component(key)
+            return dropped
+
+    def unload_all(self) -> list[ComponentKey]:
+        """Drop every component nobody holds (pipelines in use stay); return the keys dropped."""
+        with self._cond:
+            for model, rec in list(self._pipelines.items()):
+                if rec.locks == 0:
+                    self._dissolve(model)
+            dropped = [k for k, r in self._components.items() if r.locks == 0]
+            for key in dropped:
+                self._drop_component(key)
+            return dropped
 
 
-def place_pipeline(pipe: Any, spec: ModelSpec) -> str:
-    """Put a freshly loaded pipeline on the best device; return a one-line description.
+def default_plan(spec: ModelSpec) -> Plan:
+    """The planner's choice for ``spec`` at its default size on this machine (callers that have a
+    request should plan for it instead)."""
+    from wan_studio.memory import hardware, planner
+    from wan_studio.memory.plan import Workload
 
-    Without CUDA everything stays on the CPU. With CUDA a pipeline that fits the free memory with
-    room for activations goes resident; otherwise diffusers' model offload keeps only the running
-    component on the GPU (TI2V-5B peaks at ~14.6 GiB that way). Real models decode with VAE tiling,
-    the usual out-of-memory point at 720p.
-    """
+    w, h = spec.default_size
+    frames = spec.frames if (spec.frames - 1) % 4 == 0 else spec.frames + 1
+    return planner.choose(spec, Workload(w, h, frames, spec.steps), hardware.detect())
+
+
+def default_loader(models_dir: Any) -> ComponentLoader:
+    """The loader the app uses: real models from ``models_dir``, the demo built in code."""
+    from wan_studio.memory.loaders import FolderLoader
+
+    return FolderLoader(models_dir)
+
+
+def _free_memory() -> None:
+    gc.collect()
     import torch
 
-    pipe.set_progress_bar_config(disable=True)
-    if not torch.cuda.is_available():
-        return "cpu"
-    free, _total = torch.cuda.mem_get_info()
-    need = spec.total_params * 2 + 12 * 2**30
-    if not spec.is_demo:
-        pipe.vae.enable_tiling()
-    if spec.is_demo or free > need:
-        pipe.to("cuda")
-        return "cuda, resident"
-    pipe.enable_model_cpu_offload()
-    return "cuda, model offload"
-
-
-def default_loader(models_dir: Path) -> Loader:
-    """Loader for ``ModelManager``: the demo from code, real models from ``models_dir``."""
-    from wan_studio.catalog import loading, tiny
-
-    def load(spec: ModelSpec) -> tuple[Any, str]:
-        if spec.is_demo:
-            pipe = tiny.build_ti2v_pipeline(seed=0, shift=spec.shift)
-        else:
-            pipe = loading.load_pipeline(spec, loading.model_folder(spec, models_dir))
-        return pipe, place_pipeline(pipe, spec)
-
-    return load
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

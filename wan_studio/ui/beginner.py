@@ -29,6 +29,9 @@ class BeginnerTab:
     file: gr.File
     params: gr.JSON
     status: gr.Markdown
+    plan: gr.Markdown
+    unload: gr.Button
+    unload_status: gr.Markdown
 
 
 def model_status_text(studio: Studio, preset_name: str) -> str:
@@ -41,6 +44,20 @@ def model_status_text(studio: Studio, preset_name: str) -> str:
     if avail.usable:
         return f"**{spec.title}** — ready. {preset.description}"
     return f"**{spec.title}** — {avail.status}. {avail.detail}"
+
+
+def plan_text(sidecar: dict[str, Any]) -> str:
+    """Markdown: the memory plan a job ran with, predicted vs actual peak VRAM, and why."""
+    plan = sidecar.get("plan")
+    if not plan:
+        return ""
+    predicted = max(plan["peak_vram_gib"].values(), default=0.0)
+    actual = sidecar.get("peak_vram_gib")
+    actual_text = f"{actual:.1f} GiB" if actual is not None else "n/a (no GPU)"
+    retries = sidecar.get("plan_retries", 0)
+    retry_text = f" Retried {retries}× after running out of memory." if retries else ""
+    return (f"**Memory plan:** {plan['label']} — peak VRAM predicted {predicted:.1f} GiB, "
+            f"actual {actual_text}.{retry_text}  \n*Why:* {plan['why']}")
 
 
 def render(studio: Studio) -> BeginnerTab:
@@ -68,8 +85,13 @@ def render(studio: Studio) -> BeginnerTab:
             video = gr.Video(label="Video", elem_id="beginner-video", interactive=False, autoplay=True, loop=True)
             status = gr.Markdown("", elem_id="beginner-status")
             file = gr.File(label="Download", elem_id="beginner-file", interactive=False)
+            plan = gr.Markdown("", elem_id="beginner-plan")
             params = gr.JSON(label="Parameters used", elem_id="beginner-params")
-    return BeginnerTab(prompt, image, preset, seed, generate, cancel, model_status, video, file, params, status)
+            with gr.Row():
+                unload = gr.Button("Unload models", size="sm", elem_id="beginner-unload")
+                unload_status = gr.Markdown("", elem_id="beginner-unload-status")
+    return BeginnerTab(prompt, image, preset, seed, generate, cancel, model_status, video, file, params, status,
+                       plan, unload, unload_status)
 
 
 def listen(tab: BeginnerTab, studio: Studio) -> None:
@@ -86,7 +108,8 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
         for warning in studio.vram_warnings(req):  # a warning, not a refusal: the plan may still fit
             gr.Warning(warning, duration=None)
         try:
-            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message))
+            result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message),
+                                user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:
@@ -112,7 +135,13 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
         api_name="generate",
         concurrency_limit=1,
         concurrency_id="gpu",
-    )
+    ).then(lambda sidecar: plan_text(sidecar or {}), inputs=[tab.params], outputs=[tab.plan],
+           api_name=False, queue=False)
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name="cancel", queue=False)
+    def on_unload(request: gr.Request) -> str:
+        return studio.unload_models(user=getattr(request, "username", None))
+
+    tab.unload.click(on_unload, outputs=[tab.unload_status], api_name="unload_models",
+                     concurrency_limit=1, concurrency_id="gpu")
     tab.preset.change(lambda name: model_status_text(studio, name), inputs=[tab.preset],
                       outputs=[tab.model_status], api_name=False, queue=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner, gpu_panel
+from wan_studio.ui import beginner, gpu_panel, intermediate
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -21,7 +21,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Beginner", id="beginner"):
                 tab = beginner.render(studio)
+            with gr.Tab("Intermediate", id="intermediate"):
+                inter_tab = intermediate.render(studio)
         beginner.listen(tab, studio)
+        intermediate.listen(inter_tab, studio)
         gpu_panel.listen(gpus, studio)
     app.queue(default_concurrency_limit=4)
     return app
@@ -30,6 +33,8 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict[str, object]:
     """Arguments for ``Blocks.launch`` common to the CLI and the tests."""
     return {
+        # Files are served from the outputs folder only (plus Gradio's own upload cache).
         "allowed_paths": [str(studio.settings.outputs_dir.resolve())],
+        "max_file_size": f"{studio.settings.max_upload_mb}mb",
         "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
     }

@@ -1,0 +1,183 @@
+"""Plans applied to real tiny pipelines: same frames as unplanned; plan → diffusers calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.memory.helpers import cpu_plan, run_frames
+from tests.memory.test_planner import A14B_480, A14B_720, TI2V_720, box
+from wan_studio.catalog.specs import DEMO, T2V_A14B, TI2V_5B
+from wan_studio.memory.apply import PlanError, apply_plan, release_pipeline
+from wan_studio.memory.loaders import TinyLoader
+from wan_studio.memory.planner import choose
+
+
+def tiny_pipe(spec: Any, storage: str = "bf16") -> Any:
+    loader = TinyLoader()
+    return loader.assemble(spec, {c.name: loader.load(spec, c.name, storage if c.name.startswith("transformer")
+                                                       else c.dtype) for c in spec.components})
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return run_frames(tiny_pipe(T2V_A14B), T2V_A14B)
+
+
+@pytest.mark.parametrize("offload", ["cpu", "model_offload", "group_offload"])
+def test_offload_plans_give_the_same_frames(offload: str, reference: np.ndarray) -> None:
+    pipe = tiny_pipe(T2V_A14B)
+    apply_plan(pipe, cpu_plan(T2V_A14B, offload=offload))
+    np.testing.assert_array_equal(run_frames(pipe, T2V_A14B), reference)
+    release_pipeline(pipe)
+    np.testing.assert_array_equal(run_frames(pipe, T2V_A14B), reference)
+
+
+def test_fp8_storage_really_stores_fp8_and_stays_close(reference: np.ndarray) -> None:
+    pipe = tiny_pipe(T2V_A14B, "fp8")
+    block_weight = pipe.transformer.blocks[0].ffn.net[0].proj.weight
+    assert block_weight.dtype == torch.float8_e4m3fn
+    apply_plan(pipe, cpu_plan(T2V_A14B, storage="fp8"))
+    frames = run_frames(pipe, T2V_A14B)
+    assert np.abs(frames - reference).mean() < 0.02
+    assert not np.array_equal(frames, reference)  # the cast did something
+
+
+def test_released_group_offload_leaves_no_hooks() -> None:
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    pipe = tiny_pipe(DEMO)
+    apply_plan(pipe, cpu_plan(DEMO, offload="group_offload"))
+    assert _is_group_offload_enabled(pipe.vae) and _is_group_offload_enabled(pipe.transformer)
+    release_pipeline(pipe)
+    assert not any(_is_group_offload_enabled(m) for m in (pipe.vae, pipe.transformer, pipe.text_encoder))
+
+
+class Recorder:
+    """Stands in for a CUDA-only diffusers call on a real pipeline and records how it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append((name, kwargs))
+
+
+def test_planned_24gb_a14b_480p_maps_to_fp8_and_model_offload_on_gpu0(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = choose(T2V_A14B, A14B_480, box())
+    pipe = tiny_pipe(T2V_A14B, plan.storage)
+    rec = Recorder()
+    monkeypatch.setattr(pipe, "enable_model_cpu_offload", rec("model_offload"))
+    apply_plan(pipe, plan)
+    assert rec.calls == [("model_offload", {"device": torch.device("cuda:0")})]
+    assert pipe.transformer_2.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    assert pipe.vae.use_tiling
+
+
+def test_planned_24gb_a14b_720p_maps_to_streamed_block_offload(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers.hooks
+
+    plan = choose(T2V_A14B, A14B_720, box(ram_gib=128))
+    pipe = tiny_pipe(T2V_A14B)
+    rec = Recorder()
+    for name in ("transformer", "transformer_2", "vae"):
+        monkeypatch.setattr(getattr(pipe, name), "enable_group_offload", rec(name))
+    monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: rec("text_encoder")(**kw))
+    apply_plan(pipe, plan)
+    assert sorted(name for name, _ in rec.calls) == ["text_encoder", "transformer", "transformer_2", "vae"]
+    for _, kwargs in rec.calls:
+        assert kwargs["onload_device"] == torch.device("cuda:0") and kwargs["use_stream"] is True
+        assert kwargs["offload_type"] == "block_level" and kwargs["num_blocks_per_group"] == 1
+
+
+def test_sequential_plan_maps_to_sequential_offload(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = choose(TI2V_5B, TI2V_720, box(gib=12))
+    from dataclasses import replace
+
+    plan = replace(plan, placements=tuple(replace(p, offload="sequential") for p in plan.placements))
+    pipe = tiny_pipe(TI2V_5B)
+    rec = Recorder()
+    monkeypatch.setattr(pipe, "enable_sequential_cpu_offload", rec("sequential"))
+    apply_plan(pipe, plan)
+    assert rec.calls == [("sequential", {"device": torch.device("cuda:0")})]
+
+
+def test_plans_diffusers_cannot_do_are_refused_before_anything_moves() -> None:
+    from dataclasses import replace
+
+    plan = choose(T2V_A14B, A14B_480, box(2, ram_gib=48))
+    pipe = tiny_pipe(T2V_A14B)
+    vae_elsewhere = replace(plan, placements=tuple(
+        replace(p, device="cuda:1") if p.component == "vae" else p for p in plan.placements))
+    with pytest.raises(PlanError, match="VAE must sit on the primary device"):
+        apply_plan(pipe, vae_elsewhere)
+    mixed = replace(plan, placements=tuple(replace(p, offload="model_offload") for p in plan.placements))
+    with pytest.raises(PlanError, match="cannot be mixed"):
+        apply_plan(pipe, mixed)
+    assert pipe.transformer.device.type == "cpu" and pipe.transformer_2.device.type == "cpu"
+
+
+def test_text_encoder_on_cpu_gets_a_device_hook_and_latents_stay_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wan_studio.memory.planner import candidates
+    from wan_studio.memory.plan import Limits
+
+    plan = next(p for p, _ in candidates(TI2V_5B, TI2V_720, box(), Limits())
+                if p.label == "text encoder on CPU, transformer on GPU 0")
+    pipe = tiny_pipe(TI2V_5B)
+    moved: list[str] = []
+    for name in ("transformer", "vae"):  # no CUDA here: record the moves instead of making them
+        monkeypatch.setattr(getattr(pipe, name), "to", lambda device, _n=name: moved.append(f"{_n}->{device}"))
+    apply_plan(pipe, plan)
+    assert moved == ["transformer->cuda:0", "vae->cuda:0"]
+    assert pipe.text_encoder._hf_hook.execution_device == "cpu" and pipe.text_encoder._hf_hook.io_same_device
+    assert pipe.vae._hf_hook.execution_device == "cuda:0"
+    assert pipe._execution_device == torch.device("cuda:0")  # where the pipeline makes its latents
+
+
+def test_one_expert_per_gpu_maps_to_two_devices_with_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers.hooks
+
+    plan = choose(T2V_A14B, A14B_480, box(2, ram_gib=48))
+    pipe = tiny_pipe(T2V_A14B, plan.storage)
+    moved: list[str] = []
+    for name in ("transformer", "transformer_2", "vae"):
+        monkeypatch.setattr(getattr(pipe, name), "to", lambda device, _n=name: moved.append(f"{_n}->{device}"))
+    streamed: list[dict[str, Any]] = []
+    monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", lambda module, **kw: streamed.append(kw))
+    import accelerate.hooks
+
+    hooked: list[str] = []  # accelerate's hook also moves the expert's top-level tensors: record it
+    monkeypatch.setattr(accelerate.hooks, "set_module_tensor_to_device",
+                        lambda module, name, device, **kw: hooked.append(f"{name}->{device}"))
+    apply_plan(pipe, plan)
+    assert sorted(moved) == ["transformer->cuda:0", "transformer_2->cuda:1", "vae->cuda:0"]
+    assert hooked == ["scale_shift_table->cuda:1"]
+    assert streamed[0]["onload_device"] == torch.device("cuda:0")  # the text encoder, streamed
+    assert pipe.transformer_2._hf_hook.execution_device == "cuda:1"
+    assert pipe._execution_device == torch.device("cuda:0")
+
+
+def test_split_across_two_gpus_uses_accelerates_balanced_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelerate
+    import diffusers
+
+    from wan_studio.memory.apply import _split
+    from wan_studio.memory.plan import Placement
+
+    expert = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=64, ffn_dim=64, num_layers=8, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=256)
+    size = sum(t.numel() * t.element_size() for t in expert.parameters())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (10 * size, 10 * size))
+    placed: dict[str, Any] = {}
+    monkeypatch.setattr(accelerate, "dispatch_model", lambda module, device_map, main_device: placed.update(
+        device_map=device_map, main_device=main_device))
+    plan = choose(T2V_A14B, A14B_480, box(2, ram_gib=48))
+    _split(expert, Placement("transformer", "cuda:0,cuda:1", "bf16", "balanced"), plan)
+    blocks = {k: v for k, v in placed["device_map"].items() if k.startswith("blocks.")}
+    assert set(blocks.values()) == {0, 1}  # the blocks really are shared out
+    assert placed["main_device"] == "cuda:0"

@@ -1,0 +1,126 @@
+"""Speech-to-video end to end on the tiny pipeline: chunking follows the speech, motion carries
+over, pose conditions, the mp4 holds the speech, cancel stops before anything is written."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wan_studio.engine.generate import GenerationCancelled, Progress, generate
+from wan_studio.engine.request import GenerationRequest
+from wan_studio.engine.s2v.audio_io import load_speech
+from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for, fit_size
+from wan_studio.engine.s2v.runner import generate_s2v
+from wan_studio.engine.video_io import audio_duration_s, read_mp4
+
+from .conftest import speechlike
+
+
+def _request(portrait: Path, audio: Path, **kw) -> GenerationRequest:
+    # Built directly (not through validate) to run at 64×64, far below the app's minimum size.
+    fields = dict(prompt="a person talking", model="s2v-14b", image=str(portrait), audio=str(audio),
+                  width=64, height=64, steps=2, seed=7)
+    fields.update(kw)
+    return GenerationRequest(**fields).resolved()
+
+
+def test_chunk_plan_follows_speech_length() -> None:
+    assert [chunks_for(f, 80) for f in (16, 77, 78, 157, 158)] == [1, 1, 2, 2, 3]
+
+
+def test_output_size_keeps_portrait_aspect_within_area() -> None:
+    w, h = fit_size(720, 960, 1024 * 704)
+    assert w % 64 == 0 and h % 64 == 0 and w * h <= 1024 * 704 and h > w
+
+
+@pytest.fixture(scope="module")
+def two_chunk_run(tmp_path_factory: pytest.TempPathFactory, s2v_pipe: S2VPipeline) -> tuple:
+    """1.6 s of speech in chunks of 16 frames: 26 frames -> 2 chunks, through the runner."""
+    from wan_studio.engine.s2v.audio_io import write_wav
+
+    d = tmp_path_factory.mktemp("s2v")
+    audio = write_wav(d / "speech.wav", speechlike(1.6))
+    portrait = d / "face.png"
+    Image.fromarray(np.full((256, 192, 3), 170, np.uint8)).save(portrait)
+    seen: list[Progress] = []
+    motion_inputs: list[tuple[int, ...]] = []
+    hook = s2v_pipe.transformer.frame_packer.register_forward_hook(
+        lambda _m, args, _out: motion_inputs.append(tuple(args[0].shape)))
+    try:
+        result = generate_s2v(s2v_pipe, _request(portrait, audio), d / "out", seen.append, chunk_frames=16)
+    finally:
+        hook.remove()
+    return result, seen, audio, motion_inputs
+
+
+def test_two_chunks_cover_the_speech_and_report_progress(two_chunk_run) -> None:
+    result, seen, *_ = two_chunk_run
+    sidecar = json.loads(result.sidecar_path.read_text())
+    assert sidecar["chunks"] == 2
+    assert sidecar["video"]["frames"] == 26  # ceil(1.6 s × 16 fps)
+    steps = [p.step for p in seen if p.stage == "denoising"]
+    assert steps == [1, 2, 3, 4] and seen[-1].stage == "done"
+
+
+def test_speech_is_muxed_with_matching_duration(two_chunk_run) -> None:
+    result, _, audio, _ = two_chunk_run
+    frames, fps = read_mp4(result.video_path)
+    video_s = len(frames) / fps
+    muxed_s = audio_duration_s(result.video_path)
+    assert muxed_s is not None, "the mp4 has no audio stream"
+    assert abs(muxed_s - video_s) < 0.1
+    assert abs(muxed_s - load_speech(audio).duration_s) < 0.1
+    assert frames.shape[1:] == (64, 64, 3)
+
+
+def test_second_chunk_sees_the_first_as_motion_context(two_chunk_run) -> None:
+    # Chunk 1 starts from the portrait alone; chunk 2 gets the 73 last frames as 19 motion
+    # latents in each of its 2 steps × (conditional + unconditional) passes.
+    *_, motion_inputs = two_chunk_run
+    assert motion_inputs == [(1, 16, 19, 8, 8)] * 4
+
+
+def test_engine_dispatches_s2v_and_one_chunk_suffices_for_short_speech(s2v_pipe, portrait_file: Path,
+                                                                      make_audio, tmp_path: Path) -> None:
+    result = generate(s2v_pipe, _request(portrait_file, make_audio(0.6)), tmp_path / "out")
+    sidecar = json.loads(result.sidecar_path.read_text())
+    assert (sidecar["chunks"], sidecar["chunk_frames"], sidecar["video"]["frames"]) == (1, 80, 10)
+    assert audio_duration_s(result.video_path) is not None
+
+
+def test_pose_video_changes_the_result(s2v_pipe, portrait_file: Path) -> None:
+    image = Image.open(portrait_file)
+    audio = speechlike(0.8)
+    pose = np.zeros((13, 96, 72, 3), np.uint8)
+    pose[:, 30:60, 20:50] = 255
+    plain = s2v_pipe(image, audio, max_area=64 * 64, chunk_frames=16, num_inference_steps=1, guidance_scale=1.0)
+    posed = s2v_pipe(image, audio, max_area=64 * 64, chunk_frames=16, num_inference_steps=1, guidance_scale=1.0,
+                     pose_video=pose)
+    assert plain.frames.shape == posed.frames.shape == (13, 64, 64, 3)
+    assert not np.allclose(plain.frames, posed.frames)
+
+
+def test_cancel_stops_before_writing(s2v_pipe, portrait_file: Path, make_audio, tmp_path: Path) -> None:
+    cancel = threading.Event()
+
+    def on_progress(p: Progress) -> None:
+        if p.stage == "denoising":
+            cancel.set()
+
+    with pytest.raises(GenerationCancelled, match="after step 1"):
+        generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "out", on_progress, cancel,
+                     chunk_frames=16)
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_thermal_hook_runs_between_s2v_steps(s2v_pipe, portrait_file: Path, make_audio, tmp_path: Path) -> None:
+    seen: list[int] = []
+    result = generate(s2v_pipe, _request(portrait_file, make_audio(0.6)), tmp_path / "out",
+                      between_steps=seen.append)
+    steps = json.loads(result.sidecar_path.read_text())["request"]["steps"]
+    assert seen == list(range(1, steps + 1))

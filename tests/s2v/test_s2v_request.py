@@ -1,0 +1,53 @@
+"""Request validation for speech-to-video and the optional last frame of image-to-video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wan_studio.engine.request import GenerationRequest, RequestError, validate
+from wan_studio.engine.s2v.audio_io import write_wav
+
+
+def _s2v(**kw) -> GenerationRequest:
+    return GenerationRequest(prompt="a woman speaking", model="s2v-14b", **kw)
+
+
+def test_valid_request_resolves_official_defaults(portrait_file: Path, make_audio) -> None:
+    r = validate(_s2v(image=str(portrait_file), audio=str(make_audio(1.0))))
+    assert (r.steps, r.shift, r.guidance, r.fps, (r.width, r.height)) == (40, 3.0, 4.5, 16, (1024, 704))
+
+
+def test_audio_is_required(portrait_file: Path) -> None:
+    with pytest.raises(RequestError, match="needs a speech audio file"):
+        validate(_s2v(image=str(portrait_file)))
+
+
+def test_silent_audio_is_refused(portrait_file: Path, tmp_path: Path) -> None:
+    silent = write_wav(tmp_path / "s.wav", np.zeros(16000, np.float32))
+    with pytest.raises(RequestError, match="silent"):
+        validate(_s2v(image=str(portrait_file), audio=str(silent)))
+
+
+@pytest.mark.parametrize("size,match", [((900, 200), "wide panorama"), ((200, 700), "tall strip"),
+                                        ((100, 120), "at least 128 pixels")])
+def test_non_portrait_images_are_refused(tmp_path: Path, make_audio, size: tuple[int, int], match: str) -> None:
+    path = tmp_path / "pic.png"
+    Image.new("RGB", size, (90, 90, 90)).save(path)
+    with pytest.raises(RequestError, match=match):
+        validate(_s2v(image=str(path), audio=str(make_audio(1.0))))
+
+
+def test_audio_on_a_video_model_is_refused(make_audio) -> None:
+    with pytest.raises(RequestError, match="does not use audio"):
+        validate(GenerationRequest(prompt="x", model="t2v-a14b", audio=str(make_audio(1.0))))
+
+
+def test_last_frame_only_for_image_to_video(image_file: Path) -> None:
+    with pytest.raises(RequestError, match="does not take a last frame"):
+        validate(GenerationRequest(prompt="x", model="ti2v-5b", image=str(image_file), last_image=str(image_file)))
+    r = validate(GenerationRequest(prompt="x", model="i2v-a14b", image=str(image_file), last_image=str(image_file)))
+    assert (r.guidance, r.guidance_2, r.shift, r.steps, r.num_frames) == (3.5, 3.5, 5.0, 40, 81)

@@ -1,0 +1,54 @@
+"""The server hands out files from the outputs folder only, and refuses oversized uploads."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.parametrize("target", [
+    "/etc/passwd",
+    "../../../../etc/passwd",
+    "%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "app.py",
+    "wan_studio/settings.py",
+])
+def test_files_outside_outputs_are_not_served(server, target: str):
+    for prefix in ("gradio_api/file=", "file="):
+        url = server.url + prefix + (target if "%" in target else urllib.parse.quote(target))
+        assert status_of(url) in (403, 404), url
+
+
+def test_a_server_path_passed_as_the_image_is_refused(server):
+    client = Client(server.url, verbose=False)
+    secret = Path(__file__).resolve().parents[2] / "app.py"
+    before = sorted(server.outputs.rglob("*.mp4"))
+    # Refused before our code runs; the reply carries no server detail (no path, no stack trace).
+    with pytest.raises(Exception, match="has raised an exception") as err:
+        client.predict("x", {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "demo-fast", 1,
+                       api_name="/generate")
+    assert "Traceback" not in str(err.value) and str(secret) not in str(err.value)
+    assert sorted(server.outputs.rglob("*.mp4")) == before
+
+
+def test_oversized_upload_is_refused(server, tmp_path: Path):
+    limit_mb = server.studio.settings.max_upload_mb
+    big = tmp_path / "huge.png"
+    with open(big, "wb") as f:
+        f.truncate((limit_mb + 1) * 1024 * 1024)
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        client.predict("x", handle_file(str(big)), "demo-fast", 1, api_name="/generate")

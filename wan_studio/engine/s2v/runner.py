@@ -1,0 +1,113 @@
+"""Run one validated speech-to-video request: chunks with progress and cancel, mp4 with the
+speech muxed in, JSON sidecar. Called by ``engine.generate.generate`` for S2V models."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+import wan_studio
+from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, output_paths
+from wan_studio.engine.request import GenerationRequest, GenerationResult
+from wan_studio.engine.s2v.audio_io import load_speech
+from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for
+from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_json, write_mp4
+
+CHUNK_FRAMES = 80
+
+
+def read_pose_video(path: str | Path, fps: int, max_frames: int) -> np.ndarray:
+    """Frames of a pose video resampled to ``fps`` (nearest frame), at most ``max_frames``: uint8 (T, H, W, 3)."""
+    frames, src_fps = read_mp4(Path(path))
+    count = min(max_frames, int(len(frames) / src_fps * fps))
+    idx = np.minimum(np.round(np.arange(count) * src_fps / fps).astype(np.int64), len(frames) - 1)
+    return frames[idx]
+
+
+def generate_s2v(
+    pipe: S2VPipeline,
+    request: GenerationRequest,
+    outputs_dir: Path,
+    on_progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    extra_sidecar: dict[str, Any] | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+    between_steps: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Make the talking video of a validated, resolved S2V ``request``; write mp4 (with audio) + sidecar.
+
+    ``request.width × request.height`` is the pixel budget; the frame follows the portrait's
+    aspect. Raises ``GenerationCancelled`` from the step after ``cancel`` is set;
+    ``between_steps(done_steps)`` runs after each step (the thermal guard may wait there).
+    """
+    spec = get_spec(request.model)
+    report = on_progress or (lambda p: None)
+    cancel = cancel or threading.Event()
+    t0 = time.perf_counter()
+    speech = load_speech(request.audio)
+    fps = request.fps
+    chunks = chunks_for(speech.frames(fps), chunk_frames)
+    total = chunks * request.steps
+    pose = read_pose_video(request.pose_video, fps, chunks * chunk_frames) if request.pose_video else None
+    step_ends: list[float] = []
+
+    def on_step(chunk: int, _chunks: int, step: int, steps: int) -> None:
+        step_ends.append(time.perf_counter())
+        done = chunk * steps + step
+        eta = None
+        if len(step_ends) >= 2:
+            eta = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) * (total - done)
+        report(Progress("denoising", done, total, step_ends[-1] - t0, eta))
+        if between_steps is not None:
+            between_steps(done)
+        if cancel.is_set():
+            raise GenerationCancelled(f"cancelled after step {done} of {total}")
+
+    if cancel.is_set():
+        raise GenerationCancelled("cancelled before start")
+    report(Progress("encoding", 0, total, 0.0))
+    with Image.open(request.image) as im:
+        image = im.convert("RGB")
+    out = pipe(image, speech.samples, prompt=request.prompt, negative_prompt=request.negative_prompt or "",
+               pose_video=pose, max_area=request.width * request.height, fps=fps, chunk_frames=chunk_frames,
+               num_inference_steps=request.steps, guidance_scale=request.guidance, seed=request.seed,
+               callback=on_step)
+    t_decoded = time.perf_counter()
+    report(Progress("writing", total, total, t_decoded - t0))
+    frames = frames_to_uint8(out.frames)
+    video_path, sidecar_path = output_paths(outputs_dir, request)
+    write_mp4(video_path, frames, fps)
+    mux_audio(video_path, speech.source)
+    t_written = time.perf_counter()
+    timings = {"denoise_s": (step_ends[-1] - t0) if step_ends else 0.0, "total_s": t_written - t0,
+               "write_s": t_written - t_decoded}
+    if len(step_ends) >= 2:
+        timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+    cuda = torch.cuda.is_available()
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    sidecar = {
+        "app": f"wan-studio {wan_studio.__version__}",
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": spec.key, "model_title": spec.title, "mode": "speech-to-video",
+        "demo_random_weights": spec.is_demo,
+        "request": request.to_dict(), "seed": request.seed,
+        "audio": {"file": Path(request.audio).name, "duration_s": round(speech.duration_s, 3)},
+        "chunks": out.chunks, "chunk_frames": chunk_frames, "pose": bool(request.pose_video),
+        "video": {"file": video_path.name, "width": out.width, "height": out.height, "frames": int(frames.shape[0]),
+                  "fps": fps, "duration_s": round(frames.shape[0] / fps, 3)},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
+        **(extra_sidecar or {}),
+    }
+    write_json(sidecar_path, sidecar)
+    report(Progress("done", total, total, t_written - t0))
+    return GenerationResult(video_path, sidecar_path, request, timings, peak)

@@ -1,0 +1,150 @@
+"""Apply a ``Plan`` to a diffusers pipeline with diffusers' and accelerate's own memory features.
+
+Storage (fp8 layerwise casting, bitsandbytes 8-bit) is a property of a loaded component and is set
+when the manager loads it (``apply_storage`` / ``quantization_config``); placement (resident,
+model / group / sequential offload, a second GPU, a split across GPUs) is set here on an assembled
+pipeline, and ``release_component`` undoes it so a shared component can join another pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from wan_studio.memory.plan import Placement, Plan
+
+GROUP_OFFLOAD_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
+PIPELINE_WIDE = ("model_offload", "sequential")
+
+
+class PlanError(ValueError):
+    """The plan cannot be applied to this pipeline as written (checked before anything changes)."""
+
+
+def apply_storage(module: torch.nn.Module, storage: str) -> None:
+    """Store ``module``'s weights as ``storage``; fp8 keeps computing in the module's dtype.
+
+    bf16/fp32 need nothing; int8 is chosen at load time (bitsandbytes quantizes while reading).
+    """
+    if storage == "fp8":
+        compute = next(module.parameters()).dtype
+        if hasattr(module, "enable_layerwise_casting"):
+            module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+        else:  # our own modules (speech to video): the same diffusers hook, default skip patterns
+            from diffusers.hooks import apply_layerwise_casting
+
+            apply_layerwise_casting(module, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+
+
+def check_plan(pipe: Any, plan: Plan) -> list[Placement]:
+    """The placements that apply to ``pipe``; raise ``PlanError`` for a plan diffusers cannot do."""
+    present = [p for p in plan.placements if isinstance(getattr(pipe, p.component, None), torch.nn.Module)]
+    modes = {p.offload for p in present}
+    wide = modes & set(PIPELINE_WIDE)
+    if wide and (len(modes) > 1 or len({p.device for p in present}) > 1):
+        raise PlanError(f"{'/'.join(sorted(wide))} moves the whole pipeline to one device; "
+                        f"it cannot be mixed with {sorted(modes - wide)} or several devices")
+    primary = plan.primary_device
+    vae = plan.placement("vae")
+    # The pipeline calls vae.decode (not forward), which device hooks do not see: keep it on the
+    # device the latents live on.
+    if vae is not None and vae.device != primary and vae.offload not in PIPELINE_WIDE:
+        raise PlanError(f"the VAE must sit on the primary device {primary}, not {vae.device}")
+    return present
+
+
+def apply_plan(pipe: Any, plan: Plan) -> None:
+    """Place every component of ``pipe`` as ``plan`` says; enable VAE tiling if planned."""
+    present = check_plan(pipe, plan)
+    modes = {p.offload for p in present}
+    primary = torch.device(plan.primary_device)
+    if "model_offload" in modes:
+        pipe.enable_model_cpu_offload(device=primary)
+    elif "sequential" in modes:
+        pipe.enable_sequential_cpu_offload(device=primary)
+    else:
+        for p in present:
+            _place(getattr(pipe, p.component), p, plan)
+        if len({d for p in present for d in p.devices}) > 1:
+            _align_devices(pipe, present, plan)
+    if plan.vae_tiling and getattr(pipe, "vae", None) is not None:
+        pipe.vae.enable_tiling()
+
+
+def _place(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
+    if p.offload in ("resident", "cpu"):
+        module.to(p.device)
+    elif p.offload == "group_offload":
+        dev = torch.device(p.device)
+        kwargs: dict[str, Any] = dict(onload_device=dev, offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1,
+                                      use_stream=dev.type == "cuda")
+        if hasattr(module, "enable_group_offload"):
+            module.enable_group_offload(**kwargs)
+        else:  # transformers' UMT5 encoder: the same diffusers hook, applied from outside
+            from diffusers.hooks import apply_group_offloading
+
+            apply_group_offloading(module, **kwargs)
+    elif p.offload == "balanced":
+        _split(module, p, plan)
+    else:
+        raise PlanError(f"unknown offload mode {p.offload!r} for {p.component}")
+
+
+def _split(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
+    """Split ``module`` block-wise across its GPUs with accelerate's balanced placement."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = list(getattr(module, "_no_split_modules", None) or [])
+    free: dict[int | str, int] = {}
+    for d in p.devices:
+        index = torch.device(d).index
+        free[index] = torch.cuda.mem_get_info(index)[0]
+    budget = get_balanced_memory(module, max_memory=free, no_split_module_classes=no_split)
+    device_map = infer_auto_device_map(module, max_memory=budget, no_split_module_classes=no_split)
+    if any(v in ("cpu", "disk") for v in device_map.values()):
+        raise PlanError(f"{p.component} does not fit across {p.device}")
+    dispatch_model(module, device_map=device_map, main_device=plan.primary_device)
+
+
+def _align_devices(pipe: Any, present: list[Placement], plan: Plan) -> None:
+    """Components on another GPU (or left on the CPU) get accelerate's device-alignment hook:
+    inputs moved to them, outputs moved back.
+
+    The VAE (first in the pipeline's component order) gets one on the primary device, so the
+    pipeline's execution device — where latents are created — is the primary GPU.
+    """
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+    for p in present:
+        if p.offload not in ("resident", "cpu"):
+            continue
+        if p.device != plan.primary_device or p.component == "vae":
+            add_hook_to_module(getattr(pipe, p.component),
+                               AlignDevicesHook(execution_device=p.device, io_same_device=True))
+
+
+def release_component(module: torch.nn.Module) -> None:
+    """Remove placement hooks from ``module`` and bring it back to the CPU (storage stays)."""
+    from accelerate.hooks import remove_hook_from_module
+
+    remove_hook_from_module(module, recurse=True)
+    # Group offload may hook only submodules (the VAE's inner block lists), so visit them all.
+    for sub in module.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is not None:
+            for name in GROUP_OFFLOAD_HOOKS:
+                registry.remove_hook(name, recurse=False)
+    if not getattr(module, "is_loaded_in_8bit", False):
+        module.to("cpu")
+
+
+def release_pipeline(pipe: Any) -> None:
+    """Undo ``apply_plan`` on every component of ``pipe``."""
+    if hasattr(pipe, "remove_all_hooks"):
+        pipe.remove_all_hooks()
+    for value in pipe.components.values():
+        if isinstance(value, torch.nn.Module):
+            release_component(value)

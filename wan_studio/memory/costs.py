@@ -1,0 +1,130 @@
+"""The byte and time model behind the planner: weights, activations, transfers, per phase.
+
+Every constant that is not arithmetic on a config is calibrated from a GPU measurement and says
+which one (``/work/shared/WAN22_FACTS.md``, H200 with a 24 GB cap; ``bench/run_plan.py`` prints
+predicted next to measured so they can be re-fitted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wan_studio.catalog.specs import ModelSpec
+
+GIB = 2**30
+
+# --- activation model -----------------------------------------------------------------------
+# Peak transient bytes of one transformer forward = tokens × dim × ACT_BYTES_PER_TOKEN_DIM,
+# plus TIMESTEP_BYTES_PER_TOKEN_DIM when the timestep is per token (TI2V-5B's expand_timesteps
+# makes a (tokens, 6·dim) modulation tensor instead of a (1, 6·dim) one).
+# T2V-A14B 832×480×81, fp8 storage + model offload: 17.5 GiB peak − 13.52 GiB fp8 expert
+#   (14.29e9 B + 0.23e9 B of embedders kept in bf16) = 3.98 GiB over 32,760 tokens × 5120 dims.
+ACT_BYTES_PER_TOKEN_DIM = 25.5
+# TI2V-5B 1280×704×121, model offload: 14.6 GiB − 9.31 GiB bf16 transformer = 5.29 GiB over
+#   27,280 tokens × 3072 dims = 67.8 B; minus the 25.5 above.
+TIMESTEP_BYTES_PER_TOKEN_DIM = 42.3
+# Group offload (block level, one block per group, CUDA stream): blocks on the GPU at once besides
+# the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
+# non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
+GROUP_BLOCKS_IN_FLIGHT = 5
+# Text encoding working memory (512 tokens, two prompts) and VAE decode working memory with tiling.
+# Not yet separated in a measurement (bench/run_plan.py reports per-phase peaks to fit them).
+TEXT_WORK_BYTES = int(0.6 * GIB)
+TILED_DECODE_WORK_BYTES = {"wan2.1": int(1.5 * GIB), "wan2.2": int(3.0 * GIB)}
+# CUDA context, cuBLAS workspace, latents, scheduler state: outside max_memory_allocated on the
+# device but inside the card. Subtracted from free memory, not added to the predicted peak.
+CONTEXT_BYTES = int(0.6 * GIB)
+
+# --- time model -------------------------------------------------------------------------------
+MFU = 0.6                 # measured 54–66 % on H200 for these shapes
+GROUP_TRANSFER_EXPOSED = 0.9   # H200: step overhead ≈ 0.85–0.95 × the weight transfer time
+SEQUENTIAL_LINK_FACTOR = 0.25  # leaf-level, unpinned, synchronous copies
+UNPINNED_LINK_FACTOR = 0.5     # model offload moves unpinned weights once per job
+FP8_COMPUTE_FACTOR = 1.01      # T2V-A14B 480p: 6.59 s vs 6.55 s per step
+INT8_COMPUTE_FACTOR = 2.0      # bitsandbytes LLM.int8 matmuls are roughly half speed
+CPU_TFLOPS = 0.5               # a desktop CPU in bf16, for the no-GPU and text-on-CPU cases
+HOST_OVERHEAD_BYTES = 3 * GIB  # Python, torch, Gradio, CUDA host allocations
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What sizes a transformer's activations and FLOPs. Lengths in latent tokens."""
+
+    dim: int
+    ffn: int
+    layers: int
+    spatial_down: int          # pixels per token side: VAE factor × patch 2
+    expand_timesteps: bool
+    nonblock_params: int       # embedders, head: stay bf16 under fp8 storage, always on the GPU
+    text_len: int = 512
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "ti2v-5b": Architecture(3072, 14336, 30, 32, True, 90_000_000),
+    "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    "demo": Architecture(32, 64, 2, 32, True, 10_000),
+    "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000),
+}
+
+
+def arch(spec: ModelSpec) -> Architecture:
+    """The architecture of ``spec``; unknown models are an error (the planner cannot guess)."""
+    try:
+        # "t2v-a14b@high": one expert of a model held by a cluster worker has the model's shapes.
+        return ARCHITECTURES[spec.key.partition("@")[0]]
+    except KeyError:
+        raise KeyError(f"no memory model for '{spec.key}'; add it to costs.ARCHITECTURES") from None
+
+
+def tokens(spec: ModelSpec, width: int, height: int, frames: int) -> int:
+    """Latent tokens of one forward: latent frames × (H/down) × (W/down)."""
+    a = arch(spec)
+    return ((frames - 1) // 4 + 1) * (height // a.spatial_down) * (width // a.spatial_down)
+
+
+def activation_bytes(spec: ModelSpec, n_tokens: int) -> int:
+    """Peak transient bytes of one transformer forward over ``n_tokens`` tokens (calibrated)."""
+    a = arch(spec)
+    per = ACT_BYTES_PER_TOKEN_DIM + (TIMESTEP_BYTES_PER_TOKEN_DIM if a.expand_timesteps else 0.0)
+    return int(n_tokens * a.dim * per)
+
+
+def flops_per_forward(spec: ModelSpec, n_tokens: int) -> float:
+    """FLOPs of one transformer forward (linear layers, attention, cross-attention, FFN)."""
+    a = arch(spec)
+    n, d, t = n_tokens, a.dim, a.text_len
+    per_layer = (8 * n * d * d          # self-attention q, k, v, o
+                 + 4 * n * n * d        # scores and values
+                 + 4 * n * d * d        # cross-attention q, o
+                 + 4 * t * d * d        # cross-attention k, v over the text
+                 + 4 * n * t * d        # cross-attention scores and values
+                 + 4 * n * d * a.ffn)   # feed-forward
+    return float(per_layer * a.layers)
+
+
+def stored_bytes(params: int, storage: str, nonblock_params: int = 0) -> int:
+    """Bytes of ``params`` weights held as ``storage``; layers that fp8/int8 skip stay bf16."""
+    if storage == "fp32":
+        return params * 4
+    if storage == "bf16":
+        return params * 2
+    # fp8 layerwise storage skips embedders and norms; bitsandbytes keeps them in bf16 as well,
+    # and adds one fp32 scale per output row (small, folded into the 2 % below).
+    body = (params - nonblock_params) * (1.02 if storage == "int8" else 1.0)
+    return int(body + nonblock_params * 2)
+
+
+def block_bytes(spec: ModelSpec, params: int, storage: str) -> int:
+    """Bytes of one transformer block at ``storage``."""
+    a = arch(spec)
+    return int(stored_bytes(params - a.nonblock_params, storage) / a.layers)
+
+
+def decode_bytes(spec: ModelSpec, width: int, height: int, frames: int) -> int:
+    """VAE decode working memory with tiling: per-tile work plus the fp32 video, held twice."""
+    video = frames * 3 * height * width * 4
+    if spec.is_demo:  # tiny VAE, no tiling
+        return 2 * video
+    return TILED_DECODE_WORK_BYTES[spec.vae] + 2 * video

@@ -1,0 +1,115 @@
+"""Component loaders for the manager: tiny random-weight parts (demo, tests) and real folders.
+
+A loader reads one component at a time (so identical parts of different models are read once)
+and assembles a diffusers pipeline around cached components.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wan_studio.catalog import loading, tiny
+from wan_studio.catalog.assembly import build_pipeline
+from wan_studio.catalog.specs import ModelSpec
+from wan_studio.memory.apply import apply_storage
+from wan_studio.memory.manager import WholePipelineLoader
+
+# (in, out) latent channels of each model's transformer: Wan2.2 VAE latents are 48 channels;
+# I2V-A14B adds 16 image-latent channels + 4 mask channels to its 16.
+TRANSFORMER_CHANNELS = {"wan2.2": (48, 48), "t2v": (16, 16), "i2v": (36, 16)}
+
+
+def _channels(spec: ModelSpec) -> tuple[int, int]:
+    if spec.vae == "wan2.2":
+        return TRANSFORMER_CHANNELS["wan2.2"]
+    return TRANSFORMER_CHANNELS["i2v" if spec.task == "i2v" else "t2v"]
+
+
+class TinyLoader:
+    """Tiny random-weight components shaped like each model's (the demo model; tests of every model).
+
+    Components are seeded per name, so the same model always gets the same weights.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._tokenizer = tiny.build_tokenizer()
+        # Speech to video is our own pipeline, built whole.
+        self._whole = WholePipelineLoader(lambda spec: tiny.build_demo("s2v", spec.shift, seed))
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        """Build component ``name`` of ``spec`` and store it as ``storage`` (fp8 works on CPU)."""
+        if not spec.diffusers_layout:
+            return self._whole.load(spec, name, storage)
+        if name == "text_encoder":
+            module = tiny.build_text_encoder(len(self._tokenizer), self.seed)
+        elif name == "vae":
+            module = tiny.build_wan22_vae(self.seed) if spec.vae == "wan2.2" else tiny.build_wan21_vae(self.seed)
+        elif name in ("transformer", "transformer_2"):
+            seed = self.seed + (1 if name == "transformer_2" else 0)
+            module = tiny.build_transformer(*_channels(spec), seed=seed)
+        else:
+            raise NotImplementedError(f"no tiny builder for the {name} of {spec.title}")
+        apply_storage(module, storage)
+        return module
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        """A real diffusers pipeline around the tiny components."""
+        if not spec.diffusers_layout:
+            return self._whole.assemble(spec, modules)
+        return build_pipeline(spec, modules, self._tokenizer, tiny.build_scheduler(spec.shift))
+
+
+class FolderLoader:
+    """Components of downloaded models in Diffusers layout under ``models_dir``; the demo is tiny."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+        self._tiny = TinyLoader()
+        self._whole = WholePipelineLoader(lambda spec: loading.load_pipeline(spec, self._folder(spec)))
+
+    def _folder(self, spec: ModelSpec) -> Path:
+        folder = loading.model_folder(spec, self.models_dir)
+        if not folder.exists():
+            raise loading.ModelNotDownloaded(
+                f"{spec.title} is not downloaded ({folder} does not exist); fetch it with: {spec.download_command}")
+        return folder
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        """Read one component: the VAE in fp32, the rest in bf16, 8-bit through bitsandbytes."""
+        if spec.is_demo:
+            return self._tiny.load(spec, name, storage)
+        if not spec.diffusers_layout:
+            return self._whole.load(spec, name, storage)
+        import diffusers
+        from transformers import UMT5EncoderModel
+
+        folder = str(self._folder(spec))
+        if name == "vae":
+            return diffusers.AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        if name == "text_encoder":
+            return UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.bfloat16)
+        extra: dict[str, Any] = {}
+        if storage == "int8":
+            extra["quantization_config"] = diffusers.BitsAndBytesConfig(load_in_8bit=True)
+        module = diffusers.WanTransformer3DModel.from_pretrained(
+            folder, subfolder=name, torch_dtype=torch.bfloat16, **extra)
+        apply_storage(module, storage)
+        return module
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        """The model's pipeline with its own tokenizer and scheduler config."""
+        if spec.is_demo:
+            return self._tiny.assemble(spec, modules)
+        if not spec.diffusers_layout:
+            return self._whole.assemble(spec, modules)
+        from diffusers import UniPCMultistepScheduler
+        from transformers import AutoTokenizer
+
+        folder = str(self._folder(spec))
+        tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        scheduler = UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler")
+        return build_pipeline(spec, modules, tokenizer, scheduler)

@@ -1,0 +1,151 @@
+"""Records the planner produces and the manager applies: ``Placement``, ``Plan``, ``Workload``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+GIB = 2**30
+
+Storage = Literal["bf16", "fp8", "int8", "fp32"]
+Offload = Literal["resident", "model_offload", "group_offload", "sequential", "balanced", "cpu"]
+
+TRANSFORMERS = ("transformer", "transformer_2")
+
+QUALITY_NOTE: dict[str, str] = {
+    "bf16": "full quality (bf16 weights)",
+    "fp32": "full quality",
+    "fp8": "fp8 weight storage, bf16 compute: a slight loss of fine detail",
+    "int8": "8-bit weights (bitsandbytes LLM.int8): a slight loss of detail, slower",
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one component lives and how it reaches the GPU.
+
+    ``device`` is ``cuda:N``, ``cpu``, or ``cuda:0,cuda:1`` for a model split across both GPUs.
+    """
+
+    component: str
+    device: str
+    storage: Storage
+    offload: Offload
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Every device this component computes on."""
+        return tuple(self.device.split(","))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The size of one job: pixels, frames, denoising steps, and whether CFG doubles the forwards."""
+
+    width: int
+    height: int
+    frames: int
+    steps: int
+    cfg: bool = True
+
+    @classmethod
+    def from_request(cls, request: Any) -> Workload:
+        """From a resolved ``GenerationRequest`` (duck-typed: memory does not import the engine)."""
+        cfg = (request.guidance or 0) > 1 or (getattr(request, "guidance_2", None) or 0) > 1
+        return cls(request.width, request.height, request.num_frames, request.steps, cfg)
+
+    def describe(self) -> str:
+        """``832×480×81``."""
+        return f"{self.width}×{self.height}×{self.frames}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the user allows and how much safety margin the planner keeps.
+
+    ``headroom`` is the fraction of free VRAM left unused for allocator fragmentation;
+    ``host_fraction`` the share of host RAM the app may fill.
+    """
+
+    allow_fp8: bool = True
+    allow_8bit: bool = False
+    headroom: float = 0.08
+    host_fraction: float = 0.85
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to run one model for one workload on this machine, with its predicted cost.
+
+    Memory in bytes, times in seconds; ``relative_speed`` is predicted job time with everything
+    resident in bf16 divided by this plan's (1.0 = no offload cost).
+    """
+
+    model: str
+    label: str
+    placements: tuple[Placement, ...]
+    vae_tiling: bool
+    peak_vram: tuple[tuple[str, int], ...]
+    host_ram_bytes: int
+    step_s: float
+    job_s: float
+    relative_speed: float
+    why: str = ""
+
+    def placement(self, component: str) -> Placement | None:
+        """The placement of ``component``, or None when the model has no such part."""
+        return next((p for p in self.placements if p.component == component), None)
+
+    @property
+    def storage(self) -> Storage:
+        """Storage of the transformer(s), which decides the quality cost."""
+        p = self.placement("transformer")
+        return p.storage if p else "bf16"
+
+    @property
+    def quality(self) -> str:
+        """What the storage choice costs in quality, for the user."""
+        return QUALITY_NOTE[self.storage]
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """GPU devices the plan uses, primary first."""
+        out: list[str] = []
+        for p in self.placements:
+            out += [d for d in p.devices if d.startswith("cuda") and d not in out]
+        return tuple(out)
+
+    @property
+    def primary_device(self) -> str:
+        """Where latents live and the VAE decodes: the first transformer's first device."""
+        p = self.placement("transformer")
+        return p.devices[0] if p else "cpu"
+
+    @property
+    def peak_vram_gib(self) -> float:
+        """Highest predicted peak over the devices, GiB."""
+        return max((b for _, b in self.peak_vram), default=0) / GIB
+
+    @property
+    def offload_modes(self) -> set[str]:
+        """Offload modes used by any component."""
+        return {p.offload for p in self.placements}
+
+    def summary(self) -> str:
+        """One line for the UI: label, predicted peak and speed."""
+        return (f"{self.label} — predicted peak {self.peak_vram_gib:.1f} GiB VRAM, "
+                f"{self.host_ram_bytes / GIB:.0f} GiB RAM, {self.relative_speed:.0%} of full speed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record for the sidecar."""
+        d = asdict(self)
+        d["peak_vram_gib"] = {dev: round(b / GIB, 2) for dev, b in self.peak_vram}
+        d["host_ram_gib"] = round(self.host_ram_bytes / GIB, 2)
+        d["quality"] = self.quality
+        for k in ("peak_vram", "host_ram_bytes"):
+            d.pop(k)
+        return d
+
+
+class NoPlanFits(RuntimeError):
+    """No way to run the model on this machine; the message says what is short and by how much."""

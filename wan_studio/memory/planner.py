@@ -1,0 +1,198 @@
+"""(model, workload, hardware, limits) → the fastest ``Plan`` that fits, and lighter fallbacks.
+
+Candidates are the placements diffusers can apply: everything resident; model offload (one whole
+component on the GPU at a time); block-group offload with CUDA-stream prefetch; sequential
+offload; and on two GPUs the text encoder on the second card, one MoE expert per card, or a
+transformer split across both with accelerate. Each is costed by ``estimate``; the planner keeps
+those that fit with headroom and ranks them by predicted speed, with a small preference for bf16
+(quality) and for fewer GPUs (leaves the other free).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterator
+
+from wan_studio.catalog.specs import ModelSpec
+from wan_studio.memory import costs
+from wan_studio.memory.estimate import Estimate, estimate
+from wan_studio.memory.hardware import GpuInfo, Hardware
+from wan_studio.memory.plan import (
+    GIB, TRANSFORMERS, Limits, NoPlanFits, Offload, Placement, Plan, Storage, Workload,
+)
+
+# Score multipliers: fp8 must be clearly faster than the best bf16 plan to be chosen.
+QUALITY_WEIGHT: dict[str, float] = {"bf16": 1.0, "fp32": 1.0, "fp8": 0.95, "int8": 0.93}
+SECOND_GPU_WEIGHT = 0.99
+# A lighter fallback must cut the predicted peak by at least this fraction of the failed plan's.
+LADDER_STEP = 0.85
+
+Layout = tuple[str, dict[str, tuple[str, Offload]]]
+
+
+def _base_storage(spec: ModelSpec, component: str) -> Storage:
+    c = next(c for c in spec.components if c.name == component)
+    return "fp32" if c.dtype == "fp32" else "bf16"
+
+
+def _layouts(spec: ModelSpec, gpus: tuple[GpuInfo, ...]) -> Iterator[Layout]:
+    """(label, component -> (device, offload)) for every layout worth costing."""
+    names = [c.name for c in spec.components]
+    experts = [n for n in names if n in TRANSFORMERS]
+    others = [n for n in names if n not in TRANSFORMERS]
+    if not gpus:
+        yield "cpu", {n: ("cpu", "cpu") for n in names}
+        return
+    g0 = gpus[0].device
+    for mode, label in (("resident", "all on GPU"), ("model_offload", "model offload"),
+                        ("group_offload", "block offload with prefetch"), ("sequential", "sequential offload")):
+        yield label, {n: (g0, mode) for n in names}
+    if spec.is_demo:
+        return
+    for mode, label in (("resident", "on GPU 0"), ("group_offload", "block offload on GPU 0")):
+        layout = {n: (g0, mode) for n in names}
+        layout["text_encoder"] = ("cpu", "cpu")
+        yield f"text encoder on CPU, transformer {label}", layout
+    if len(gpus) < 2:
+        return
+    g1 = gpus[1].device
+    for mode, label in (("resident", "on GPU 0"), ("group_offload", "block offload on GPU 0")):
+        layout = {n: (g0, mode) for n in names}
+        layout["text_encoder"] = (g1, "resident")
+        yield f"text encoder on GPU 1, transformer {label}", layout
+    if len(experts) == 2:
+        for te, te_label in (((g0, "group_offload"), "streamed on GPU 0"), ((g1, "resident"), "on GPU 1")):
+            layout = {"transformer": (g0, "resident"), "transformer_2": (g1, "resident")}
+            layout |= {n: (g0, "resident") for n in others}
+            layout["text_encoder"] = te
+            yield f"one expert per GPU, text encoder {te_label}", layout
+    both = f"{g0},{g1}"
+    layout = {n: (both, "balanced") for n in experts} | {n: (g0, "resident") for n in others}
+    layout["text_encoder"] = (g0, "group_offload")
+    yield "transformer split across both GPUs", layout
+
+
+def _storages(spec: ModelSpec, limits: Limits, has_gpu: bool) -> list[Storage]:
+    if spec.is_demo:
+        return ["fp32"]
+    out: list[Storage] = ["bf16"]
+    if limits.allow_fp8:
+        out.append("fp8")
+    if limits.allow_8bit and has_gpu:
+        out.append("int8")
+    return out
+
+
+def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) -> list[tuple[Plan, Estimate]]:
+    """Every costed plan, fitting or not, in no particular order."""
+    gpus = tuple(sorted(hw.gpus, key=lambda g: -g.free_bytes))
+    out: list[tuple[Plan, Estimate]] = []
+    for label, layout in _layouts(spec, gpus):
+        for storage in _storages(spec, limits, bool(gpus)):
+            placements: list[Placement] = []
+            for c in spec.components:
+                device, offload = layout[c.name]
+                s = storage if c.name in TRANSFORMERS else _base_storage(spec, c.name)
+                placements.append(Placement(c.name, device, s, offload))
+            if storage == "int8" and any(p.offload in ("group_offload", "sequential", "balanced")
+                                         for p in placements if p.component in TRANSFORMERS):
+                continue  # bitsandbytes weights cannot be streamed or split by these hooks
+            pl = tuple(placements)
+            est = estimate(spec, work, pl, hw)
+            name = label if storage in ("bf16", "fp32") else f"{label}, {storage} transformer"
+            plan = Plan(spec.key, name, pl, vae_tiling=not spec.is_demo,
+                        peak_vram=tuple(est.peak_vram.items()), host_ram_bytes=est.host_ram_bytes,
+                        step_s=est.step_s, job_s=est.job_s, relative_speed=min(est.relative_speed, 1.0))
+            out.append((plan, est))
+    return out
+
+
+def shortfall(plan: Plan, hw: Hardware, limits: Limits) -> str | None:
+    """Why ``plan`` does not fit (None when it does)."""
+    free = {g.device: g.free_bytes for g in hw.gpus}
+    for dev, need in plan.peak_vram:
+        usable = (free.get(dev, 0) - costs.CONTEXT_BYTES) * (1 - limits.headroom)
+        if need > usable:
+            return f"needs {need / GIB:.1f} GiB on {dev} where {usable / GIB:.1f} GiB are usable"
+    ram = hw.host_total_bytes * limits.host_fraction
+    if plan.host_ram_bytes > ram:
+        return f"needs {plan.host_ram_bytes / GIB:.0f} GiB of RAM where {ram / GIB:.0f} GiB are usable"
+    return None
+
+
+def score(plan: Plan) -> float:
+    """Higher is better: predicted speed, nudged towards bf16 and towards one GPU."""
+    w = QUALITY_WEIGHT[plan.storage] * (SECOND_GPU_WEIGHT if len(plan.devices) > 1 else 1.0)
+    return plan.relative_speed * w
+
+
+def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None) -> list[Plan]:
+    """The chosen plan first, then ever lighter plans that fit, for out-of-memory recovery.
+
+    Raises ``NoPlanFits`` with the nearest miss when nothing fits.
+    """
+    limits = limits or Limits()
+    scored = candidates(spec, work, hw, limits)
+    fitting = [p for p, _ in scored if shortfall(p, hw, limits) is None]
+    if not fitting:
+        raise NoPlanFits(_no_fit_message(spec, work, hw, limits, [p for p, _ in scored]))
+    fitting.sort(key=score, reverse=True)
+    chosen = replace(fitting[0], why=_why(fitting[0], [p for p, _ in scored], hw, limits))
+    ladder = [chosen]
+    while True:
+        cap = ladder[-1].peak_vram_gib * LADDER_STEP
+        lighter = [p for p in fitting if p.peak_vram_gib < cap]
+        if not lighter:
+            return ladder
+        nxt = lighter[0]
+        ladder.append(replace(nxt, why=f"lighter fallback after running out of memory: {nxt.summary()}"))
+
+
+def choose(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None) -> Plan:
+    """The fastest plan that fits with headroom (see ``plan_ladder``)."""
+    return plan_ladder(spec, work, hw, limits)[0]
+
+
+def _why(plan: Plan, every: list[Plan], hw: Hardware, limits: Limits) -> str:
+    """One sentence: what was chosen and what stopped the faster options."""
+    if not hw.has_gpu:
+        return (f"No GPU found, so everything runs on the CPU (about {_duration(plan.job_s)} of "
+                f"denoising predicted); a CUDA GPU is far faster.")
+    faster = [p for p in every if score(p) > score(plan) and shortfall(p, hw, limits)]
+    faster.sort(key=score, reverse=True)
+    tail = f"predicted peak {plan.peak_vram_gib:.1f} GiB, {plan.relative_speed:.0%} of full speed, {plan.quality}"
+    if not faster:
+        return f"{plan.label}: the fastest way to run it here; {tail}."
+    f = faster[0]
+    return f"{plan.label}: the faster '{f.label}' {shortfall(f, hw, limits)}; {tail}."
+
+
+def _duration(seconds: float) -> str:
+    """``12 s``, ``7 min``, ``3.5 h``."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _overshoot(plan: Plan, hw: Hardware, limits: Limits) -> float:
+    """How many times over its tightest budget ``plan`` is (≤ 1 fits)."""
+    free = {g.device: g.free_bytes for g in hw.gpus}
+    ratios = [plan.host_ram_bytes / (hw.host_total_bytes * limits.host_fraction)]
+    for dev, need in plan.peak_vram:
+        usable = max((free.get(dev, 0) - costs.CONTEXT_BYTES) * (1 - limits.headroom), 1)
+        ratios.append(need / usable)
+    return max(ratios)
+
+
+def _no_fit_message(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits, every: list[Plan]) -> str:
+    nearest = min(every, key=lambda p: _overshoot(p, hw, limits))
+    hints = []
+    if not limits.allow_fp8:
+        hints.append("allow fp8 storage")
+    if not limits.allow_8bit:
+        hints.append("allow 8-bit weights")
+    hints += ["lower the resolution or the number of frames", "free GPU memory or add RAM"]
+    return (f"{spec.title} cannot run at {work.describe()} on {hw.describe()}: the closest plan "
+            f"('{nearest.label}') {shortfall(nearest, hw, limits)}. Try to {', or '.join(hints)}.")
