@@ -31,31 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_studio.cluster.split import ExpertHost, Packed, SplitStats, SplitTransformer, pack, twin_with  # noqa: E402
 
-FULL = {  # WAN22_FACTS.md: transformer shapes
-    "ti2v": dict(num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30),
-    "a14b": dict(num_attention_heads=40, in_channels=16, out_channels=16, ffn_dim=13824, num_layers=40),
-}
+def full_transformer(kind: str, name: str, device: str, like: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Expert ``name`` of TI2V-5B (``kind`` "ti2v") or T2V-A14B ("a14b") at full size with random
+    bf16 weights on ``device`` (``catalog.synthetic``); with ``like``, a copy of its weights."""
+    from wan_studio.catalog import synthetic
+    from wan_studio.catalog.specs import get_spec
 
-
-def full_transformer(kind: str, device: str, like: torch.nn.Module | None = None) -> torch.nn.Module:
-    """A full-size Wan transformer with random bf16 weights on ``device`` (a copy of ``like``'s)."""
-    from accelerate import init_empty_weights
-    from diffusers import WanTransformer3DModel
-    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
-
-    with init_empty_weights():
-        m = WanTransformer3DModel(patch_size=(1, 2, 2), attention_head_dim=128, text_dim=4096, freq_dim=256,
-                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
-                                  rope_max_seq_len=1024, **FULL[kind])
-    m = m.to_empty(device=device).to(torch.bfloat16)
-    m.rope = WanRotaryPosEmbed(128, (1, 2, 2), 1024).to(device)  # its buffers were built on meta
-    with torch.no_grad():
-        if like is not None:
-            m.load_state_dict(like.state_dict())
-        else:
-            for name, p in m.named_parameters():
-                p.fill_(1.0) if p.dim() == 1 and "norm" in name else p.normal_(0.0, 0.02)
-    return m.eval()
+    module = synthetic.build_component(get_spec("ti2v-5b" if kind == "ti2v" else "t2v-a14b"), name, device)
+    if like is not None:
+        with torch.no_grad():
+            module.load_state_dict(like.state_dict())
+    return module
 
 
 class ThreadPeer:
@@ -132,8 +118,8 @@ def median_after_first(times: list[float]) -> float:
 
 
 def case_cfg(a: argparse.Namespace, dev0: str, dev1: str) -> dict[str, Any]:
-    m0 = a.build("ti2v", dev0, None)
-    m1 = a.build("ti2v", dev1, m0)
+    m0 = a.build("ti2v", "transformer", dev0, None)
+    m1 = a.build("ti2v", "transformer", dev1, m0)
     pipe = shell_pipeline("ti2v", dev0, m0)
     warm_up(pipe, a, dev0, m0.dtype)
     single, t_single = denoise(pipe, a, dev0, m0.dtype)
@@ -149,14 +135,14 @@ def case_cfg(a: argparse.Namespace, dev0: str, dev1: str) -> dict[str, Any]:
 
 
 def case_experts(a: argparse.Namespace, dev0: str, dev1: str) -> dict[str, Any]:
-    high0 = a.build("a14b", dev0, None)
-    low0 = a.build("a14b", dev0, None)
+    high0 = a.build("a14b", "transformer", dev0, None)
+    low0 = a.build("a14b", "transformer_2", dev0, None)
     one_gpu = shell_pipeline("a14b", dev0, high0, low0)
     warm_up(one_gpu, a, dev0, high0.dtype)
     t0 = time.perf_counter()
     reference = [denoise(one_gpu, a, dev0, high0.dtype)[0] for _ in range(a.jobs)]
     t_one = time.perf_counter() - t0
-    low1 = a.build("a14b", dev1, low0)
+    low1 = a.build("a14b", "transformer_2", dev1, low0)
     del low0, one_gpu
     locks = {dev0: threading.Lock(), dev1: threading.Lock()}
     on0 = ThreadPeer("gpu0", {"transformer": high0}, locks[dev0])
@@ -227,8 +213,9 @@ def main() -> int:
     if a.tiny:
         from wan_studio.catalog import tiny
 
-        def build(kind: str, device: str, like: Any) -> torch.nn.Module:
-            return tiny.build_transformer(48 if kind == "ti2v" else 16, 48 if kind == "ti2v" else 16)
+        def build(kind: str, name: str, device: str, like: Any) -> torch.nn.Module:
+            channels = 48 if kind == "ti2v" else 16
+            return tiny.build_transformer(channels, channels, seed=1 if name == "transformer_2" else 0)
 
         a.build, a.text_dim, a.height, a.width, a.frames = build, tiny.TEXT_DIM, 64, 64, 9
         a.steps = a.steps or 6
