@@ -8,6 +8,7 @@ param(
 )
 $ErrorActionPreference = "Stop"
 $env:RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = "1"
+$env:CUDA_DEVICE_ORDER = "PCI_BUS_ID"  # GPU numbers as NVML counts them (telemetry, thermal guard)
 python -c "import sys, ray; print('Python', sys.version.split()[0], 'Ray', ray.__version__)"
 ray stop --force 2>$null
 ray start --address="${HeadIp}:6379" --node-ip-address="$MyIp" --num-gpus=1 `
