@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as e:
         print(f"Wan Studio cannot start: {e}", file=sys.stderr)
         return 3
+    except RuntimeError as e:
+        if settings.ray_address:  # the cluster (or Ray itself) is missing: ClusterUnavailable says which
+            print(f"Wan Studio cannot reach the Ray cluster: {e}", file=sys.stderr)
+            return 2
+        raise
     for job in studio.queue.swept:
         print(f"job {job.id}: {job.status} after restart ({job.error})", flush=True)
     app = build_app(studio)

@@ -101,3 +101,10 @@ def test_download_of_an_unknown_model_lists_the_known_ones():
     res = subprocess.run([sys.executable, "app.py", "--download", "wan9"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 2 and "ti2v-5b" in res.stderr
+
+
+def test_unreachable_ray_cluster_is_a_clear_error(tmp_path: Path):
+    res = subprocess.run([sys.executable, "app.py", "--ray-address", "127.0.0.1:1", "--outputs-dir",
+                          str(tmp_path / "out"), "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 2
+    assert "cannot reach the Ray cluster" in res.stderr and "ray start --head" in res.stderr

@@ -113,11 +113,19 @@ class Studio:
                      thermal=ThermalGuard(telemetry.latest, limits),
                      accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
                      limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
-        executor = studio._inline_executor() if injected else LocalExecutor(
-            settings.models_dir, settings.outputs_dir, worker_devices(settings),
-            thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
-                     "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
-            memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit})
+        if injected:
+            executor = studio._inline_executor()
+        elif settings.ray_address:
+            # Imported only when chosen; an unreachable cluster raises ClusterUnavailable at start.
+            from wan_studio.cluster.ray_backend import executor_from_settings
+
+            executor = executor_from_settings(settings, on_samples=telemetry.ingest)
+        else:
+            executor = LocalExecutor(
+                settings.models_dir, settings.outputs_dir, worker_devices(settings),
+                thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
+                         "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
+                memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit})
         studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)

@@ -35,6 +35,9 @@ class Settings:
     thermal_pause_c: float = 83.0
     thermal_resume_c: float = 75.0
     telemetry_interval_s: float = 1.0
+    # Ray cluster ("auto" or "HOST:PORT"; None runs jobs on this PC only) and how jobs may split.
+    ray_address: str | None = None
+    split: str = "auto"
     # Sharing: accounts file (user:scrypt-hash:role lines) and limits for non-admin users.
     accounts_file: Path | None = None
     add_user: str | None = None
@@ -109,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-thermal-guard", dest="thermal_guard", action="store_false",
                    default=env("WAN_STUDIO_THERMAL_GUARD", "1") not in ("0", "false", "no"),
                    help="never pause jobs for heat (temperatures are still shown)")
+    p.add_argument("--ray-address", default=env("WAN_STUDIO_RAY_ADDRESS"), metavar="auto|HOST:PORT",
+                   help="run jobs on the GPUs of a Ray cluster (docs/CLUSTER.md); 'auto' joins the one on this PC")
+    p.add_argument("--split", choices=("off", "cfg", "experts", "auto"), default=env("WAN_STUDIO_SPLIT", "auto"),
+                   help="with --ray-address: let one job use two GPUs (cfg: guidance branches in parallel; "
+                        "experts: A14B high/low-noise experts on different GPUs; auto: both where they apply)")
     p.add_argument("--accounts", dest="accounts_file", type=Path, default=env("WAN_STUDIO_ACCOUNTS"),
                    metavar="FILE", help="log in with the accounts in FILE (lines user:scrypt-hash:role)")
     p.add_argument("--add-user", metavar="NAME", default=None,
@@ -153,6 +161,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         thermal_guard=ns.thermal_guard,
         thermal_pause_c=ns.thermal_pause_c,
         thermal_resume_c=ns.thermal_resume_c,
+        ray_address=ns.ray_address,
+        split=ns.split,
         accounts_file=ns.accounts_file,
         add_user=ns.add_user,
         add_admin=ns.add_admin,

@@ -14,8 +14,10 @@ def build_pipeline(spec: ModelSpec, modules: dict[str, Any], tokenizer: Any, sch
     if not spec.diffusers_layout:
         raise NotImplementedError(f"{spec.title} runs through its own pipeline, not a diffusers one")
     cls = getattr(diffusers, spec.pipeline)
+    # Either expert may be missing: a cluster worker holding one expert of an A14B model builds its
+    # pipeline around that one alone.
     kwargs: dict[str, Any] = dict(tokenizer=tokenizer, scheduler=scheduler, text_encoder=modules["text_encoder"],
-                                  vae=modules["vae"], transformer=modules["transformer"],
+                                  vae=modules["vae"], transformer=modules.get("transformer"),
                                   transformer_2=modules.get("transformer_2"), boundary_ratio=spec.boundary,
                                   expand_timesteps=spec.vae == "wan2.2")
     if spec.pipeline == "WanImageToVideoPipeline":

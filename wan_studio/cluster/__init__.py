@@ -1,1 +1,1 @@
-"""Where a job runs: the executor interface and its implementations (local worker processes)."""
+"""Where a job runs: the executor interface, local worker processes, and the Ray backend (imported only when chosen)."""

@@ -104,9 +104,13 @@ def event_from_message(msg: dict[str, Any], worker: str) -> JobEvent:
 
 
 def make_executor(kind: str, **options: Any) -> Executor:
-    """Build the executor named ``kind`` ("local"); other backends are imported only here."""
+    """Build the executor named ``kind`` ("local" or "ray"); backends are imported only here."""
     if kind == "local":
         from wan_studio.cluster.local import LocalExecutor
 
         return LocalExecutor(**options)
-    raise ValueError(f"unknown executor {kind!r}; choose 'local'")
+    if kind == "ray":
+        from wan_studio.cluster.ray_backend import RayExecutor
+
+        return RayExecutor(**options)
+    raise ValueError(f"unknown executor {kind!r}; choose 'local' or 'ray'")

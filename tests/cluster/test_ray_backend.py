@@ -1,0 +1,304 @@
+"""The Ray executor on a real two-node Ray cluster on this machine (CPU, tiny models).
+
+Each node declares one GPU slot, so every path of a real cluster runs (one actor per GPU, node
+affinity, heartbeats); the "GPUs" are read through a fake NVML whose host name differs per node.
+One cluster and one executor serve every test; the fault test, which changes the cluster, runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import tests.cluster.fakes as fakes  # noqa: E402
+import tests.gpu.fake_nvml as fake_nvml  # noqa: E402
+from wan_studio.cluster.executor import JobEvent, WorkerGone  # noqa: E402
+from wan_studio.cluster.ray_backend import ClusterUnavailable, RayExecutor, import_ray  # noqa: E402
+from wan_studio.cluster.ray_worker import WorkerOptions  # noqa: E402
+from wan_studio.engine.request import GenerationRequest  # noqa: E402
+from wan_studio.engine.video_io import read_mp4  # noqa: E402
+from wan_studio.gpu import NoGpuTelemetry, TelemetrySampler  # noqa: E402
+
+TERMINAL = ("done", "failed", "cancelled", "lost")
+
+
+class Events:
+    """The executor's event sink, with waits a test can read. An event a wait passes over stays in
+    ``backlog`` for a later wait (two jobs may end in either order)."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[JobEvent] = queue.Queue()
+        self.backlog: list[JobEvent] = []
+
+    def __call__(self, event: JobEvent) -> None:
+        self.q.put(event)
+
+    def until(self, pred: Any, timeout: float = 120.0) -> JobEvent:
+        for event in self.backlog:
+            if pred(event):
+                self.backlog.remove(event)
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.q.get(timeout=max(0.1, deadline - time.monotonic()))
+            if pred(event):
+                return event
+            self.backlog.append(event)
+
+    def end_of(self, job_id: str, timeout: float = 120.0) -> JobEvent:
+        return self.until(lambda e: e.job_id == job_id and e.kind in TERMINAL, timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    ray.cloudpickle.register_pickle_by_value(fakes)
+    ray.cloudpickle.register_pickle_by_value(fake_nvml)
+    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=1, include_dashboard=False))
+    c.add_node(num_cpus=1, num_gpus=1)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hot_flag(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("thermal") / "hot"
+
+
+@pytest.fixture(scope="module")
+def setup(cluster, hot_flag, tmp_path_factory):
+    sampler = TelemetrySampler(NoGpuTelemetry("no local GPU in tests"), interval_s=0.5)
+    events = Events()
+    options = WorkerOptions(tiny_models=True, telemetry_factory=fakes.FlagTelemetryFactory(str(hot_flag)),
+                            thermal_poll_s=0.2)
+    ex = RayExecutor(cluster.address, tmp_path_factory.mktemp("outputs"), options, heartbeat_s=0.5,
+                     on_samples=sampler.ingest)
+    ex.start(events)
+    deadline = time.monotonic() + 120
+    while len(ex.idle_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(ex.idle_workers()) == 2, ex.workers()
+    yield ex, events, sampler
+    ex.shutdown()
+
+
+def request(model: str = "demo", **fields: Any) -> dict[str, Any]:
+    base = dict(prompt="a lighthouse at dusk", model=model, width=64, height=64, num_frames=5, steps=4,
+                seed=11, guidance=4.0)
+    return GenerationRequest(**{**base, **fields}).resolved().to_dict()
+
+
+def run(ex: RayExecutor, events: Events, worker: str, job_id: str, req: dict[str, Any]) -> JobEvent:
+    ex.submit(worker, job_id, req)
+    return events.end_of(job_id)
+
+
+def frames(event: JobEvent) -> np.ndarray:
+    assert event.kind == "done", event.error
+    return read_mp4(Path(next(o for o in event.outputs if o.endswith(".mp4"))))[0]
+
+
+def sidecar(event: JobEvent) -> dict[str, Any]:
+    return json.loads(Path(next(o for o in event.outputs if o.endswith(".json"))).read_text())
+
+
+def names(ex: RayExecutor) -> list[str]:
+    return [w.name for w in ex.workers()]
+
+
+def test_one_worker_per_gpu_and_both_pcs_gpus_reach_the_panel(setup) -> None:
+    ex, _events, sampler = setup
+    workers = ex.workers()
+    assert len(workers) == 2 and all(w.state == "idle" and w.pid for w in workers)
+    deadline = time.monotonic() + 20
+    while len({s.host for s in sampler.latest()}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    latest = sampler.latest()
+    assert {s.host for s in latest} == {"pc-" + w.name.split("~")[1][:6] for w in workers}
+    assert all(s.name == "NVIDIA GeForce RTX 3090" and s.temperature_c == 50 for s in latest)
+
+
+def test_job_result_lands_in_the_head_outputs_and_the_worker_keeps_the_model(setup) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    first = names(ex)[0]
+    done = run(ex, events, first, "affinity", request())
+    assert done.worker == first and all(Path(o).is_file() for o in done.outputs)
+    assert all(Path(o).is_relative_to(ex.outputs_dir) for o in done.outputs)
+    assert sidecar(done)["worker"] == first and frames(done).shape == (5, 64, 64, 3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        loaded = {w.name: w.loaded for w in ex.workers()}
+        if "demo" in loaded[first]:
+            break
+        time.sleep(0.2)
+    assert "demo" in loaded[first] and "demo" not in loaded[names(ex)[1]]
+    # The worker is free again, and a second job on it is refused only while it runs.
+    ex.submit(first, "busy", request(steps=2))
+    with pytest.raises(WorkerGone):
+        ex.submit(first, "again", request())
+    assert events.end_of("busy").kind == "done"
+
+
+def test_a_start_image_travels_with_the_job(setup, image_file) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    done = run(ex, events, names(ex)[1], "with-image", request(image=str(image_file), steps=2))
+    assert sidecar(done)["mode"] == "image-to-video"
+
+
+def test_a_job_that_fails_on_the_worker_says_why_and_frees_it(setup) -> None:
+    ex, events, _ = setup
+    worker = names(ex)[0]
+    failed = run(ex, events, worker, "bad", {**request(), "colour": "blue"})
+    assert failed.kind == "failed" and "unknown request field(s): colour" in failed.error
+    assert worker in [w.name for w in ex.idle_workers()]
+
+
+def test_cfg_split_output_equals_the_single_gpu_output(setup) -> None:
+    ex, events, _ = setup
+    a, b = names(ex)
+    ex.split = "off"
+    single = run(ex, events, a, "cfg-single", request(steps=5))
+    ex.split = "cfg"
+    ex.submit(a, "cfg-split", request(steps=5))
+    assert [w.name for w in ex.idle_workers()] == []  # the peer is borrowed for the job
+    split = events.end_of("cfg-split")
+    assert np.array_equal(frames(split), frames(single))
+    info = sidecar(split)["split"]
+    assert info["mode"] == "cfg" and info["peer"] == b and info["remote_steps"] == 4
+    latent = 48 * 2 * 4 * 4 * 4  # float32 latents of a 64×64×5 tiny job
+    assert 2 * latent <= ex.bytes_per_step["cfg-split"] <= 2 * latent + 512
+    assert "split" not in sidecar(single)
+
+
+def test_expert_split_equals_single_and_two_jobs_overlap(setup) -> None:
+    ex, events, _ = setup
+    a, b = names(ex)
+    ex.split = "off"
+    req = request("t2v-a14b", steps=6, shift=3.0)
+    single = run(ex, events, a, "experts-single", req)
+    ex.split = "experts"
+    ex.submit(a, "experts-1", req)
+    ex.submit(b, "experts-2", req)  # driven from the low-noise worker: both stages still run
+    one, two = events.end_of("experts-1"), events.end_of("experts-2")
+    assert np.array_equal(frames(one), frames(single)) and np.array_equal(frames(two), frames(single))
+    assert sidecar(one)["split"]["peer"] == b and sidecar(two)["split"]["peer"] == a
+    time.sleep(1.5)  # a heartbeat brings the loaded lists
+    loaded = {w.name: w.loaded for w in ex.workers()}
+    assert "t2v-a14b@high" in loaded[a] and "t2v-a14b@low" not in loaded[a]
+    assert "t2v-a14b@low" in loaded[b] and "t2v-a14b@high" not in loaded[b]
+
+
+def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    worker = names(ex)[1]
+    hot_flag.touch()
+    try:
+        ex.submit(worker, "hot", request(steps=3))
+        paused = events.until(lambda e: e.job_id == "hot" and e.kind == "progress"
+                              and e.progress["stage"] == "paused")
+        assert "pc-" in paused.progress["note"] and "90 °C" in paused.progress["note"]
+    finally:
+        hot_flag.unlink()
+    done = events.end_of("hot")
+    pauses = sidecar(done)["thermal_pauses"]
+    assert len(pauses) >= 1 and pauses[0]["ended"] == "cooled" and pauses[0]["start_c"] == 90
+
+
+def hold(ex: RayExecutor, events: Events, worker: str, job_id: str, hot_flag: Path) -> None:
+    """Start ``job_id`` on ``worker`` and return once it sits mid-job in a thermal pause (the GPU
+    stays "hot" until the test removes ``hot_flag``), so what happens next hits a running job."""
+    hot_flag.touch()
+    ex.submit(worker, job_id, request(steps=3))
+    events.until(lambda e: e.job_id == job_id and e.kind == "progress" and e.progress["stage"] == "paused")
+
+
+def test_cancel_stops_a_remote_job(setup, hot_flag) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    try:
+        hold(ex, events, names(ex)[0], "cancel-me", hot_flag)
+        assert ex.cancel("cancel-me")
+    finally:
+        hot_flag.unlink()
+    assert events.end_of("cancel-me").kind == "cancelled"
+    assert not ex.cancel("cancel-me")
+
+
+def test_missing_ray_is_named_with_the_install_command(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ClusterUnavailable, match="pip install"):
+        import_ray()
+
+
+def test_an_unreachable_cluster_is_named_with_the_fix() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterUnavailable, match=f"Nothing answers at 127.0.0.1:{port}.*ray start --head"):
+        RayExecutor(f"127.0.0.1:{port}", Path("unused")).start(lambda e: None)
+    with pytest.raises(ClusterUnavailable, match="HOST:PORT"):
+        RayExecutor("my-pc", Path("unused")).start(lambda e: None)
+
+
+def test_cluster_check_lists_every_node_with_matching_versions(setup) -> None:
+    from wan_studio.cluster.check import check
+
+    reports, problems = check("auto")
+    assert len(reports) == 2 and len({tuple(r.versions.items()) for r in reports}) == 1
+    assert problems == ["no node reports an NVIDIA GPU: check the driver (nvidia-smi) on each PC"]
+
+
+def wait_for(pred: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster, hot_flag) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    # 1. The worker process dies mid-job: the job is lost, requeued, and the actor comes back.
+    victim = names(ex)[1]
+    hold(ex, events, victim, "killed", hot_flag)
+    os.kill(next(w.pid for w in ex.workers() if w.name == victim), signal.SIGKILL)
+    hot_flag.unlink()
+    lost = events.end_of("killed")
+    assert lost.kind == "lost" and victim in lost.error
+    survivor = next(w.name for w in ex.idle_workers() if w.name != victim)
+    assert run(ex, events, survivor, "killed", request(steps=3)).kind == "done"
+    wait_for(lambda: any(w.name == victim and w.state == "idle" and w.restarts == 1 for w in ex.workers()))
+    # 2. A whole node dies mid-job; once a node is back, it gets a worker again.
+    node = cluster.add_node(num_cpus=1, num_gpus=1)
+    wait_for(lambda: len(ex.idle_workers()) == 3)
+    third = next(w.name for w in ex.workers() if node.node_id.startswith(w.name.split("~")[1][:6]))
+    hold(ex, events, third, "node-lost", hot_flag)
+    # A PC switched off: its raylet and its worker processes die together (a worker whose raylet
+    # alone died would still stream to the head for a while, which a real power loss never does).
+    pid = next(w.pid for w in ex.workers() if w.name == third)
+    cluster.remove_node(node, allow_graceful=False)
+    os.kill(pid, signal.SIGKILL)
+    hot_flag.unlink()
+    assert events.end_of("node-lost").kind == "lost"
+    assert run(ex, events, ex.idle_workers()[0].name, "node-lost", request(steps=3)).kind == "done"
+    wait_for(lambda: third not in names(ex))
+    cluster.add_node(num_cpus=1, num_gpus=1)
+    wait_for(lambda: len(ex.idle_workers()) == 3)
