@@ -33,6 +33,7 @@ from wan_studio.memory.hardware import Hardware
 from wan_studio.memory.loaders import FolderLoader
 from wan_studio.memory.manager import ModelManager
 from wan_studio.memory.plan import Limits, NoPlanFits, Plan, Workload
+from wan_studio.memory.overrides import overrides_of
 from wan_studio.memory.planner import plan_ladder
 from wan_studio.presets import Preset, load_presets
 from wan_studio.settings import Settings
@@ -125,7 +126,8 @@ class Studio:
                 settings.models_dir, settings.outputs_dir, worker_devices(settings),
                 thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
                          "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
-                memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit})
+                memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit},
+                loras_dir=settings.loras_dir)
         studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
@@ -139,7 +141,8 @@ class Studio:
             return self._thermal_session(total, report, time.perf_counter(), cancel)
 
         return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard,
-                                        plans=lambda request: self.plans(request)))
+                                        plans=lambda request: self.plans(request),
+                                        loras_dir=self.settings.loras_dir))
 
     @property
     def queue(self) -> JobQueue:
@@ -162,7 +165,7 @@ class Studio:
         """The memory plans for a validated request, chosen first, lighter fallbacks after."""
         try:
             return plan_ladder(get_spec(request.model), Workload.from_request(request), self.hardware,
-                               self.memory_limits)
+                               self.memory_limits, overrides_of(request))
         except NoPlanFits as e:
             raise DoesNotFit(str(e)) from None
 
@@ -258,6 +261,10 @@ class Studio:
         check_job_cost(r, self.limits, admin)
         check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
         self.check_available(r)
+        if r.loras:
+            from wan_studio.engine.lora import LoraChoice, check_choices
+
+            check_choices([LoraChoice.parse(x) for x in r.loras], self.settings.loras_dir)
         self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
         extra: dict[str, Any] = {}
         for warning in self.vram_warnings(r):

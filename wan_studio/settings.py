@@ -45,10 +45,13 @@ class Settings:
     max_job_cost: float | None = None
     max_queued_jobs: int | None = None
     max_upload_mb: int = 50
+    # LoRA files (*.safetensors) offered by the Advanced tab and accepted in requests.
+    loras_dir: Path = Path("loras")
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
         self.outputs_dir = Path(self.outputs_dir).expanduser()
+        self.loras_dir = Path(self.loras_dir).expanduser()
         if self.accounts_file is not None:
             self.accounts_file = Path(self.accounts_file).expanduser()
 
@@ -89,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding models in Diffusers layout (default ./models)")
     p.add_argument("--outputs-dir", type=Path, default=Path(env("WAN_STUDIO_OUTPUTS_DIR", "outputs")),
                    help="folder for videos and their JSON sidecars (default ./outputs)")
+    p.add_argument("--loras-dir", type=Path, default=Path(env("WAN_STUDIO_LORAS_DIR", "loras")),
+                   help="folder of LoRA files (*.safetensors) for the Advanced tab (default ./loras)")
     p.add_argument("--share", action="store_true",
                    help="open a public link (always password-protected)")
     p.add_argument("--auth", type=parse_auth, default=None, metavar="USER:PASS",
@@ -169,4 +174,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         max_job_cost=ns.max_job_cost,
         max_queued_jobs=ns.max_queued_jobs,
         max_upload_mb=ns.max_upload_mb,
+        loras_dir=ns.loras_dir,
     )

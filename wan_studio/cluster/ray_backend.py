@@ -378,7 +378,7 @@ def executor_from_settings(settings: Any, on_samples: SamplesSink | None = None)
     """The Ray executor for the app's ``settings`` (``--ray-address``, thermal limits, folders)."""
     options = WorkerOptions(models_dir=str(settings.models_dir), thermal_enabled=settings.thermal_guard,
                             thermal_pause_c=settings.thermal_pause_c, thermal_resume_c=settings.thermal_resume_c,
-                            thermal_poll_s=settings.telemetry_interval_s)
+                            thermal_poll_s=settings.telemetry_interval_s, loras_dir=str(settings.loras_dir))
     return RayExecutor(settings.ray_address, settings.outputs_dir, options, split=settings.split, on_samples=on_samples,
                        heartbeat_s=max(0.5, settings.telemetry_interval_s))
 

@@ -50,6 +50,7 @@ class WorkerOptions:
     thermal_pause_c: float = 83.0
     thermal_resume_c: float = 75.0
     thermal_poll_s: float = 1.0
+    loras_dir: str = "loras"
 
 
 def _hardware(options: WorkerOptions) -> Any:
@@ -222,6 +223,7 @@ class GpuWorker:
             events.put({"kind": "done", "files": {
                 p.relative_to(scratch / "out").as_posix(): p.read_bytes()
                 for p in (result.video_path, result.sidecar_path)}})
+            shutil.rmtree(self._work_dir(job_id), ignore_errors=True)
         except GenerationCancelled as e:
             events.put({"kind": "cancelled", "error": str(e)})
         except PeerLost as e:
@@ -232,16 +234,25 @@ class GpuWorker:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _ladder(self, spec: ModelSpec, work: Any) -> list[Any]:
+    def _ladder(self, spec: ModelSpec, work: Any, overrides: Any = None) -> list[Any]:
         """Memory plans for ``spec`` on this worker's GPU, chosen first, lighter fallbacks after."""
         from wan_studio.memory.planner import plan_ladder
 
-        return plan_ladder(spec, work, self.hardware)
+        return plan_ladder(spec, work, self.hardware, overrides=overrides)
+
+    @staticmethod
+    def _work_dir(job_id: str) -> Path:
+        """Finished long-clip windows of ``job_id`` on this node: outside the actor's own temporary
+        folder, so a restarted actor on the same node resumes the clip."""
+        from wan_studio.engine.job import work_dir_of
+
+        return work_dir_of(Path(tempfile.gettempdir()) / "wan-studio", job_id)
 
     def _generate(self, job_id: str, r: Any, split: dict[str, Any] | None, scratch: Path,
                   events: queue.Queue[dict[str, Any]], cancel: threading.Event,
                   submitted: dict[str, Any] | None = None) -> Any:
         from wan_studio.engine.generate import Progress
+        from wan_studio.memory.overrides import overrides_of
         from wan_studio.memory.plan import Workload
         from wan_studio.memory.recovery import Attempt, run_with_recovery
 
@@ -254,7 +265,7 @@ class GpuWorker:
             events.put({"kind": "progress", "progress": {**dataclasses.asdict(p), "fraction": p.fraction,
                                                          "message": p.message}})
 
-        ladder = self._ladder(mine, work)  # NoPlanFits here: the job fails with the planner's reason
+        ladder = self._ladder(mine, work, overrides_of(r))  # NoPlanFits here: the job fails with the planner's reason
         if split:
             split["work"] = dataclasses.asdict(work)
             split["peer_key"] = expert_variant(spec, _other(keep)).key if keep else spec.key
@@ -275,8 +286,13 @@ class GpuWorker:
 
     def _run(self, pipe: Any, r: Any, job_id: str, split: dict[str, Any] | None, scratch: Path,
              report: Callable[[Any], None], cancel: threading.Event, extra: dict[str, Any]) -> Any:
-        """One attempt of a job on a borrowed pipeline: split stand-ins, thermal guard, generate."""
-        from wan_studio.engine.generate import Progress, generate
+        """One attempt of a job on a borrowed pipeline: split stand-ins, thermal guard, LoRAs, step
+        cache, overrides; a long clip keeps its windows under this node's ``.work/<job_id>``."""
+        from wan_studio.cluster.runner import speed_knobs
+        from wan_studio.engine.caches import MagRatios
+        from wan_studio.engine.generate import Progress
+        from wan_studio.engine.job import calibration_dir_of, execute
+        from wan_studio.memory.overrides import overrides_of
 
         t0 = time.perf_counter()
         runner, stats = self._split_runner(pipe, get_spec(r.model), job_id, split) if split else (pipe, None)
@@ -295,7 +311,13 @@ class GpuWorker:
             if session is not None:
                 session(step)
 
-        return generate(runner, r, scratch / "out", report, cancel, extra_sidecar=extra, between_steps=between)
+        pinned = overrides_of(r)
+        if pinned.to_dict():
+            extra["overrides"] = pinned.to_dict()
+        with speed_knobs(pipe, pinned, None, extra):
+            return execute(runner, r, scratch / "out", loras_dir=Path(self.options.loras_dir),
+                           work_dir=self._work_dir(job_id), ratios=MagRatios(calibration_dir_of(self._out)),
+                           on_progress=report, cancel=cancel, between_steps=between, extra_sidecar=extra)
 
     def _split_runner(self, pipe: Any, spec: ModelSpec, job_id: str,
                       split: dict[str, Any]) -> tuple[Any, SplitStats]:

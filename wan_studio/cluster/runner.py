@@ -8,15 +8,21 @@ report the same events: ``started``, ``progress``*, then exactly one of ``done``
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 from wan_studio.catalog.specs import get_spec
-from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, generate
+from wan_studio.engine.caches import MagRatios
+from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
+from wan_studio.engine.job import calibration_dir_of, execute, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.memory.overrides import PlanOverrides, overrides_of
 from wan_studio.memory.manager import ModelManager
 from wan_studio.memory.plan import Plan
 from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
@@ -32,8 +38,12 @@ class JobRunner:
     """Runs jobs with a manager that outlives them, so models stay loaded between jobs."""
 
     def __init__(self, name: str, manager: ModelManager, outputs_dir: Path, send: Send,
-                 guard_factory: GuardFactory | None = None, plans: PlanLadder | None = None) -> None:
+                 guard_factory: GuardFactory | None = None, plans: PlanLadder | None = None,
+                 loras_dir: Path | None = None) -> None:
         self.plans = plans
+        self.loras_dir = Path(loras_dir) if loras_dir is not None else Path("loras")
+        # Calibrated MagCache ratios live beside the outputs, so every worker of this app sees them.
+        self.ratios = MagRatios(calibration_dir_of(outputs_dir))
         self.name = name
         self.manager = manager
         self.outputs_dir = Path(outputs_dir)
@@ -59,13 +69,20 @@ class JobRunner:
             if guard is not None:
                 sidecar["thermal_pauses"] = guard.records
 
+            pinned = overrides_of(req)
+            if pinned.to_dict():
+                sidecar["overrides"] = pinned.to_dict()
+            # Kept across crashes and retries of this job: a long clip resumes at its first missing window.
+            work_dir = work_dir_of(self.outputs_dir, job_id)
+
             def attempt(plan: Plan | None, before: tuple[Attempt, ...] = ()) -> Any:
-                with self.manager.use(spec, plan) as pipe:
+                with self.manager.use(spec, plan) as pipe, speed_knobs(pipe, pinned, plan, sidecar):
                     if plan is not None:
                         sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                        plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
-                    return generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar,
-                                    between_steps=guard)
+                    return execute(pipe, req, self.outputs_dir, loras_dir=self.loras_dir, work_dir=work_dir,
+                                   ratios=self.ratios, on_progress=report, cancel=cancel, between_steps=guard,
+                                   extra_sidecar=sidecar)
 
             if self.plans is None:
                 result = attempt(None)
@@ -75,6 +92,7 @@ class JobRunner:
                     result = run_with_recovery(self.plans(req), attempt).value
                 except OutOfMemoryEverywhere as e:
                     raise RequestError(str(e)) from None
+            shutil.rmtree(work_dir, ignore_errors=True)
             plan = str(sidecar.get("placement", ""))
             self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": plan,
                        "outputs": [str(result.video_path), str(result.sidecar_path)],
@@ -87,6 +105,30 @@ class JobRunner:
         except Exception as e:  # noqa: BLE001 - any model error must reach the user, not kill the worker
             traceback.print_exc()
             self.send({"ev": "failed", "job_id": job_id, "at": time.time(), "error": f"{type(e).__name__}: {e}"})
+
+
+@contextmanager
+def speed_knobs(pipe: Any, pinned: PlanOverrides, plan: Plan | None, sidecar: dict[str, Any]) -> Iterator[None]:
+    """Apply the pinned attention backend (reset to PyTorch's after the job, as the pipeline is
+    cached) and torch.compile (kept: compiled blocks compute the same maths); record both."""
+    from wan_studio.engine.accel import apply_attention_backend, compile_transformers, transformers_of
+
+    if pinned.attention is not None:
+        try:
+            apply_attention_backend(pipe, pinned.attention)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        sidecar["attention_backend"] = pinned.attention
+    if pinned.compile and not getattr(pipe, "_wan_compiled", False):
+        offload = plan.placement("transformer").offload if plan and plan.placement("transformer") else "resident"
+        sidecar["compiled_transformers"] = compile_transformers(pipe, offload)
+        pipe._wan_compiled = True
+    try:
+        yield
+    finally:
+        if pinned.attention is not None:
+            for model in transformers_of(pipe):
+                model.set_attention_backend("native")
 
 
 def _user_text(e: BaseException) -> str:

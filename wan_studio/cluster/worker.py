@@ -119,6 +119,7 @@ def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
     from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
     from wan_studio.memory.loaders import FolderLoader
     from wan_studio.memory.manager import ModelManager
+    from wan_studio.memory.overrides import overrides_of
     from wan_studio.memory.plan import Limits, NoPlanFits, Workload
     from wan_studio.memory.planner import plan_ladder
 
@@ -132,8 +133,10 @@ def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
 
     def plans(request: GenerationRequest) -> Any:
         try:
-            return plan_ladder(get_spec(request.model), Workload.from_request(request), hardware, limits)
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), hardware, limits,
+                               overrides_of(request))
         except NoPlanFits as e:
             raise RequestError(str(e)) from None
 
-    return JobRunner(name, manager, Path(config["outputs_dir"]), send, _guard_factory(config), plans)
+    return JobRunner(name, manager, Path(config["outputs_dir"]), send, _guard_factory(config), plans,
+                     loras_dir=Path(config["loras_dir"]) if config.get("loras_dir") else None)

@@ -18,6 +18,20 @@ from wan_studio.engine.lora import LoraChoice, loras_applied
 from wan_studio.engine.request import GenerationRequest, GenerationResult, default_overlap
 
 
+WORK_FOLDER = ".work"
+CALIBRATION_FOLDER = ".calibration"
+
+
+def work_dir_of(outputs_dir: Path, job_id: str) -> Path:
+    """Where job ``job_id`` keeps its finished long-clip windows until it is done (survives crashes)."""
+    return Path(outputs_dir) / WORK_FOLDER / job_id
+
+
+def calibration_dir_of(outputs_dir: Path) -> Path:
+    """Where MagCache ratios calibrated on this machine's weights are stored."""
+    return Path(outputs_dir) / CALIBRATION_FOLDER
+
+
 def execute(
     pipe: Any,
     request: GenerationRequest,

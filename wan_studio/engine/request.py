@@ -64,6 +64,9 @@ class GenerationRequest:
     loras: list[Any] | None = None
     step_cache: str | None = None
     cache_threshold: float | None = None
+    # Advanced: pinned plan knobs (storage, offload, text_encoder, gpu, attention, compile); the
+    # planner checks them (``wan_studio.memory.overrides``). None = everything automatic.
+    overrides: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -154,6 +157,8 @@ def default_overlap(window_frames: int) -> int:
 
 def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
     """Long-clip, LoRA and step-cache fields (the files of LoRAs are checked where the folder is known)."""
+    if r.overrides is not None and not isinstance(r.overrides, dict):
+        raise RequestError("overrides must be a mapping of plan knob → value")
     if r.step_cache is not None and r.step_cache not in STEP_CACHES:
         raise RequestError(f"unknown step cache {r.step_cache!r}; choose one of {', '.join(STEP_CACHES)}")
     if r.cache_threshold is not None:

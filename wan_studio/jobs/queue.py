@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal
 
 from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone
 from wan_studio.engine.generate import Progress
+from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
 from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
                                    QueueFull)
@@ -203,6 +204,8 @@ class JobQueue:
         """Remove a job that is not running from the list (its video files stay on disk)."""
         self.store.delete(job_id)
         self._live.pop(job_id, None)
+        # Finished windows of an unfinished long clip, kept for a retry that will not come now.
+        shutil.rmtree(work_dir_of(self.outputs_dir, job_id), ignore_errors=True)
         self._changed()
 
     def pause(self, job_id: str) -> Job:

@@ -17,6 +17,7 @@ from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory import costs
 from wan_studio.memory.estimate import Estimate, estimate
 from wan_studio.memory.hardware import GpuInfo, Hardware
+from wan_studio.memory.overrides import OverrideError, PlanOverrides
 from wan_studio.memory.plan import (
     GIB, TRANSFORMERS, Limits, NoPlanFits, Offload, Placement, Plan, Storage, Workload,
 )
@@ -126,18 +127,26 @@ def score(plan: Plan) -> float:
     return plan.relative_speed * w
 
 
-def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None) -> list[Plan]:
+def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None,
+                overrides: PlanOverrides | None = None) -> list[Plan]:
     """The chosen plan first, then ever lighter plans that fit, for out-of-memory recovery.
 
-    Raises ``NoPlanFits`` with the nearest miss when nothing fits.
+    ``overrides`` pins knobs: only plans honouring them are considered (``OverrideError`` when
+    none fits). Raises ``NoPlanFits`` with the nearest miss when nothing fits.
     """
     limits = limits or Limits()
+    if overrides is not None and overrides.pins_memory:
+        return _pinned_ladder(spec, work, hw, limits, overrides)
     scored = candidates(spec, work, hw, limits)
     fitting = [p for p, _ in scored if shortfall(p, hw, limits) is None]
     if not fitting:
         raise NoPlanFits(_no_fit_message(spec, work, hw, limits, [p for p, _ in scored]))
+    return _ladder_from(fitting, [p for p, _ in scored], hw, limits)
+
+
+def _ladder_from(fitting: list[Plan], every: list[Plan], hw: Hardware, limits: Limits) -> list[Plan]:
     fitting.sort(key=score, reverse=True)
-    chosen = replace(fitting[0], why=_why(fitting[0], [p for p, _ in scored], hw, limits))
+    chosen = replace(fitting[0], why=_why(fitting[0], every, hw, limits))
     ladder = [chosen]
     while True:
         cap = ladder[-1].peak_vram_gib * LADDER_STEP
@@ -146,6 +155,33 @@ def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | 
             return ladder
         nxt = lighter[0]
         ladder.append(replace(nxt, why=f"lighter fallback after running out of memory: {nxt.summary()}"))
+
+
+def _pinned_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits,
+                   overrides: PlanOverrides) -> list[Plan]:
+    """The ladder among plans honouring ``overrides``; an explicit storage pin unlocks 8-bit, but
+    never fp8 when the app was started with ``--no-fp8``."""
+    if overrides.storage == "fp8" and not limits.allow_fp8:
+        raise OverrideError("fp8 storage is turned off on this server (--no-fp8); pick bf16 or automatic")
+    if overrides.storage == "int8":
+        limits = replace(limits, allow_8bit=True)
+    every = [p for p, _ in candidates(spec, work, hw, limits)]
+    matching = [p for p in every if overrides.matches(p)]
+    if not matching:
+        raise OverrideError(f"{spec.title} has no way to run with {overrides.describe()} on {hw.describe()}; "
+                            "set that override back to automatic")
+    fitting = [p for p in matching if shortfall(p, hw, limits) is None]
+    if not fitting:
+        nearest = min(matching, key=lambda p: _overshoot(p, hw, limits))
+        try:
+            auto = f" The automatic choice would be '{plan_ladder(spec, work, hw, limits)[0].label}'."
+        except NoPlanFits:
+            auto = ""
+        raise OverrideError(f"{spec.title} at {work.describe()} with {overrides.describe()} does not fit: "
+                            f"'{nearest.label}' {shortfall(nearest, hw, limits)}.{auto}")
+    ladder = _ladder_from(fitting, matching, hw, limits)
+    note = f" (pinned: {overrides.describe()})"
+    return [replace(p, why=p.why + note) for p in ladder]
 
 
 def choose(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None) -> Plan:
