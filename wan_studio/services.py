@@ -251,7 +251,7 @@ class Studio:
         return candidates[-1]
 
     def submit(self, request: GenerationRequest, owner: str = "local", user: str | None = None,
-               priority: int = 0) -> Any:
+               priority: int = 0, extra: dict[str, Any] | None = None) -> Any:
         """Check ``request`` against the user's limits and queue it; returns the stored job.
 
         Raises ``RequestError`` (bad input, model missing, over a limit, queue full).
@@ -266,7 +266,7 @@ class Studio:
 
             check_choices([LoraChoice.parse(x) for x in r.loras], self.settings.loras_dir)
         self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
-        extra: dict[str, Any] = {}
+        extra = dict(extra or {})  # e.g. {"calibrate_magcache": True} from the Advanced tab
         for warning in self.vram_warnings(r):
             log.warning("VRAM: %s", warning)
             extra.setdefault("vram_warnings", []).append(warning)

@@ -8,6 +8,7 @@ report the same events: ``started``, ``progress``*, then exactly one of ``done``
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from wan_studio.engine.caches import MagRatios
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.job import calibration_dir_of, execute, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.engine.video_io import write_json
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
 from wan_studio.memory.manager import ModelManager
 from wan_studio.memory.plan import Plan
@@ -80,6 +82,8 @@ class JobRunner:
                     if plan is not None:
                         sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                        plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
+                    if sidecar.get("calibrate_magcache"):
+                        return self._calibrate(pipe, req, report, cancel, sidecar)
                     return execute(pipe, req, self.outputs_dir, loras_dir=self.loras_dir, work_dir=work_dir,
                                    ratios=self.ratios, on_progress=report, cancel=cancel, between_steps=guard,
                                    extra_sidecar=sidecar)
@@ -105,6 +109,26 @@ class JobRunner:
         except Exception as e:  # noqa: BLE001 - any model error must reach the user, not kill the worker
             traceback.print_exc()
             self.send({"ev": "failed", "job_id": job_id, "at": time.time(), "error": f"{type(e).__name__}: {e}"})
+
+
+    def _calibrate(self, pipe: Any, req: GenerationRequest, report: ProgressFn, cancel: threading.Event,
+                   sidecar: dict[str, Any]) -> Any:
+        """Run ``req`` in MagCache calibration mode and store the measured ratios for its model."""
+        from wan_studio.engine.caches import expert_steps, magcache_calibration, mode_of, ratios_from_capture
+        from wan_studio.engine.generate import generate
+
+        if req.step_cache or req.total_frames is not None:
+            raise RequestError("calibrate with a plain clip: no step cache, no long clip")
+        spec = get_spec(req.model)
+        with magcache_calibration(pipe, req) as capture:
+            result = generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar)
+        ratios = ratios_from_capture(capture, len(expert_steps(pipe, spec, req)))
+        path = self.ratios.save(spec.key, mode_of(req), ratios, req.steps)
+        data = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
+        data["magcache_calibration"] = {"model": spec.key, "mode": mode_of(req), "steps": req.steps,
+                                        "file": str(path), "ratios": ratios}
+        write_json(result.sidecar_path, data)
+        return result
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from wan_studio.services import Studio
-from wan_studio.ui import beginner, gpu_panel, intermediate, jobs_api, queue_tab
+from wan_studio.ui import advanced, beginner, gpu_panel, intermediate, jobs_api, queue_tab
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -23,11 +23,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                 tab = beginner.render(studio)
             with gr.Tab("Intermediate", id="intermediate") as intermediate_page:
                 inter_tab = intermediate.render(studio)
+            with gr.Tab("Advanced", id="advanced") as advanced_page:
+                adv_tab = advanced.render(studio)
             with gr.Tab("Queue", id="queue") as queue_page:
                 qtab = queue_tab.render(studio)
-        queue_tab.poll_while_shown(qtab, queue_page, [beginner_page, intermediate_page])
+        queue_tab.poll_while_shown(qtab, queue_page, [beginner_page, intermediate_page, advanced_page])
         beginner.listen(tab, studio)
         intermediate.listen(inter_tab, studio)
+        advanced.listen(adv_tab, studio)
         queue_tab.listen(qtab, studio)
         gpu_panel.listen(gpus, studio)
         jobs_api.register(studio)

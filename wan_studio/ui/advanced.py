@@ -1,0 +1,276 @@
+"""Advanced tab: every model and every knob — long clips, 1080p, LoRAs, step caches, plan overrides,
+batches — with a live "this will cost" line. Jobs go through the queue, so they show in the Queue tab.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.generate import GenerationCancelled
+from wan_studio.engine.lora import list_loras
+from wan_studio.engine.request import RequestError, validate
+from wan_studio.services import JobFailed, Studio, result_of
+from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
+                                         batch_requests, build_request, cost_line, gpu_choices, knob_choices,
+                                         model_choices, size_choices)
+
+
+@dataclass
+class AdvancedTab:
+    """Widgets of the tab: ``form`` in ``FORM_FIELDS`` order, then the rest."""
+
+    form: dict[str, gr.components.Component]
+    size: gr.Dropdown
+    lora_pick: gr.Dropdown
+    cost: gr.Markdown
+    automatic: gr.Markdown
+    generate: gr.Button
+    cancel: gr.Button
+    calibrate: gr.Button
+    video: gr.Video
+    file: gr.File
+    params: gr.JSON
+    status: gr.Markdown
+    batch_prompts: gr.Textbox
+    batch_seeds: gr.Number
+    batch_first_seed: gr.Number
+    batch_go: gr.Button
+    batch_status: gr.Markdown
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        """The form's widgets in ``AdvancedForm`` field order."""
+        return [self.form[name] for name in FORM_FIELDS]
+
+
+def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Component]:
+    spec = get_spec(key)
+    w, h = spec.default_size
+    f: dict[str, gr.components.Component] = {}
+    f["model"] = gr.Dropdown(model_choices(studio), value=key, label="Model", elem_id="adv-model")
+    f["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id="adv-prompt")
+    f["negative_prompt"] = gr.Textbox(label="Negative prompt (blank = the model's)", lines=2, elem_id="adv-negative")
+    with gr.Row():
+        f["image"] = gr.Image(label="Start image", type="filepath", sources=["upload"], elem_id="adv-image")
+        f["last_image"] = gr.Image(label="Last image (I2V-A14B)", type="filepath", sources=["upload"],
+                                   elem_id="adv-last-image")
+    f["audio"] = gr.Audio(label="Speech (S2V models)", type="filepath", sources=["upload"], elem_id="adv-audio")
+    with gr.Row():
+        f["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="adv-seed")
+        f["steps"] = gr.Number(label="Steps", value=spec.steps, precision=0, elem_id="adv-steps")
+        f["shift"] = gr.Number(label="Shift", value=spec.shift, elem_id="adv-shift")
+        f["guidance"] = gr.Number(label="Guidance", value=spec.guidance, elem_id="adv-guidance")
+        f["guidance_2"] = gr.Number(label="Guidance, low-noise expert (A14B)", value=spec.guidance_2 or 0,
+                                    elem_id="adv-guidance-2")
+    with gr.Row():
+        f["width"] = gr.Number(label="Width", value=w, precision=0, elem_id="adv-width")
+        f["height"] = gr.Number(label="Height", value=h, precision=0, elem_id="adv-height")
+        f["frames"] = gr.Number(label="Frames (4k+1; one window of a long clip)", value=spec.frames, precision=0,
+                                elem_id="adv-frames")
+        f["fps"] = gr.Number(label="fps", value=spec.fps, precision=0, elem_id="adv-fps")
+    return f
+
+
+def render(studio: Studio) -> AdvancedTab:
+    """Lay out the tab; call inside a ``gr.Tab``."""
+    key = studio.default_preset("beginner").fields["model"]
+    knobs = knob_choices()
+    gr.Markdown("Every model and every setting. Jobs join the queue (see the **Queue** tab); "
+                "the line above **Generate** predicts what they will cost on this machine.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            f = _model_widgets(studio, key)
+            size = gr.Dropdown(size_choices(get_spec(key)) + ["custom"], value=None, label="Size preset",
+                               elem_id="adv-size")
+            with gr.Accordion("Long clip (sliding windows, blended seams)", open=False):
+                f["long_clip"] = gr.Checkbox(label="Make a long clip", value=False, elem_id="adv-long")
+                with gr.Row():
+                    f["total_seconds"] = gr.Number(label="Total length (s)", value=10, elem_id="adv-total-seconds")
+                    f["overlap"] = gr.Number(label="Overlap frames (0 = automatic)", value=0, precision=0,
+                                             elem_id="adv-overlap")
+                f["window_prompts"] = gr.Textbox(label="One prompt per window (optional, one per line)", lines=3,
+                                                 elem_id="adv-window-prompts")
+            with gr.Accordion("LoRAs", open=False):
+                lora_pick = gr.Dropdown(list_loras(studio.settings.loras_dir), value=None,
+                                        label=f"Add a LoRA from {studio.settings.loras_dir}", elem_id="adv-lora-pick")
+                f["loras"] = gr.Textbox(label="LoRAs, one per line: file.safetensors:weight[:low-noise expert weight]",
+                                        lines=2, elem_id="adv-loras")
+            with gr.Accordion("Step cache (trades quality for speed)", open=False):
+                f["step_cache"] = gr.Radio(CACHE_CHOICES, value="off", label="Step cache", elem_id="adv-cache")
+                f["cache_threshold"] = gr.Number(label="Threshold (0 = default)", value=0, elem_id="adv-threshold")
+                calibrate = gr.Button("Calibrate MagCache on my weights", size="sm", elem_id="adv-calibrate")
+            with gr.Accordion("Plan overrides (automatic unless set)", open=False):
+                with gr.Row():
+                    f["storage"] = gr.Dropdown(knobs["storage"], value=AUTO, label="Weight storage", elem_id="adv-storage")
+                    f["offload"] = gr.Dropdown(knobs["offload"], value=AUTO, label="Offload", elem_id="adv-offload")
+                    f["text_encoder"] = gr.Dropdown(knobs["text_encoder"], value=AUTO, label="Text encoder",
+                                                    elem_id="adv-text-encoder")
+                with gr.Row():
+                    f["gpu"] = gr.Dropdown(gpu_choices(studio), value=AUTO, label="GPU", elem_id="adv-gpu")
+                    f["attention"] = gr.Dropdown(knobs["attention"], value=AUTO, label="Attention", elem_id="adv-attention")
+                    f["compile"] = gr.Radio([("automatic (off)", AUTO), ("on", "on"), ("off", "off")], value=AUTO,
+                                            label="torch.compile", elem_id="adv-compile")
+                first = AdvancedForm(**{n: f[n].value for n in FORM_FIELDS})
+                automatic = gr.Markdown(automatic_text(studio, first), elem_id="adv-automatic")
+            cost = gr.Markdown(cost_line(studio, first), elem_id="adv-cost")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="adv-generate")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="adv-cancel")
+            with gr.Accordion("Batch: several prompts × seeds into the queue", open=False):
+                batch_prompts = gr.Textbox(label="Prompts, one per line", lines=4, elem_id="adv-batch-prompts")
+                with gr.Row():
+                    batch_seeds = gr.Number(label="Seeds per prompt", value=1, precision=0, elem_id="adv-batch-seeds")
+                    batch_first_seed = gr.Number(label="First seed", value=0, precision=0, elem_id="adv-batch-first")
+                batch_go = gr.Button("Queue batch", elem_id="adv-batch-go")
+                batch_status = gr.Markdown("", elem_id="adv-batch-status")
+        with gr.Column(scale=2):
+            video = gr.Video(label="Video", elem_id="adv-video", interactive=False, autoplay=True, loop=True)
+            status = gr.Markdown("", elem_id="adv-status")
+            file = gr.File(label="Download", elem_id="adv-file", interactive=False)
+            params = gr.JSON(label="Parameters used", elem_id="adv-params")
+    return AdvancedTab(f, size, lora_pick, cost, automatic, generate, cancel, calibrate, video, file, params, status,
+                       batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status)
+
+
+def _form(values: tuple[Any, ...]) -> AdvancedForm:
+    return AdvancedForm(**dict(zip(FORM_FIELDS, values)))
+
+
+def _owner(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+def _wait(studio: Studio, job: Any, progress: gr.Progress) -> Any:
+    """Follow a queued job to its end with the progress bar; the finished result, or raise."""
+    def waiting(j: Any) -> None:
+        if j.status in ("queued", "paused"):
+            p = studio.queue.progress_of(j)
+            progress(p.fraction, desc=p.message)
+
+    job = studio.queue.wait(job.id, on_change=waiting, on_progress=lambda p: progress(p.fraction, desc=p.message))
+    if job.status == "cancelled":
+        raise GenerationCancelled(job.error or "cancelled")
+    if job.status != "done":
+        raise JobFailed(job.error or f"the job ended as {job.status}")
+    return result_of(job.outputs)
+
+
+def listen(tab: AdvancedTab, studio: Studio) -> None:
+    """Wire the events; ``advanced_generate``, ``advanced_cost``, ``advanced_batch`` and
+    ``advanced_calibrate`` are named API endpoints taking the form's values in ``FORM_FIELDS`` order."""
+
+    def run_job(values: tuple[Any, ...], request: gr.Request | None, progress: gr.Progress,
+                calibrate: bool) -> tuple[Any, ...]:
+        form = _form(values)
+        try:
+            req = build_request(form)
+            if calibrate:
+                if get_spec(req.model).is_demo:
+                    raise RequestError("the demo models have random weights: MagCache ratios measured on them "
+                                       "would mean nothing; pick a downloaded Wan2.2 model")
+                req.step_cache, req.cache_threshold, req.total_frames = None, None, None
+                req.window_overlap = req.window_prompts = None
+            job = studio.submit(req, owner=_owner(request), user=getattr(request, "username", None),
+                                extra={"calibrate_magcache": True} if calibrate else None)
+            result = _wait(studio, job, progress)
+        except RequestError as e:
+            raise gr.Error(str(e), duration=None) from None
+        except GenerationCancelled as e:
+            return None, None, None, f"Cancelled ({e}). Finished windows of a long clip are kept for a retry."
+        except JobFailed as e:
+            raise gr.Error(f"The video could not be made: {e}", duration=None) from None
+        sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
+        clip = sidecar.get("long_clip")
+        what = f"{clip['windows']} windows, " if clip else ""
+        status = (f"Done in {result.timings.get('total_s', 0):.1f} s — seed {result.request.seed}, {what}"
+                  f"{sidecar['video']['frames']} frames, {result.video_path.name}")
+        if calibrate:
+            status += f" · MagCache ratios stored in {sidecar['magcache_calibration']['file']}"
+        return str(result.video_path), [str(result.video_path), str(result.sidecar_path)], sidecar, status
+
+    def on_generate(*args: Any) -> tuple[Any, ...]:
+        *values, request, progress = args
+        return run_job(tuple(values), request, progress, calibrate=False)
+
+    def on_calibrate(*args: Any) -> tuple[Any, ...]:
+        *values, request, progress = args
+        return run_job(tuple(values), request, progress, calibrate=True)
+
+    # Gradio reads the special parameters (request, progress) from the signature, so spell them out.
+    def generate_fn(*values: Any, request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
+        return on_generate(*values, request, progress)
+
+    def calibrate_fn(*values: Any, request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
+        return on_calibrate(*values, request, progress)
+
+    def on_cost(*values: Any) -> tuple[str, str]:
+        form = _form(values)
+        return cost_line(studio, form), automatic_text(studio, form)
+
+    def on_batch(*args: Any, request: gr.Request = None) -> str:  # type: ignore[assignment]
+        *values, prompts, seeds, first = args
+        try:
+            reqs, problems = batch_requests(_form(tuple(values)), prompts, int(seeds or 1), int(first or 0))
+        except RequestError as e:
+            raise gr.Error(str(e)) from None
+        queued, lines = 0, [str(p) for p in problems]
+        for r in reqs:
+            try:
+                studio.submit(r, owner=_owner(request), user=getattr(request, "username", None))
+                queued += 1
+            except RequestError as e:
+                lines.append(f"{r.prompt[:40]!r} seed {r.seed}: {e}")
+        text = f"Queued {queued} job{'s' if queued != 1 else ''} (see the Queue tab)."
+        return text + (" Skipped: " + "; ".join(lines[:20]) if lines else "")
+
+    def on_model(key: str) -> tuple[Any, ...]:
+        spec = get_spec(key)
+        w, h = spec.default_size
+        return (w, h, spec.frames, spec.fps, spec.steps, spec.shift, spec.guidance, spec.guidance_2 or 0,
+                gr.update(choices=size_choices(spec) + ["custom"], value=None))
+
+    def on_size(choice: str | None) -> tuple[Any, Any]:
+        if not choice or choice == "custom":
+            return gr.update(), gr.update()
+        w, h = (int(x) for x in choice.split("×"))
+        return w, h
+
+    def on_lora_pick(name: str | None, current: str) -> tuple[str, None]:
+        if not name:
+            return current, None
+        lines = [line for line in (current or "").splitlines() if line.strip()]
+        return "\n".join([*lines, f"{name}:1.0"]), None
+
+    f = tab.form
+    outputs = [tab.video, tab.file, tab.params, tab.status]
+    tab.generate.click(generate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_generate",
+                       concurrency_limit=4, concurrency_id="advanced")
+    tab.calibrate.click(calibrate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_calibrate",
+                        concurrency_limit=1, concurrency_id="advanced-calibrate")
+    def on_cancel(request: gr.Request) -> str:
+        return "Cancelling after the current step…" if studio.cancel(_owner(request)) else "Nothing is running."
+
+    tab.cancel.click(on_cancel, outputs=[tab.status], api_name=False, queue=False)
+    tab.batch_go.click(on_batch, inputs=[*tab.inputs, tab.batch_prompts, tab.batch_seeds, tab.batch_first_seed],
+                       outputs=[tab.batch_status], api_name="advanced_batch")
+    f["model"].change(on_model, inputs=[f["model"]],
+                      outputs=[f["width"], f["height"], f["frames"], f["fps"], f["steps"], f["shift"], f["guidance"],
+                               f["guidance_2"], tab.size], api_name=False, queue=False)
+    tab.size.change(on_size, inputs=[tab.size], outputs=[f["width"], f["height"]], api_name=False, queue=False)
+    tab.lora_pick.change(on_lora_pick, inputs=[tab.lora_pick, f["loras"]], outputs=[f["loras"], tab.lora_pick],
+                         api_name=False, queue=False)
+    # The cost line follows every setting that changes the plan or the time.
+    watched = [f[n] for n in FORM_FIELDS if n not in ("prompt", "negative_prompt", "image", "last_image", "audio",
+                                                      "seed", "window_prompts")]
+    gr.on([w.change for w in watched], on_cost, inputs=tab.inputs, outputs=[tab.cost, tab.automatic],
+          api_name="advanced_cost", queue=False)
+
+
+def validate_form(studio: Studio, form: AdvancedForm) -> None:
+    """Raise ``RequestError`` when the form's request would be refused (used by tests and the API)."""
+    validate(build_request(form), studio.settings.max_prompt_chars)

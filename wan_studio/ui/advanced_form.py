@@ -1,0 +1,234 @@
+"""The Advanced tab's form as plain data: widget values → ``GenerationRequest``, the cost line, batches.
+
+No Gradio here, so every rule is testable without a browser; ``advanced.py`` lays out the widgets
+in ``FORM_FIELDS`` order and hands their values to these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
+from wan_studio.engine.accel import choose_attention_backend
+from wan_studio.engine.caches import CACHE_LABELS
+from wan_studio.engine.lora import LoraChoice
+from wan_studio.engine.request import GenerationRequest, RequestError, default_overlap, validate
+from wan_studio.jobs.batch import RowProblem, read_rows
+from wan_studio.memory.overrides import OFFLOAD_CHOICES, STORAGE_CHOICES, TEXT_ENCODER_CHOICES
+from wan_studio.memory.plan import Plan
+from wan_studio.services import Studio
+
+AUTO = "auto"
+# 1080p for TI2V-5B: its VAE compresses 16× spatially and 4× in time, so 1920×1088 is the nearest
+# legal size; the planner plans it with tiled VAE decode.
+HD_SIZES: dict[str, tuple[tuple[int, int], ...]] = {"ti2v-5b": ((1920, 1088), (1088, 1920))}
+CACHE_CHOICES: list[tuple[str, str]] = [("Off (full quality)", "off")] + [
+    (f"{label} — trades quality for speed", key) for key, label in CACHE_LABELS.items()]
+ATTENTION_CHOICES = ("cudnn", "flash", "flash3", "sage", "xformers", "sdpa")
+
+
+@dataclass
+class AdvancedForm:
+    """Every value of the tab, in widget order. Numbers arrive as floats from Gradio; ``0`` in an
+    optional number means "the model's default"."""
+
+    model: str
+    prompt: str
+    negative_prompt: str
+    image: str | None
+    last_image: str | None
+    audio: str | None
+    seed: float
+    steps: float
+    shift: float
+    guidance: float
+    guidance_2: float
+    width: float
+    height: float
+    frames: float
+    fps: float
+    long_clip: bool
+    total_seconds: float
+    overlap: float
+    window_prompts: str
+    loras: str
+    step_cache: str
+    cache_threshold: float
+    storage: str
+    offload: str
+    text_encoder: str
+    gpu: str
+    attention: str
+    compile: str
+
+
+FORM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm))
+
+
+def model_choices(studio: Studio) -> list[tuple[str, str]]:
+    """(label with availability, key) for every model of the catalog."""
+    return [(f"{a.spec.title} — {a.status}", a.spec.key) for a in studio.models()]
+
+
+def size_choices(spec: ModelSpec) -> list[str]:
+    """``W×H`` strings the model is made for, 1080p where the model supports it."""
+    return [f"{w}×{h}" for w, h in (*spec.sizes, *HD_SIZES.get(spec.key, ()))]
+
+
+def _opt(value: float | None) -> int | None:
+    """A whole number, or None for blank / 0 (the model's default)."""
+    return None if value in (None, "") or float(value) == 0 else int(value)  # type: ignore[arg-type]
+
+
+def _optf(value: float | None) -> float | None:
+    return None if value in (None, "") or float(value) == 0 else float(value)  # type: ignore[arg-type]
+
+
+def parse_loras(text: str) -> list[dict[str, Any]] | None:
+    """One LoRA per line, ``file.safetensors:weight[:weight_low_noise]``; blank → none."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    out = []
+    for line in lines:
+        c = LoraChoice.parse(line)
+        out.append({"file": c.file, "weight": c.weight, **({"weight_2": c.weight_2} if c.weight_2 is not None else {})})
+    return out
+
+
+def overrides_of_form(form: AdvancedForm) -> dict[str, Any] | None:
+    """The pinned plan knobs (``auto`` ones left out); None when all are automatic."""
+    pins: dict[str, Any] = {k: getattr(form, k) for k in ("storage", "offload", "text_encoder", "gpu", "attention")
+                            if getattr(form, k) not in (None, "", AUTO)}
+    if form.compile in ("on", "off"):
+        pins["compile"] = form.compile == "on"
+    return pins or None
+
+
+def build_request(form: AdvancedForm, prompt: str | None = None, seed: int | None = None) -> GenerationRequest:
+    """The request the form describes (``prompt``/``seed`` replace the form's, for batches).
+
+    Not validated here: ``Studio.submit`` validates and plans it.
+    """
+    spec = get_spec(form.model)
+    fps = _opt(form.fps) or spec.fps
+    total = windows = overlap = None
+    if form.long_clip:
+        if not form.total_seconds or form.total_seconds <= 0:
+            raise RequestError("a long clip needs its total length in seconds")
+        total = int(round(float(form.total_seconds) * fps)) // 4 * 4 + 1  # 4k+1 like every clip
+        overlap = _opt(form.overlap)
+        lines = [p.strip() for p in (form.window_prompts or "").splitlines() if p.strip()]
+        windows = lines or None
+    seed_value = seed if seed is not None else (None if form.seed is None or form.seed < 0 else int(form.seed))
+    cache = None if form.step_cache in (None, "", "off") else form.step_cache
+    return GenerationRequest(
+        prompt=prompt if prompt is not None else form.prompt,
+        model=spec.key,
+        image=form.image or None,
+        last_image=form.last_image or None,
+        audio=form.audio or None,
+        negative_prompt=form.negative_prompt or None,
+        width=_opt(form.width), height=_opt(form.height), num_frames=_opt(form.frames), fps=fps,
+        steps=_opt(form.steps), shift=_optf(form.shift), guidance=_optf(form.guidance),
+        guidance_2=_optf(form.guidance_2) if spec.guidance_2 is not None else None,
+        seed=seed_value, preset="advanced",
+        total_frames=total, window_overlap=overlap, window_prompts=windows,
+        loras=parse_loras(form.loras), step_cache=cache,
+        cache_threshold=_optf(form.cache_threshold) if cache else None,
+        overrides=overrides_of_form(form),
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.2g} ms"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def windows_of(request: GenerationRequest) -> int:
+    """How many windows a validated request makes (1 for a normal clip)."""
+    if request.total_frames is None:
+        return 1
+    from wan_studio.engine.long_video import plan_long_clip
+
+    return len(plan_long_clip(request, request.total_frames, request.window_overlap or default_overlap(request.num_frames),
+                              request.window_prompts).windows())
+
+
+def cost_line(studio: Studio, form: AdvancedForm) -> str:
+    """Markdown: predicted peak VRAM and time of the current settings, or why they cannot run."""
+    try:
+        r = validate(build_request(form, seed=0), studio.settings.max_prompt_chars)
+        plan = studio.plans(r)[0]
+        n = windows_of(r)
+    except RequestError as e:
+        return f"**Cannot run as set:** {e}"
+    return _cost_text(plan, r, n)
+
+
+def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
+    vram = (", ".join(f"{gib:.1f} GiB on {dev}" for dev, gib in plan.to_dict()["peak_vram_gib"].items())
+            or "none (runs on the CPU)")
+    per = f" ({windows} windows × {_duration(plan.job_s)})" if windows > 1 else ""
+    tiled = " · tiled VAE decode" if plan.vae_tiling else ""
+    return (f"**This will cost:** peak VRAM {vram} · host RAM {plan.host_ram_bytes / 2**30:.1f} GiB · "
+            f"about {_duration(plan.job_s * windows)} of denoising{per} · {r.width}×{r.height}, "
+            f"{r.total_frames or r.num_frames} frames, {r.steps} steps · plan: {plan.label}{tiled}")
+
+
+def automatic_text(studio: Studio, form: AdvancedForm) -> str:
+    """Markdown: what the planner picks with nothing pinned, to show beside the overrides."""
+    try:
+        r = validate(build_request(form, seed=0), studio.settings.max_prompt_chars)
+        auto = studio.plans(GenerationRequest(**{**r.to_dict(), "overrides": None}))[0]
+    except RequestError as e:
+        return f"Automatic choice: none ({e})"
+    main = auto.placement("transformer")
+    te = auto.placement("text_encoder")
+    gpus = studio.hardware.gpus
+    attention = choose_attention_backend(gpus[0].capability if gpus else None)
+    return (f"**Automatic choice:** storage {main.storage if main else '-'} · offload {main.offload if main else '-'} · "
+            f"text encoder on {te.device if te else '-'} · GPU {auto.primary_device} · attention {attention.backend} "
+            f"({attention.why}) · compile off  \n*Why:* {auto.why}")
+
+
+def gpu_choices(studio: Studio) -> list[tuple[str, str]]:
+    """``auto`` plus every GPU of this machine (or the CPU without one)."""
+    found = [(f"GPU {g.index}: {g.name}", g.device) for g in studio.hardware.gpus] or [("CPU", "cpu")]
+    return [("automatic", AUTO), *found]
+
+
+def knob_choices() -> dict[str, list[tuple[str, str]]]:
+    """Dropdown choices for each plan override, ``auto`` first."""
+    auto = [("automatic", AUTO)]
+    return {"storage": auto + [(v, k) for k, v in STORAGE_CHOICES.items()],
+            "offload": auto + [(v, k) for k, v in OFFLOAD_CHOICES.items()],
+            "text_encoder": auto + [(v, k) for k, v in TEXT_ENCODER_CHOICES.items()],
+            "attention": auto + [(k, k) for k in ATTENTION_CHOICES]}
+
+
+def batch_requests(form: AdvancedForm, prompts_text: str, seeds: int,
+                   first_seed: int) -> tuple[list[GenerationRequest], list[RowProblem]]:
+    """Prompts (one per line, read like a TXT batch) × ``seeds`` consecutive seeds, with the form's
+    other settings; a bad line becomes a problem with its line number."""
+    if not 1 <= seeds <= 100:
+        raise RequestError(f"seeds per prompt must be 1–100, got {seeds}")
+    rows, problems = read_rows(prompts_text or "", "txt")
+    out: list[GenerationRequest] = []
+    for line, row in rows:
+        try:
+            out += [build_request(form, prompt=row["prompt"], seed=first_seed + k) for k in range(seeds)]
+        except RequestError as e:
+            problems.append(RowProblem(line, str(e)))
+    return out, problems
+
+
+def all_models() -> list[str]:
+    """Every catalog key (tests and the dropdown agree on this)."""
+    return list(CATALOG)
