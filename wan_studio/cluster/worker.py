@@ -70,7 +70,7 @@ def worker_main(name: str, device: str, config: dict[str, Any], conn: Connection
                 return
 
     threading.Thread(target=listen, name="worker-listen", daemon=True).start()
-    runner = _make_runner(name, config, send)
+    runner = _make_runner(name, config, send, device)
     send({"ev": "ready", "pid": os.getpid()})
     while (msg := jobs.get()) is not None:
         job_id = msg["job_id"]
@@ -108,8 +108,9 @@ def _guard_factory(config: dict[str, Any]) -> Any:
     return factory
 
 
-def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
+def _make_runner(name: str, config: dict[str, Any], send: Any, device: str = "cpu") -> Any:
     """A runner whose planner sees this worker's own GPU (the one in CUDA_VISIBLE_DEVICES)."""
+    import dataclasses
     from pathlib import Path
 
     from wan_studio.catalog.specs import get_spec
@@ -133,8 +134,10 @@ def _make_runner(name: str, config: dict[str, Any], send: Any) -> Any:
 
     def plans(request: GenerationRequest) -> Any:
         try:
-            return plan_ladder(get_spec(request.model), Workload.from_request(request), hardware, limits,
-                               overrides_of(request))
+            pins = overrides_of(request)
+            if pins.gpu == device:  # this process sees its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES)
+                pins = dataclasses.replace(pins, gpu="cuda:0")
+            return plan_ladder(get_spec(request.model), Workload.from_request(request), hardware, limits, pins)
         except NoPlanFits as e:
             raise RequestError(str(e)) from None
 

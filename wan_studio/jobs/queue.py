@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone
+from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone, WorkerInfo
 from wan_studio.engine.generate import Progress
 from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
@@ -344,8 +344,13 @@ class JobQueue:
             job = self.store.next_queued()
             if job is None:
                 return
-            model = job.request.get("model")
-            worker = next((w for w in idle if model in w.loaded), idle[0])
+            worker = self._worker_for(job, idle)
+            if worker is None:
+                # The head job waits for its pinned GPU; the first later job that can go now goes.
+                job, worker = next(((j, w) for j in self.store.queued_in_order()
+                                    if (w := self._worker_for(j, idle)) is not None), (None, None))
+                if job is None or worker is None:
+                    return
             idle.remove(worker)
             try:
                 job = self.store.transition(job.id, "running", expect=("queued",), worker=worker.name,
@@ -357,6 +362,15 @@ class JobQueue:
             except WorkerGone as e:
                 self.store.transition(job.id, "queued", attempts=job.attempts - 1, error=str(e))
             self._changed()
+
+    def _worker_for(self, job: Job, idle: list[WorkerInfo]) -> WorkerInfo | None:
+        """The idle worker for ``job``: one with its model loaded if any; a job pinned to a GPU
+        (Advanced tab override) only that GPU's worker, None while it is busy."""
+        pinned = (job.request.get("overrides") or {}).get("gpu")
+        if pinned and any(w.device == pinned for w in self.executor.workers()):
+            return next((w for w in idle if w.device == pinned), None)
+        model = job.request.get("model")
+        return next((w for w in idle if model in w.loaded), idle[0])
 
     def _on_event(self, ev: JobEvent) -> None:
         try:
