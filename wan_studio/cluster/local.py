@@ -90,7 +90,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
                  backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None,
-                 memory: dict[str, Any] | None = None) -> None:
+                 memory: dict[str, Any] | None = None, speed: dict[str, Any] | None = None) -> None:
         self._devices = devices if devices is not None else detect_devices()
         cpu_workers = self._devices.count("cpu")
         self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
@@ -99,7 +99,9 @@ class LocalExecutor(Executor):
                         # watches temperatures with its own NVML sampler and pauses between steps.
                         "thermal": thermal,
                         # Planner options (allow_fp8, allow_8bit) and how many workers share the RAM.
-                        "memory": memory, "workers": len(self._devices)}
+                        "memory": memory, "workers": len(self._devices),
+                        # Attention kernel and compile choices (engine.accel.SpeedOptions fields).
+                        "speed": speed}
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
