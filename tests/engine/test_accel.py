@@ -14,6 +14,15 @@ from wan_studio.engine.accel import (
 )
 
 
+@pytest.fixture(autouse=True)
+def restore_default_attention():
+    """diffusers keeps the last backend set as a process-wide default: put PyTorch SDPA back."""
+    yield
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
+
+
 @pytest.mark.parametrize(
     "cc, installed, lossy, expected",
     [
