@@ -127,7 +127,8 @@ class Studio:
                 thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
                          "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
                 memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit},
-                loras_dir=settings.loras_dir)
+                loras_dir=settings.loras_dir,
+                speed=settings.speed.to_dict())
         studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)

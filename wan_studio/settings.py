@@ -6,6 +6,10 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wan_studio.engine.accel import SpeedOptions
 
 
 @dataclass
@@ -45,6 +49,9 @@ class Settings:
     max_job_cost: float | None = None
     max_queued_jobs: int | None = None
     max_upload_mb: int = 50
+    # Speed knobs: attention kernel (auto or a backend name) and torch.compile (auto/on/off).
+    attention: str = "auto"
+    compile: str = "auto"
     # LoRA files (*.safetensors) offered by the Advanced tab and accepted in requests.
     loras_dir: Path = Path("loras")
 
@@ -54,6 +61,13 @@ class Settings:
         self.loras_dir = Path(self.loras_dir).expanduser()
         if self.accounts_file is not None:
             self.accounts_file = Path(self.accounts_file).expanduser()
+
+    @property
+    def speed(self) -> SpeedOptions:
+        """The speed knobs as the engine takes them."""
+        from wan_studio.engine.accel import SpeedOptions
+
+        return SpeedOptions(attention=self.attention, compile=self.compile)  # type: ignore[arg-type]
 
     @property
     def shared(self) -> bool:
@@ -133,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(720p 5 s 50 steps ≈ 5450; default: unlimited locally, 2 such jobs when shared)")
     p.add_argument("--max-queued-jobs", type=int, default=None, metavar="N",
                    help="jobs one non-admin user may have waiting or running (default: unlimited locally, 5 when shared)")
+    p.add_argument("--attention", default=env("WAN_STUDIO_ATTENTION", "auto"),
+                   choices=["auto", "sdpa", "cudnn", "flash", "flash3", "sage", "xformers"],
+                   help="attention kernel (default auto: per GPU and installed packages, checked against exact attention)")
+    p.add_argument("--compile", default=env("WAN_STUDIO_COMPILE", "auto"), choices=["auto", "on", "off"],
+                   help="torch.compile the transformer blocks (auto: where measured to pay; ~10 s once per model)")
     p.add_argument("--max-upload-mb", type=int, default=int(env("WAN_STUDIO_MAX_UPLOAD_MB", "50")), metavar="MB",
                    help="largest file a browser or client may upload (default 50)")
     return p
@@ -174,5 +193,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         max_job_cost=ns.max_job_cost,
         max_queued_jobs=ns.max_queued_jobs,
         max_upload_mb=ns.max_upload_mb,
+        attention=ns.attention,
+        compile=ns.compile,
         loras_dir=ns.loras_dir,
     )

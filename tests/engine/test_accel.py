@@ -14,6 +14,15 @@ from wan_studio.engine.accel import (
 )
 
 
+@pytest.fixture(autouse=True)
+def restore_default_attention():
+    """diffusers keeps the last backend set as a process-wide default: put PyTorch SDPA back."""
+    yield
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
+
+
 @pytest.mark.parametrize(
     "cc, installed, lossy, expected",
     [
@@ -67,3 +76,55 @@ def test_compiled_blocks_give_the_same_video(demo_pipe):
     pipe.set_progress_bar_config(disable=True)
     assert compile_transformers(pipe, backend="eager") == 1
     np.testing.assert_allclose(run(pipe), plain, atol=1e-5)
+
+
+def test_without_cuda_speed_options_leave_the_pipeline_alone(demo_pipe):
+    from wan_studio.engine.accel import apply_speed
+
+    record = apply_speed(demo_pipe, {"resident"}, "bf16")
+    assert record["attention"] == "sdpa" and record["compile"] is False and "no CUDA" in record["why"]
+    assert demo_pipe.wan_speed is record
+
+
+@pytest.mark.parametrize("modes, storage, option, compiled", [
+    ({"resident"}, "bf16", "auto", True),
+    ({"model_offload"}, "bf16", "auto", True),
+    ({"group_offload"}, "bf16", "auto", False),
+    ({"model_offload"}, "fp8", "auto", False),
+    ({"group_offload"}, "bf16", "on", True),
+    ({"resident"}, "bf16", "off", False),
+])
+def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monkeypatch, modes, storage, option,
+                                                                          compiled):
+    import importlib.util
+
+    import wan_studio.engine.accel as accel
+    from wan_studio.catalog.tiny import build_ti2v_pipeline
+
+    pipe = build_ti2v_pipeline()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
+    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else real_find_spec(name, *a))
+    calls = []
+    monkeypatch.setattr(accel, "compile_transformers", lambda p, offload: calls.append(offload))
+    record = accel.apply_speed(pipe, modes, storage, accel.SpeedOptions(compile=option))
+    assert record["attention"] == "cudnn" and "2.3e-03" in record["attention_check"]
+    backends = {getattr(m.processor, "_attention_backend", None) for m in pipe.transformer.modules() if hasattr(m, "processor")}
+    assert {getattr(b, "value", b) for b in backends} == {"_native_cudnn"}
+    assert record["compile"] is compiled and bool(calls) is compiled
+
+
+def test_a_backend_that_fails_its_check_falls_back_to_sdpa(monkeypatch):
+    import wan_studio.engine.accel as accel
+
+    def broken(*a, **k):
+        raise RuntimeError("no kernel image is available")
+
+    monkeypatch.setattr(accel, "attention_error", broken)
+    assert accel._checked_backend("xformers")[0] == "sdpa"
+    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 0.3)
+    backend, why = accel._checked_backend("flash")
+    assert backend == "sdpa" and "differs" in why

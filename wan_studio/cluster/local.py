@@ -90,7 +90,8 @@ class LocalExecutor(Executor):
 
     def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
                  backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None,
-                 memory: dict[str, Any] | None = None, loras_dir: Path | None = None) -> None:
+                 memory: dict[str, Any] | None = None, loras_dir: Path | None = None,
+                 speed: dict[str, Any] | None = None) -> None:
         self._devices = devices if devices is not None else detect_devices()
         cpu_workers = self._devices.count("cpu")
         self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
@@ -100,7 +101,9 @@ class LocalExecutor(Executor):
                         "thermal": thermal,
                         # Planner options (allow_fp8, allow_8bit) and how many workers share the RAM.
                         "memory": memory, "workers": len(self._devices),
-                        "loras_dir": str(loras_dir) if loras_dir is not None else None}
+                        "loras_dir": str(loras_dir) if loras_dir is not None else None,
+                        # Attention kernel and compile choices (engine.accel.SpeedOptions fields).
+                        "speed": speed}
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()

@@ -68,7 +68,10 @@ def make_manager(options: WorkerOptions) -> Any:
     from wan_studio.memory.loaders import TinyLoader
     from wan_studio.memory.manager import ModelManager, default_loader
 
-    return ModelManager(TinyLoader() if options.tiny_models else default_loader(Path(options.models_dir)))
+    from wan_studio.engine.accel import plan_applier
+
+    return ModelManager(TinyLoader() if options.tiny_models else default_loader(Path(options.models_dir)),
+                        apply=plan_applier())
 
 
 class _RayPeer:

@@ -133,26 +133,36 @@ class JobRunner:
 
 @contextmanager
 def speed_knobs(pipe: Any, pinned: PlanOverrides, plan: Plan | None, sidecar: dict[str, Any]) -> Iterator[None]:
-    """Apply the pinned attention backend (reset to PyTorch's after the job, as the pipeline is
-    cached) and torch.compile (kept: compiled blocks compute the same maths); record both."""
-    from wan_studio.engine.accel import apply_attention_backend, compile_transformers, transformers_of
+    """Apply a job's pinned attention kernel and compile choice on top of the worker's speed options
+    (``engine.accel.apply_speed``, run when the plan was applied), and put the worker's kernel back
+    after the job, since the pipeline is cached. Compiled blocks stay compiled (same maths)."""
+    from wan_studio.engine.accel import apply_attention_backend, compile_transformers
 
+    before = getattr(pipe, "wan_speed", None)
+    record = dict(before or {"attention": "sdpa", "compile": False})
     if pinned.attention is not None:
         try:
             apply_attention_backend(pipe, pinned.attention)
         except ValueError as e:
             raise RequestError(str(e)) from None
+        record.update(attention=pinned.attention, attention_why="pinned for this job (Advanced tab)")
         sidecar["attention_backend"] = pinned.attention
-    if pinned.compile and not getattr(pipe, "_wan_compiled", False):
-        offload = plan.placement("transformer").offload if plan and plan.placement("transformer") else "resident"
-        sidecar["compiled_transformers"] = compile_transformers(pipe, offload)
-        pipe._wan_compiled = True
+    if pinned.compile and not record.get("compile"):
+        main = plan.placement("transformer") if plan is not None else None
+        offload = {"model_offload": "model", "resident": "resident"}.get(main.offload if main else "resident", "group")
+        compile_transformers(pipe, offload)
+        record["compile"] = True
+    elif pinned.compile is False and record.get("compile"):
+        record["compile_note"] = "already compiled when the model was loaded; compile off applies to a fresh load"
+    pipe.wan_speed = record  # the sidecar's "speed" reports what this job ran with
     try:
         yield
     finally:
         if pinned.attention is not None:
-            for model in transformers_of(pipe):
-                model.set_attention_backend("native")
+            apply_attention_backend(pipe, (before or {}).get("attention", "sdpa"))
+        # The kernel is the worker's again; a compile done here stays with the cached pipeline.
+        pipe.wan_speed = {**before, "compile": bool(before.get("compile") or record["compile"])} if before else (
+            {"attention": "sdpa", "compile": True} if record["compile"] else None)
 
 
 def _user_text(e: BaseException) -> str:

@@ -129,8 +129,11 @@ def _make_runner(name: str, config: dict[str, Any], send: Any, device: str = "cp
     limits = Limits(allow_fp8=memory.get("allow_fp8", True), allow_8bit=memory.get("allow_8bit", False))
     # Every worker process holds its own models: the host-RAM budget is shared out between them.
     budget = int(hardware.host_total_bytes * limits.host_fraction) - HOST_OVERHEAD_BYTES
+    from wan_studio.engine.accel import SpeedOptions, plan_applier
+
+    speed = SpeedOptions(**(config.get("speed") or {}))
     manager = ModelManager(FolderLoader(Path(config["models_dir"])),
-                           budget_bytes=max(budget // max(1, config.get("workers", 1)), 0))
+                           budget_bytes=max(budget // max(1, config.get("workers", 1)), 0), apply=plan_applier(speed))
 
     def plans(request: GenerationRequest) -> Any:
         try:

@@ -221,6 +221,8 @@ def generate(
     t_written = time.perf_counter()
     timings = {**done.timings, "write_s": t_written - t_decoded, "total_s": t_written - t0}
     sidecar = sidecar_for(request, done.frames, request.fps, video_path, timings, done.peak_vram_bytes)
+    if getattr(pipe, "wan_speed", None):  # attention kernel and compile, set when the plan was applied
+        sidecar["speed"] = pipe.wan_speed
     write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
     report(Progress("done", request.steps, request.steps, t_written - t0))
     return GenerationResult(video_path, sidecar_path, request, timings, done.peak_vram_bytes)

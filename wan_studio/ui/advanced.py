@@ -113,7 +113,7 @@ def render(studio: Studio) -> AdvancedTab:
                 with gr.Row():
                     f["gpu"] = gr.Dropdown(gpu_choices(studio), value=AUTO, label="GPU", elem_id="adv-gpu")
                     f["attention"] = gr.Dropdown(knobs["attention"], value=AUTO, label="Attention", elem_id="adv-attention")
-                    f["compile"] = gr.Radio([("automatic (off)", AUTO), ("on", "on"), ("off", "off")], value=AUTO,
+                    f["compile"] = gr.Radio([("automatic", AUTO), ("on", "on"), ("off", "off")], value=AUTO,
                                             label="torch.compile", elem_id="adv-compile")
                 first = AdvancedForm(**{n: f[n].value for n in FORM_FIELDS})
                 automatic = gr.Markdown(automatic_text(studio, first), elem_id="adv-automatic")

@@ -193,9 +193,11 @@ def automatic_text(studio: Studio, form: AdvancedForm) -> str:
     te = auto.placement("text_encoder")
     gpus = studio.hardware.gpus
     attention = choose_attention_backend(gpus[0].capability if gpus else None)
+    if studio.settings.attention != AUTO:  # --attention chose the workers' kernel
+        attention = type(attention)(studio.settings.attention, "set by --attention")  # type: ignore[arg-type]
     return (f"**Automatic choice:** storage {main.storage if main else '-'} · offload {main.offload if main else '-'} · "
             f"text encoder on {te.device if te else '-'} · GPU {auto.primary_device} · attention {attention.backend} "
-            f"({attention.why}) · compile off  \n*Why:* {auto.why}")
+            f"({attention.why}) · compile on where it pays (bf16, resident or model offload, CUDA)  \n*Why:* {auto.why}")
 
 
 def gpu_choices(studio: Studio) -> list[tuple[str, str]]:
