@@ -21,6 +21,7 @@ from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.local import LocalExecutor, detect_devices
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.jobs.access import Caller
 from wan_studio.jobs.queue import JobQueue
 from wan_studio.jobs.store import JobStore
 from wan_studio.accounts import Accounts
@@ -185,6 +186,23 @@ class Studio:
         if self.accounts is not None:
             return self.accounts.is_admin(user)
         return not self.settings.shared
+
+    def caller(self, user: str | None, session: str) -> Caller:
+        """The person behind a request: login name (None without one), session key, admin or not."""
+        return Caller(user or None, session, self.is_admin(user or None))
+
+    def submit_batch(self, requests: list[GenerationRequest], caller: Caller, batch_id: str) -> list[Any]:
+        """Queue a batch for ``caller`` all or none, under the same per-user limits as ``submit``
+        (each job's size; the batch counts in full against the queued-jobs quota)."""
+        resolved = [validate(r, self.settings.max_prompt_chars) for r in requests]
+        for r in resolved:
+            check_job_cost(r, self.limits, caller.admin)
+        queued = self.queue.store.count_active(user=caller.key)
+        if not caller.admin and self.limits.max_queued_jobs is not None \
+                and queued + len(resolved) > self.limits.max_queued_jobs:
+            raise RequestError(f"this batch has {len(resolved)} jobs and you already have {queued} in the queue; "
+                               f"the limit is {self.limits.max_queued_jobs} per user")
+        return self.queue.submit_many(resolved, owner=caller.session, batch_id=batch_id, user=caller.key)
 
     def close(self) -> None:
         """Stop background work: the workers (running jobs resume at the next start), the sampler."""
