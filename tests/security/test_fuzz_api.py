@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -77,6 +77,10 @@ settings_json = st.one_of(
 
 
 @FUZZ
+@example(prompt="a fox in the snow", seed=1, extra=json.dumps({"width": 64, "height": 64, "num_frames": 5,
+                                                               "steps": 2}), preset="demo-fast", priority=0)
+@example(prompt="🎬 " * 30, seed=2**31, extra='{"steps": 1, "width": 64, "height": 64, "num_frames": 1}',
+         preset="demo-fast", priority=5)
 @given(prompt=text, seed=st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False)), extra=settings_json,
        preset=st.sampled_from(["demo-fast", "beginner-720p-5s", "nope", ""]), priority=st.integers(-2**40, 2**40))
 def test_submit_runs_or_refuses_clearly(client: Client, accepted: list[str], prompt: str, seed: float, extra: str,
