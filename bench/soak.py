@@ -31,6 +31,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wan_studio.jobs.cleanup import IDLE_S  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {"ann": "ann-password", "bob": "bob-password", "root": "root-password"}
 TINY = json.dumps({"width": 64, "height": 64, "num_frames": 5, "steps": 2})
@@ -123,7 +126,7 @@ def client_loop(url: str, user: str, stop: threading.Event, accepted: list[str],
                     client.predict(job, api_name="/job_result")
                     with lock:
                         result.downloads += 1
-                elif status in ("queued", "running") and rng.random() < 0.2:
+                elif status in ("queued", "running") and rng.random() < 0.03:
                     client.predict(job, api_name="/cancel_job")
             client.predict("queued,running", 50, api_name="/list_jobs")
         except AppError as e:
@@ -139,7 +142,7 @@ def client_loop(url: str, user: str, stop: threading.Event, accepted: list[str],
                 result.client_errors += 1
                 if len(result.problems) < 20:
                     result.problems.append(f"client {user}: {type(e).__name__}: {e}")
-        stop.wait(rng.uniform(0.05, 0.4))
+        stop.wait(rng.uniform(0.2, 1.0))
 
 
 def _submit(client: object, user: str, rng: random.Random, accepted: list[str], mine: list[str],
@@ -214,6 +217,7 @@ def run(minutes: float, clients: int, kill_every_s: tuple[float, float], seed: i
         for t in threads:
             t.join(30)
         jobs = wait_for_all(root / "outputs" / "jobs.db", accepted, timeout_s=180)
+        time.sleep(IDLE_S + 3.0)  # the app removes a killed worker's half-written files once idle
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -262,7 +266,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=6)
-    p.add_argument("--kill-every", type=float, nargs=2, default=(4.0, 12.0), metavar=("MIN_S", "MAX_S"))
+    p.add_argument("--kill-every", type=float, nargs=2, default=(8.0, 20.0), metavar=("MIN_S", "MAX_S"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     result = run(args.minutes, args.clients, tuple(args.kill_every), args.seed)

@@ -318,6 +318,7 @@ class Studio:
         join: bool,
         owner: str = "local",
         on_progress: Callable[[str, Progress], None] | None = None,
+        user: str | None = None,
     ) -> PairResult:
         """The intermediate workflow: a scene clip, then a talking clip, optionally joined.
 
@@ -328,8 +329,8 @@ class Studio:
         validate(scene, self.settings.max_prompt_chars)
         validate(talk, self.settings.max_prompt_chars)
         report = on_progress or (lambda part, p: None)
-        first = self.run(scene, owner, lambda p: report("scene", p))
-        second = self.run(talk, owner, lambda p: report("talk", p))
+        first = self.run(scene, owner, lambda p: report("scene", p), user=user)
+        second = self.run(talk, owner, lambda p: report("talk", p), user=user)
         joined = None
         if join:
             out = second.video_path.with_name(second.video_path.stem + "-joined.mp4")

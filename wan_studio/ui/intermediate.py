@@ -118,7 +118,8 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
 
         try:
             scene, talk = build_requests(mode, scene_prompt, scene_image, portrait, speech, talk_prompt, seed_value)
-            result = studio.run_scene_and_talk(scene, talk, bool(join), owner=owner, on_progress=report)
+            result = studio.run_scene_and_talk(scene, talk, bool(join), owner=owner, on_progress=report,
+                                               user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:
