@@ -129,3 +129,4 @@ def test_batch_counts_against_the_quota(idle_server: AccountsServer):
         assert msg.startswith("Nothing was queued") and "limit is" in msg
     finally:
         studio.limits = old  # type: ignore[attr-defined]
+

@@ -17,6 +17,10 @@ from gradio.events import Dependency
 class ImageInput(gr.Image):
     """``gr.Image`` whose unreadable uploads raise a ``gr.Error`` the user can act on."""
 
+    def get_block_name(self) -> str:
+        """The browser draws it with Gradio's own image widget."""
+        return "image"
+
     def preprocess(self, payload: Any) -> Any:
         """Gradio's preprocessing, with image decoding failures worded for the user."""
         try:
@@ -36,6 +40,10 @@ class ImageInput(gr.Image):
 
 class AudioInput(gr.Audio):
     """``gr.Audio`` whose unreadable uploads raise a ``gr.Error`` the user can act on."""
+
+    def get_block_name(self) -> str:
+        """The browser draws it with Gradio's own audio widget."""
+        return "audio"
 
     def preprocess(self, payload: Any) -> Any:
         """Gradio's preprocessing, with audio decoding failures worded for the user."""
