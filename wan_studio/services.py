@@ -21,6 +21,7 @@ from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.local import LocalExecutor, detect_devices
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
+from wan_studio.jobs.access import Caller
 from wan_studio.jobs.queue import JobQueue
 from wan_studio.jobs.store import JobStore
 from wan_studio.accounts import Accounts
@@ -190,6 +191,23 @@ class Studio:
             return self.accounts.is_admin(user)
         return not self.settings.shared
 
+    def caller(self, user: str | None, session: str) -> Caller:
+        """The person behind a request: login name (None without one), session key, admin or not."""
+        return Caller(user or None, session, self.is_admin(user or None))
+
+    def submit_batch(self, requests: list[GenerationRequest], caller: Caller, batch_id: str) -> list[Any]:
+        """Queue a batch for ``caller`` all or none, under the same per-user limits as ``submit``
+        (each job's size; the batch counts in full against the queued-jobs quota)."""
+        resolved = [validate(r, self.settings.max_prompt_chars) for r in requests]
+        for r in resolved:
+            check_job_cost(r, self.limits, caller.admin)
+        queued = self.queue.store.count_active(user=caller.key)
+        if not caller.admin and self.limits.max_queued_jobs is not None \
+                and queued + len(resolved) > self.limits.max_queued_jobs:
+            raise RequestError(f"this batch has {len(resolved)} jobs and you already have {queued} in the queue; "
+                               f"the limit is {self.limits.max_queued_jobs} per user")
+        return self.queue.submit_many(resolved, owner=caller.session, batch_id=batch_id, user=caller.key)
+
     def close(self) -> None:
         """Stop background work: the workers (running jobs resume at the next start), the sampler."""
         if self.jobs is not None:
@@ -308,6 +326,7 @@ class Studio:
         join: bool,
         owner: str = "local",
         on_progress: Callable[[str, Progress], None] | None = None,
+        user: str | None = None,
     ) -> PairResult:
         """The intermediate workflow: a scene clip, then a talking clip, optionally joined.
 
@@ -318,8 +337,8 @@ class Studio:
         validate(scene, self.settings.max_prompt_chars)
         validate(talk, self.settings.max_prompt_chars)
         report = on_progress or (lambda part, p: None)
-        first = self.run(scene, owner, lambda p: report("scene", p))
-        second = self.run(talk, owner, lambda p: report("talk", p))
+        first = self.run(scene, owner, lambda p: report("scene", p), user=user)
+        second = self.run(talk, owner, lambda p: report("talk", p), user=user)
         joined = None
         if join:
             out = second.video_path.with_name(second.video_path.stem + "-joined.mp4")

@@ -20,6 +20,7 @@ from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone, WorkerIn
 from wan_studio.engine.generate import Progress
 from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
+from wan_studio.jobs.cleanup import IDLE_S, remove_stale_temp_files
 from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
                                    QueueFull)
 
@@ -104,6 +105,7 @@ class JobQueue:
         self._lock.acquire()
         self._started = True
         self.swept = self.store.sweep()
+        remove_stale_temp_files(self.outputs_dir, idle_s=0.0)  # no worker runs yet: all are stale
         self.executor.start(self._on_event)
         self._thread = threading.Thread(target=self._dispatch_loop, name="job-dispatch", daemon=True)
         self._thread.start()
@@ -407,6 +409,10 @@ class JobQueue:
         elif ev.kind == "lost":
             self._live.pop(ev.job_id, None)
             self._requeue_lost(self.store.get(ev.job_id), ev.error or "the worker process stopped")
+            # Once the dead worker's half-written files have gone idle, remove them.
+            sweep = threading.Timer(IDLE_S + 1.0, remove_stale_temp_files, args=(self.outputs_dir,))
+            sweep.daemon = True
+            sweep.start()
 
     def _requeue_lost(self, job: Job, why: str) -> None:
         if job.status != "running":

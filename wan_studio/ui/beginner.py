@@ -11,6 +11,7 @@ import gradio as gr
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled
 from wan_studio.engine.request import RequestError
+from wan_studio.ui.safe_inputs import ImageInput
 from wan_studio.services import JobFailed, Studio
 
 
@@ -72,7 +73,7 @@ def render(studio: Studio) -> BeginnerTab:
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", lines=4, elem_id="beginner-prompt",
                                 placeholder="A red fox trots through fresh snow at sunrise, cinematic")
-            image = gr.Image(label="Start image (optional)", type="filepath", sources=["upload"],
+            image = ImageInput(label="Start image (optional)", type="filepath", sources=["upload"],
                              elem_id="beginner-image")
             preset = gr.Dropdown(choices=[(p.label, p.name) for p in presets], value=default.name,
                                  label="Preset", elem_id="beginner-preset")

@@ -13,6 +13,7 @@ from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.services import Studio
+from wan_studio.ui.safe_inputs import AudioInput, ImageInput
 
 # Mode -> (scene model and size/frames, talking model and pixel budget). 241 frames at 24 fps is
 # the 10-second scene; the talking clip's length follows the speech (chunks of 5 s).
@@ -78,11 +79,11 @@ def render(studio: Studio) -> IntermediateTab:
                                elem_id="inter-mode")
             scene_prompt = gr.Textbox(label="Scene prompt", lines=3, elem_id="inter-scene-prompt",
                                       placeholder="A quiet library at dusk, warm lamps, slow dolly forward")
-            scene_image = gr.Image(label="Scene start image (optional)", type="filepath", sources=["upload"],
+            scene_image = ImageInput(label="Scene start image (optional)", type="filepath", sources=["upload"],
                                    elem_id="inter-scene-image")
-            portrait = gr.Image(label="Portrait (face or upper body)", type="filepath", sources=["upload"],
+            portrait = ImageInput(label="Portrait (face or upper body)", type="filepath", sources=["upload"],
                                 elem_id="inter-portrait")
-            speech = gr.Audio(label="Speech (WAV, MP3, FLAC or M4A)", type="filepath", sources=["upload"],
+            speech = AudioInput(label="Speech (WAV, MP3, FLAC or M4A)", type="filepath", sources=["upload"],
                               elem_id="inter-speech")
             talk_prompt = gr.Textbox(label="Talking clip prompt (optional)", lines=2, elem_id="inter-talk-prompt",
                                      placeholder="A librarian speaks calmly to the camera")
@@ -117,7 +118,8 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
 
         try:
             scene, talk = build_requests(mode, scene_prompt, scene_image, portrait, speech, talk_prompt, seed_value)
-            result = studio.run_scene_and_talk(scene, talk, bool(join), owner=owner, on_progress=report)
+            result = studio.run_scene_and_talk(scene, talk, bool(join), owner=owner, on_progress=report,
+                                               user=getattr(request, "username", None))
         except RequestError as e:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:

@@ -10,8 +10,10 @@ from typing import Any
 import gradio as gr
 
 from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.jobs.access import HIDDEN, Caller, NotYourJob, check_may_act, may_act, owns, redact_request
 from wan_studio.jobs.store import FINISHED, STATUSES, IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
+from wan_studio.ui.identity import caller_of
 
 # Request fields an API client may set besides prompt/seed. ``image`` is left out on purpose: a
 # server-side path from a remote client would let it read files on this machine.
@@ -35,6 +37,30 @@ def public_view(job: Job, ahead: int | None = None) -> dict[str, Any]:
     return view
 
 
+def view_for(caller: Caller, job: Job, ahead: int | None = None) -> dict[str, Any]:
+    """``public_view`` for the job's owner or an admin; for anyone else only what explains the wait
+    (no prompt, error text or plan)."""
+    view = public_view(job, ahead)
+    view["mine"] = owns(caller, job)
+    if not may_act(caller, job):
+        view["request"] = redact_request(job.request)
+        view.update(error=None, plan="", progress_text=HIDDEN if job.status == "running" else "", worker=None)
+    return view
+
+
+def _whole(value: Any, name: str) -> int | None:
+    """``value`` as an int (None stays None), or a user error naming the field."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _user_error(f"{name} must be a whole number, not {value!r}") from None
+    if abs(number) >= 2**63:
+        raise _user_error(f"{name} is too large ({name}s are below 2**63)")
+    return number
+
+
 def register(studio: Studio) -> None:
     """Add the endpoints to the ``gr.Blocks`` being built (call inside its ``with`` block)."""
     q = studio.queue
@@ -51,38 +77,56 @@ def register(studio: Studio) -> None:
         if not isinstance(extra, dict) or set(extra) - set(API_FIELDS):
             bad = sorted(set(extra) - set(API_FIELDS)) if isinstance(extra, dict) else ["(not an object)"]
             raise _user_error(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
-        req: GenerationRequest = studio.presets[preset].request(
-            prompt, seed=None if seed is None or int(seed) < 0 else int(seed), **extra)
-        owner = f"api:{getattr(request, 'session_hash', None) or 'anonymous'}"
+        seed_value, priority_value = _whole(seed, "seed"), _whole(priority or 0, "priority")
+        caller = caller_of(studio, request, "api:")
         try:
-            return q.submit(req, owner=owner, priority=int(priority or 0)).id
+            req: GenerationRequest = studio.presets[preset].request(
+                prompt, seed=None if seed_value is None or seed_value < 0 else seed_value, **extra)
+            # Through the studio so the per-user size and queue limits apply to API clients too.
+            return studio.submit(req, owner=caller.session, user=caller.key, priority=priority_value).id
         except RequestError as e:
             raise _user_error(str(e)) from None
+        except (TypeError, ValueError) as e:  # a field of the wrong type in settings_json
+            raise _user_error(f"invalid settings: {e}") from None
 
-    def job_status(job_id: str) -> dict[str, Any]:
-        """Status, progress (0..1), ETA (seconds) and error text of a job."""
+    def job_status(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
+        """Status, progress (0..1), ETA (seconds) and error text of a job (another user's job: no
+        prompt, no error text)."""
         job = _get(job_id)
-        return public_view(job, q.store.queued_ahead(job.id) if job.status == "queued" else None)
+        ahead = q.store.queued_ahead(job.id) if job.status == "queued" else None
+        return view_for(caller_of(studio, request, "api:"), job, ahead)
 
-    def cancel_job(job_id: str) -> dict[str, Any]:
-        """Cancel a waiting job, or stop a running one after its current step."""
-        _get(job_id)
+    def cancel_job(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
+        """Cancel a waiting job, or stop a running one after its current step (own jobs; admins: any)."""
+        caller = caller_of(studio, request, "api:")
+        job = _get(job_id)
         try:
-            return public_view(q.cancel(job_id.strip()))
-        except IllegalTransition as e:
+            check_may_act(caller, job, "cancel")
+            return view_for(caller, q.cancel(job.id))
+        except (IllegalTransition, NotYourJob) as e:
             raise _user_error(str(e)) from None
 
-    def list_jobs(status: str = "", limit: int = 100) -> list[dict[str, Any]]:
+    def list_jobs(status: str = "", limit: int = 100,
+                  request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Jobs in queue order; ``status`` filters (comma-separated, e.g. ``queued,running``)."""
         wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
         unknown = sorted(set(wanted) - set(STATUSES))
         if unknown:
             raise _user_error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
-        return [public_view(j) for j in q.store.list(wanted or None, limit=max(1, min(int(limit), 1000)))]
+        caller = caller_of(studio, request, "api:")
+        try:
+            n = max(1, min(int(limit), 1000))
+        except (TypeError, ValueError, OverflowError):
+            raise _user_error(f"limit must be a whole number, not {limit!r}") from None
+        return [view_for(caller, j) for j in q.store.list(wanted or None, limit=n)]
 
-    def job_result(job_id: str) -> tuple[str, str, dict[str, Any]]:
-        """The finished video, its sidecar file and the sidecar's contents."""
+    def job_result(job_id: str, request: gr.Request = None) -> tuple[str, str, dict[str, Any]]:  # type: ignore[assignment]
+        """The finished video, its sidecar file and the sidecar's contents (own jobs; admins: any)."""
         job = _get(job_id)
+        try:
+            check_may_act(caller_of(studio, request, "api:"), job, "download")
+        except NotYourJob as e:
+            raise _user_error(str(e)) from None
         if job.status != "done":
             hint = f": {job.error}" if job.error and job.status in FINISHED else ""
             raise _user_error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")

@@ -15,13 +15,16 @@ from typing import Any, Callable
 import gradio as gr
 
 from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.jobs.access import HIDDEN, Caller, NotYourJob, check_may_act, may_act
 from wan_studio.jobs.batch import BatchError, format_of, plan_batch, read_rows
 from wan_studio.jobs.queue import Move
 from wan_studio.jobs.store import IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
+from wan_studio.ui.identity import caller_of
 
 COLUMNS = ["id", "status", "progress", "ETA", "model", "prompt", "seed", "attempts", "worker / plan", "note"]
 GALLERY_SIZE = 60
+ACTION_WORDS = {"top": "move", "up": "move", "down": "move", "priority": "reprioritise"}
 
 
 @dataclass
@@ -60,11 +63,16 @@ def _eta_text(job: Job) -> str:
     return ""
 
 
-def job_rows(jobs: list[Job]) -> list[list[Any]]:
-    """Table rows for ``jobs`` in the order given."""
+def job_rows(jobs: list[Job], caller: Caller | None = None) -> list[list[Any]]:
+    """Table rows for ``jobs`` in the order given; other users' jobs (when ``caller`` is given and
+    is not an admin) show no prompt, seed, plan or note."""
     rows = []
     for j in jobs:
         r = j.request
+        if caller is not None and not may_act(caller, j):
+            rows.append([j.id, j.status, f"{j.progress * 100:.0f}%" if j.status == "running" else "",
+                         _eta_text(j), r.get("model", ""), HIDDEN, "", f"{j.attempts}/{j.max_attempts}", "", ""])
+            continue
         progress = f"{j.progress * 100:.0f}% {j.progress_text}".strip() if j.status == "running" else ""
         where = " · ".join(x for x in (j.worker or "", j.plan) if x)
         note = j.error or ""
@@ -86,10 +94,13 @@ def workers_text(studio: Studio) -> str:
             + ("\n".join(lines) or "- no worker processes (started with --workers 0): jobs wait"))
 
 
-def gallery_items(studio: Studio) -> tuple[list[tuple[str, str]], list[str]]:
-    """(video, caption) for the newest finished jobs whose video still exists, and their sidecars."""
+def gallery_items(studio: Studio, caller: Caller | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+    """(video, caption) for the newest finished jobs whose video still exists, and their sidecars;
+    with a non-admin ``caller``, only that caller's own videos."""
     items, sidecars = [], []
     for j in studio.queue.store.list(("done",), limit=GALLERY_SIZE, newest_first=True):
+        if caller is not None and not may_act(caller, j):
+            continue
         video = next((o for o in j.outputs if o.endswith(".mp4")), None)
         sidecar = next((o for o in j.outputs if o.endswith(".json")), None)
         if video and sidecar and Path(video).exists():
@@ -104,7 +115,7 @@ def render(studio: Studio) -> QueueTab:
     # Polls only while the tab is shown (``poll_while_shown``): an idle page makes no requests.
     timer = gr.Timer(1.0, active=False)
     workers = gr.Markdown(workers_text(studio), elem_id="queue-workers")
-    table = gr.Dataframe(headers=COLUMNS, value=job_rows(studio.queue.store.list(limit=200)),
+    table = gr.Dataframe(headers=COLUMNS, value=[],
                          interactive=False, wrap=True, elem_id="queue-table", label="Jobs (click a row to select)")
     with gr.Row():
         selected = gr.Textbox(label="Selected job id", elem_id="queue-selected", scale=2)
@@ -131,7 +142,9 @@ def render(studio: Studio) -> QueueTab:
         batch_go = gr.Button("Queue batch", variant="primary", elem_id="queue-batch-go")
         batch_status = gr.Markdown("", elem_id="queue-batch-status")
     gr.Markdown("### Finished videos")
-    items, sidecars = gallery_items(studio)
+    # Filled by the first refresh, which knows who is looking (a build-time list would show
+    # every user's prompts and videos to everyone).
+    items, sidecars = [], []
     gallery = gr.Gallery(value=items, columns=4, height=320, elem_id="queue-gallery", allow_preview=False)
     # Hidden JSON rather than gr.State: State makes every page hold a heartbeat connection open.
     gallery_key = gr.JSON(list(sidecars), visible=False)
@@ -155,12 +168,14 @@ def render(studio: Studio) -> QueueTab:
 def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
     """A handler applying the button ``what`` to the selected job; returns a status line."""
 
-    def handler(job_id: str, priority: float | None = 0) -> str:
+    def handler(job_id: str, priority: float | None = 0,
+                request: gr.Request = None) -> str:  # type: ignore[assignment]
         job_id = (job_id or "").strip()
         if not job_id:
             return "Select a job first (click its row)."
         q = studio.queue
         try:
+            check_may_act(caller_of(studio, request), q.get(job_id), ACTION_WORDS.get(what, what))
             if what == "cancel":
                 job = q.cancel(job_id)
                 state = "stopping after the current step…" if job.status == "running" else job.status
@@ -175,16 +190,19 @@ def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
                 return f"Job {job_id} now has priority {int(priority or 0)}."
             q.move(job_id, what)  # type: ignore[arg-type]
             return f"Job {job_id} moved {what}."
-        except (IllegalTransition, JobNotFound) as e:
+        except (IllegalTransition, JobNotFound, NotYourJob) as e:
             return f"Cannot do that: {e.args[0] if e.args else e}"
 
     if what == "retry":
-        def retry(job_id: str, priority: float | None = 0) -> str:
+        def retry(job_id: str, priority: float | None = 0,
+                request: gr.Request = None) -> str:  # type: ignore[assignment]
             try:
-                studio.queue.retry((job_id or "").strip())
-            except (IllegalTransition, JobNotFound) as e:
+                job = studio.queue.get((job_id or "").strip())
+                check_may_act(caller_of(studio, request), job, "retry")
+                studio.queue.retry(job.id)
+            except (IllegalTransition, JobNotFound, NotYourJob) as e:
                 return f"Cannot retry: {e.args[0] if e.args else e}"
-            return handler(job_id, priority)
+            return handler(job_id, priority, request)
         return retry
     return handler
 
@@ -199,9 +217,10 @@ def poll_while_shown(tab: QueueTab, page: gr.Tab, other_pages: list[gr.Tab]) -> 
 def listen(tab: QueueTab, studio: Studio) -> None:
     """Wire the events; none of them is a public API endpoint (see ``jobs_api``)."""
 
-    def refresh(key: list[str] | None) -> tuple[Any, ...]:
-        rows = job_rows(studio.queue.store.list(limit=200))
-        items, sidecars = gallery_items(studio)
+    def refresh(key: list[str] | None, request: gr.Request) -> tuple[Any, ...]:
+        caller = caller_of(studio, request)
+        rows = job_rows(studio.queue.store.list(limit=200), caller)
+        items, sidecars = gallery_items(studio, caller)
         # Re-sending an unchanged gallery would close the video the user is looking at.
         gallery = gr.update(value=items) if sidecars != (key or []) else gr.update()
         return workers_text(studio), rows, gallery, sidecars, sidecars
@@ -221,12 +240,22 @@ def listen(tab: QueueTab, studio: Studio) -> None:
     for name, button in tab.buttons.items():
         button.click(_act(studio, name), inputs=[tab.selected, tab.priority], outputs=[tab.action_status],
                      api_name=False, queue=False)
-    tab.batch_go.click(lambda *a: queue_batch(studio, *a),
+    def batch(file: str | None, text: str, preset: str, seeds: float | None, base_seed: float | None,
+              request: gr.Request) -> str:
+        return queue_batch(studio, file, text, preset, seeds, base_seed, request)
+
+    tab.batch_go.click(batch,
                        inputs=[tab.batch_file, tab.batch_text, tab.batch_preset, tab.batch_seeds, tab.batch_base_seed],
                        outputs=[tab.batch_status], api_name=False)
 
-    def pick(evt: gr.SelectData, sidecars: list[str]) -> tuple[Any, ...]:
-        sidecar = Path(sidecars[evt.index])
+    def pick(evt: gr.SelectData, sidecars: list[str], request: gr.Request) -> tuple[Any, ...]:
+        # The list comes from the browser: accept only sidecars of jobs this caller may open.
+        allowed = gallery_items(studio, caller_of(studio, request))[1]
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not isinstance(sidecars, list) or not isinstance(index, int) or not 0 <= index < len(sidecars) \
+                or sidecars[index] not in allowed:
+            raise gr.Error("That video is no longer in your gallery; wait for the list to refresh.")
+        sidecar = Path(sidecars[index])
         data = json.loads(sidecar.read_text(encoding="utf-8"))
         video = sidecar.with_name(data["video"]["file"])
         return str(video), data, [str(video), str(sidecar)]
@@ -254,14 +283,15 @@ def queue_settings(studio: Studio, text: str, request: gr.Request) -> str:
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         req = GenerationRequest.from_dict(data)
-        job = studio.queue.submit(req, owner=f"ui:{getattr(request, 'session_hash', '')}")
+        caller = caller_of(studio, request)
+        job = studio.submit(req, owner=caller.session, user=caller.key)
     except (ValueError, TypeError) as e:  # RequestError and JSON errors are ValueErrors
         return f"Not queued: {e}"
     return f"Queued job {job.id} ({_dt.datetime.now():%H:%M:%S})."
 
 
 def queue_batch(studio: Studio, file: str | None, text: str, preset: str, seeds: float | None,
-                base_seed: float | None) -> str:
+                base_seed: float | None, request: gr.Request | None = None) -> str:
     """Expand a batch file or pasted prompts into jobs; reports skipped rows by line number."""
     try:
         if file:
@@ -279,7 +309,8 @@ def queue_batch(studio: Studio, file: str | None, text: str, preset: str, seeds:
         plan.problems[:0] = problems
         plan.rows += len(problems)
         batch_id = uuid.uuid4().hex[:8]
-        jobs = studio.queue.submit_many(plan.requests, owner="batch", batch_id=batch_id) if plan.requests else []
+        caller = caller_of(studio, request)
+        jobs = studio.submit_batch(plan.requests, caller, batch_id) if plan.requests else []
     except (BatchError, RequestError, UnicodeDecodeError) as e:
         return f"Nothing was queued: {e}"
     return plan.summary(len(jobs))
