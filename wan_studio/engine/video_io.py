@@ -137,25 +137,33 @@ def mux_audio(video_path: Path, audio_path: Path) -> Path:
     The video stream is copied, not re-encoded; the result ends with the shorter of the two
     streams. The file is replaced atomically: a failure leaves the silent video as it was.
     """
+    video_path = Path(video_path)
+    args = ["-i", str(video_path), "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            "-c:a", "aac", "-b:a", "192k", "-shortest", "-movflags", "+faststart"]
+    return _ffmpeg_into(video_path, args, 600, f"could not add the audio to {video_path.name}")
+
+
+def _ffmpeg_into(out_path: Path, args: list[str], timeout_s: float, failure: str) -> Path:
+    """Run ffmpeg with ``args`` writing a temp file beside ``out_path``, then move it into place.
+
+    A failed run leaves ``out_path`` as it was; the error says ``failure`` and ffmpeg's last words.
+    """
     import subprocess
 
-    video_path = Path(video_path)
-    tmp = _temp_beside(video_path, ".mp4")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", str(video_path),
-           "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-           "-b:a", "192k", "-shortest", "-movflags", "+faststart", str(tmp)]
+    tmp = _temp_beside(out_path, ".mp4")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", *args, str(tmp)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
         if proc.returncode != 0:
             msg = proc.stderr.decode("utf-8", "replace").strip()[-400:]
-            raise OutputWriteError(errno.EIO, f"could not add the audio to {video_path.name}: {msg}")
-        os.replace(tmp, video_path)
+            raise OutputWriteError(errno.EIO, f"{failure}: {msg}")
+        os.replace(tmp, out_path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         if isinstance(e, OutputWriteError):
             raise
-        raise _explain(e, video_path) from e
-    return video_path
+        raise _explain(e, out_path) from e
+    return out_path
 
 
 def audio_duration_s(path: Path) -> float | None:
@@ -176,8 +184,6 @@ def join_clips(clips: list[Path], out_path: Path, fps: int) -> Path:
     Every clip is scaled to fit the first clip's frame (letterboxed, aspect kept); a clip without
     sound gets silence of its own length, so speech stays in sync after the join.
     """
-    import subprocess
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     w, h = _frame_size(clips[0])
@@ -201,22 +207,9 @@ def join_clips(clips: list[Path], out_path: Path, fps: int) -> Path:
         filters.append(f"[{audio_in}:a]aresample=48000,aformat=channel_layouts=stereo[a{i}]")
         labels.append(f"[v{i}][a{i}]")
     filters.append(f"{''.join(labels)}concat=n={len(clips)}:v=1:a=1[v][a]")
-    tmp = _temp_beside(out_path, ".mp4")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", *args,
-           "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", "-c:v", "libx264",
-           "-crf", "18", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(tmp)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=1800)
-        if proc.returncode != 0:
-            msg = proc.stderr.decode("utf-8", "replace").strip()[-400:]
-            raise OutputWriteError(errno.EIO, f"could not join the clips into {out_path.name}: {msg}")
-        os.replace(tmp, out_path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OutputWriteError):
-            raise
-        raise _explain(e, out_path) from e
-    return out_path
+    args += ["-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", "-c:v", "libx264",
+             "-crf", "18", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
+    return _ffmpeg_into(out_path, args, 1800, f"could not join the clips into {out_path.name}")
 
 
 def _frame_size(path: Path) -> tuple[int, int]:
