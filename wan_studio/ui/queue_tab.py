@@ -17,7 +17,6 @@ import gradio as gr
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.jobs.access import HIDDEN, Caller, NotYourJob, check_may_act, may_act
 from wan_studio.jobs.batch import BatchError, format_of, plan_batch, read_rows
-from wan_studio.jobs.queue import Move
 from wan_studio.jobs.store import IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
 from wan_studio.ui.identity import caller_of

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
 
 from wan_studio.engine.request import RequestError, check_image
 
