@@ -28,7 +28,9 @@ UNHANDLED = "has not enabled verbose error reporting"
 FUZZ = settings(max_examples=12, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ENDPOINTS = {"/generate", "/cancel", "/unload_models", "/intermediate", "/intermediate_cancel", "/gpu_samples",
-             "/submit", "/job_status", "/cancel_job", "/list_jobs", "/job_result"}
+             "/submit", "/job_status", "/cancel_job", "/list_jobs", "/job_result",
+             "/advanced_generate", "/advanced_cost", "/advanced_batch", "/advanced_calibrate"}
+ADVANCED = ("/advanced_cost", "/advanced_generate", "/advanced_batch", "/advanced_calibrate")
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +172,33 @@ def test_malformed_batch_files_are_reported_not_raised(live: AccountsServer, acc
     new = {j.id for j in live.studio.queue.store.list(limit=100_000)} - before  # type: ignore[attr-defined]
     accepted.extend(new)
     for job_id in new:  # keep the worker's backlog short: these only prove acceptance
+        live.studio.queue.cancel(job_id)  # type: ignore[attr-defined]
+
+
+def _value_for(param: dict, draw: st.DataObject) -> object:
+    """A fuzz value for one endpoint parameter, by its declared Python type (files left empty)."""
+    kind = str(param.get("python_type", {}).get("type", ""))
+    if "filepath" in kind or "Dict" in kind or "dict" in kind:
+        return None
+    if kind == "bool":
+        return draw.draw(st.booleans())
+    if kind in ("float", "int"):
+        return draw.draw(st.one_of(st.integers(-5, 5000), st.just(2**40), st.floats(allow_nan=False, allow_infinity=False)))
+    if "Literal" in kind or "List" in kind or "list" in kind:
+        return param.get("parameter_default") if param.get("parameter_has_default") else draw.draw(text)
+    return draw.draw(text)
+
+
+@FUZZ
+@given(data=st.data(), endpoint=st.sampled_from(ADVANCED))
+def test_advanced_endpoints_run_or_refuse_clearly(client: Client, live: AccountsServer, accepted: list[str],
+                                                  data: st.DataObject, endpoint: str):
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]["parameters"]
+    before = {j.id for j in live.studio.queue.store.list(limit=100_000)}  # type: ignore[attr-defined]
+    call(client, *(_value_for(p, data) for p in params), api_name=endpoint)
+    new = {j.id for j in live.studio.queue.store.list(limit=100_000)} - before  # type: ignore[attr-defined]
+    accepted.extend(new)
+    for job_id in new:  # only acceptance is under test here; keep the worker's backlog short
         live.studio.queue.cancel(job_id)  # type: ignore[attr-defined]
 
 
