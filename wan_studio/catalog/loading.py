@@ -114,12 +114,7 @@ def _check_model_dir(sub: Path, hint: str) -> None:
     _require(sub / "config.json", hint)
     indexes = sorted(sub.glob("*.safetensors.index.json"))
     if indexes:
-        try:
-            weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-            raise IncompleteModel(f"{indexes[0]} is damaged (no weight_map){hint}") from None
-        for shard in sorted(set(weight_map.values())):
-            _check_safetensors(sub / shard, hint)
+        _check_shards(indexes[0], hint)
         return
     for name in WEIGHT_NAMES:
         if (sub / name).is_file():
@@ -127,6 +122,16 @@ def _check_model_dir(sub: Path, hint: str) -> None:
                 _check_safetensors(sub / name, hint)
             return
     raise IncompleteModel(f"{sub / WEIGHT_NAMES[0]} is missing (no weights in {sub.name}/){hint}")
+
+
+def _check_shards(index: Path, hint: str) -> None:
+    """Check every shard a ``*.safetensors.index.json`` lists (they sit beside the index)."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+        raise IncompleteModel(f"{index} is damaged (no weight_map){hint}") from None
+    for shard in sorted(set(weight_map.values())):
+        _check_safetensors(index.parent / shard, hint)
 
 
 def _check_safetensors(path: Path, hint: str) -> None:
@@ -167,12 +172,7 @@ def check_s2v_folder(folder: Path, spec: ModelSpec | None = None) -> None:
     indexes = sorted(folder.glob("diffusion_pytorch_model*.safetensors.index.json"))
     if not indexes:
         raise IncompleteModel(f"{folder / 'diffusion_pytorch_model.safetensors.index.json'} is missing{hint}")
-    try:
-        weight_map = json.loads(indexes[0].read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-        raise IncompleteModel(f"{indexes[0]} is damaged (no weight_map){hint}") from None
-    for shard in sorted(set(weight_map.values())):
-        _check_safetensors(folder / shard, hint)
+    _check_shards(indexes[0], hint)
 
 
 def download(spec: ModelSpec, models_dir: Path) -> Path:

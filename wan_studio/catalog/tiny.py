@@ -133,21 +133,6 @@ def build_ti2v_pipeline(seed: int = 0, shift: float = 5.0) -> WanPipeline:
         expand_timesteps=True,
     )
 
-
-def as_image_to_video(pipe: WanPipeline) -> WanImageToVideoPipeline:
-    """The image-to-video twin of a TI2V pipeline, sharing every component (no copy)."""
-    return WanImageToVideoPipeline(
-        tokenizer=pipe.tokenizer,
-        text_encoder=pipe.text_encoder,
-        vae=pipe.vae,
-        transformer=pipe.transformer,
-        scheduler=pipe.scheduler,
-        image_encoder=None,
-        image_processor=None,
-        expand_timesteps=True,
-    )
-
-
 def build_a14b_pipeline(task: str = "t2v", seed: int = 0) -> WanPipeline | WanImageToVideoPipeline:
     """A tiny two-expert (A14B-style) pipeline: Wan2.1 VAE, high-noise ``transformer`` and
     low-noise ``transformer_2`` with the official switch point (0.875 T2V, 0.9 I2V) and shift.
