@@ -1,8 +1,10 @@
-"""The job runner (worker processes and the in-process executor share it): the disk fills (ENOSPC injected)."""
+"""The job runner (worker processes and the in-process executor share it): the disk fills (ENOSPC injected);
+the worker stops at the worst moments (after the video, before the sidecar or the done report)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,9 @@ from typing import Any
 import pytest
 
 from wan_studio.cluster.runner import JobRunner
+from wan_studio.engine import generate as generate_module
 from wan_studio.engine import video_io
+from wan_studio.engine.job import WORK_FOLDER
 from wan_studio.engine.request import GenerationRequest, validate
 from wan_studio.memory.manager import ModelManager, default_loader
 
@@ -32,3 +36,76 @@ def test_disk_full_while_writing_fails_the_job_with_the_reason(tmp_path: Path, m
     assert last["error"].startswith("the disk is full while writing") and "free space" in last["error"]
     assert all(p.exists() for p in earlier)
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == sorted(p.name for p in earlier)
+
+
+class _Died(BaseException):
+    """The worker process ending at this point (a kill): nothing after it runs."""
+
+
+def _tiny(seed: int) -> dict[str, Any]:
+    return validate(GenerationRequest(prompt="a fox", width=64, height=64, num_frames=5, steps=2, seed=seed)).to_dict()
+
+
+def _videos(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*.mp4") if not p.name.startswith("."))
+
+
+def test_worker_stopped_before_reporting_done_leaves_one_video_and_the_retry_adopts_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    def die_on_done(msg: dict[str, Any]) -> None:
+        if msg["ev"] == "done":
+            raise _Died
+
+    with pytest.raises(_Died):
+        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, die_on_done).run("j1", _tiny(3),
+                                                                                            threading.Event())
+    written = _videos(out)
+    assert len(written) == 1
+    sent: list[dict[str, Any]] = []
+    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j1", _tiny(3),
+                                                                                      threading.Event())
+    assert sent[-1]["ev"] == "done" and Path(sent[-1]["outputs"][0]) == written[0]
+    assert not any(m["ev"] == "progress" and m["progress"]["stage"] == "denoising" for m in sent)  # not rendered again
+    assert _videos(out) == written
+    assert json.loads(Path(sent[-1]["outputs"][1]).read_text())["job_id"] == "j1"
+
+
+def test_worker_stopped_between_video_and_sidecar_is_rewritten_under_the_same_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    real_write_json = generate_module.write_json
+
+    def die_on_sidecar(path: Path, data: dict[str, Any]) -> Path:
+        raise _Died
+
+    monkeypatch.setattr(generate_module, "write_json", die_on_sidecar)
+    with pytest.raises(_Died):
+        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, lambda m: None).run("j2", _tiny(4),
+                                                                                             threading.Event())
+    first = _videos(out)
+    assert len(first) == 1 and not first[0].with_suffix(".json").exists()
+    monkeypatch.setattr(generate_module, "write_json", real_write_json)
+    sent: list[dict[str, Any]] = []
+    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j2", _tiny(4),
+                                                                                      threading.Event())
+    assert sent[-1]["ev"] == "done"
+    assert _videos(out) == first == [Path(sent[-1]["outputs"][0])]
+    assert not (out / WORK_FOLDER / "j2").exists()
+
+
+def test_a_job_that_fails_after_an_interrupted_attempt_leaves_no_video(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(_Died()))
+    with pytest.raises(_Died):
+        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, lambda m: None).run("j3", _tiny(5),
+                                                                                             threading.Event())
+    assert len(_videos(out)) == 1
+    monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(
+        OSError(errno.EIO, "Input/output error")))
+    sent: list[dict[str, Any]] = []
+    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j3", _tiny(5),
+                                                                                      threading.Event())
+    assert sent[-1]["ev"] == "failed"
+    assert _videos(out) == []

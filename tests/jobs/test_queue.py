@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from wan_studio.cluster.executor import JobEvent
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.engine.job import claim_outputs, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.jobs.queue import JobQueue, QueuedProgress
 from wan_studio.jobs.store import IllegalTransition, JobStore, QueueFull
@@ -106,3 +109,32 @@ def test_waiting_job_reports_how_many_are_ahead(queue: JobQueue) -> None:
     p = queue.progress_of(queue.get(jobs[2].id))
     assert isinstance(p, QueuedProgress) and p.message == "waiting in the queue (2 jobs ahead)"
     assert p.fraction == 0.0
+
+
+def _interrupted_attempt(q: JobQueue, job_id: str, sidecar_written: bool) -> tuple[Path, Path]:
+    """What a worker killed after writing a job's video (and maybe its sidecar) leaves behind."""
+    q.store.transition(job_id, "running", expect=("queued",), worker="worker-0")
+    request = GenerationRequest.from_dict(q.get(job_id).request)
+    video, sidecar = claim_outputs(q.outputs_dir, work_dir_of(q.outputs_dir, job_id), request)
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"an mp4")
+    if sidecar_written:
+        sidecar.write_text(json.dumps({"job_id": job_id}))
+    return video, sidecar
+
+
+def test_a_job_whose_worker_died_after_writing_everything_is_done_not_rerun(queue: JobQueue) -> None:
+    job = queue.submit(_req(1))
+    video, sidecar = _interrupted_attempt(queue, job.id, sidecar_written=True)
+    queue.executor._sink(JobEvent("lost", job.id, "worker-0", error="the worker process stopped"))  # type: ignore[attr-defined]
+    done = queue.get(job.id)
+    assert done.status == "done" and done.outputs == [str(video), str(sidecar)]
+
+
+def test_a_job_given_up_after_an_interrupted_write_leaves_no_video(queue: JobQueue) -> None:
+    job = queue.submit(_req(2))
+    video, _ = _interrupted_attempt(queue, job.id, sidecar_written=False)
+    queue.store.update(job.id, attempts=queue.max_attempts)  # this was its last attempt
+    queue.executor._sink(JobEvent("lost", job.id, "worker-0", error="the worker process stopped"))  # type: ignore[attr-defined]
+    assert queue.get(job.id).status == "failed"
+    assert not video.exists()

@@ -21,7 +21,8 @@ from typing import Any, Callable
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.caches import MagRatios
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
-from wan_studio.engine.job import calibration_dir_of, execute, work_dir_of
+from wan_studio.engine.job import (calibration_dir_of, claim_outputs, drop_claimed_outputs, execute,
+                                   finished_earlier, work_dir_of)
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.engine.video_io import write_json
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
@@ -76,6 +77,14 @@ class JobRunner:
                 sidecar["overrides"] = pinned.to_dict()
             # Kept across crashes and retries of this job: a long clip resumes at its first missing window.
             work_dir = work_dir_of(self.outputs_dir, job_id)
+            earlier = finished_earlier(work_dir, job_id)
+            if earlier is not None:
+                # A previous attempt wrote everything and was stopped before the job was recorded done.
+                self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": "",
+                           "outputs": [str(p) for p in earlier], "loaded": list(self.manager.loaded())})
+                shutil.rmtree(work_dir, ignore_errors=True)
+                return
+            paths = claim_outputs(self.outputs_dir, work_dir, req)
 
             def attempt(plan: Plan | None, before: tuple[Attempt, ...] = ()) -> Any:
                 with self.manager.use(spec, plan) as pipe, speed_knobs(pipe, pinned, plan, sidecar):
@@ -83,10 +92,10 @@ class JobRunner:
                         sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                        plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
                     if sidecar.get("calibrate_magcache"):
-                        return self._calibrate(pipe, req, report, cancel, sidecar)
+                        return self._calibrate(pipe, req, report, cancel, sidecar, paths)
                     return execute(pipe, req, self.outputs_dir, loras_dir=self.loras_dir, work_dir=work_dir,
                                    ratios=self.ratios, on_progress=report, cancel=cancel, between_steps=guard,
-                                   extra_sidecar=sidecar)
+                                   extra_sidecar=sidecar, paths=paths)
 
             if self.plans is None:
                 result = attempt(None)
@@ -96,23 +105,27 @@ class JobRunner:
                     result = run_with_recovery(self.plans(req), attempt).value
                 except OutOfMemoryEverywhere as e:
                     raise RequestError(str(e)) from None
-            shutil.rmtree(work_dir, ignore_errors=True)
             plan = str(sidecar.get("placement", ""))
             self.send({"ev": "done", "job_id": job_id, "at": time.time(), "plan": plan,
                        "outputs": [str(result.video_path), str(result.sidecar_path)],
                        "loaded": list(self.manager.loaded())})
+            # Only now: until the job is reported done, a retry must find the claimed output names.
+            shutil.rmtree(work_dir, ignore_errors=True)
         except GenerationCancelled as e:
+            drop_claimed_outputs(work_dir_of(self.outputs_dir, job_id))
             self.send({"ev": "cancelled", "job_id": job_id, "at": time.time(), "error": str(e)})
         except (RequestError, KeyError, FileNotFoundError, OSError) as e:
             # OSError carries the disk-full wording of the video writer; a user can act on these.
+            drop_claimed_outputs(work_dir_of(self.outputs_dir, job_id))
             self.send({"ev": "failed", "job_id": job_id, "at": time.time(), "error": _user_text(e)})
         except Exception as e:  # noqa: BLE001 - any model error must reach the user, not kill the worker
             traceback.print_exc()
+            drop_claimed_outputs(work_dir_of(self.outputs_dir, job_id))
             self.send({"ev": "failed", "job_id": job_id, "at": time.time(), "error": f"{type(e).__name__}: {e}"})
 
 
     def _calibrate(self, pipe: Any, req: GenerationRequest, report: ProgressFn, cancel: threading.Event,
-                   sidecar: dict[str, Any]) -> Any:
+                   sidecar: dict[str, Any], paths: tuple[Path, Path] | None = None) -> Any:
         """Run ``req`` in MagCache calibration mode and store the measured ratios for its model."""
         from wan_studio.engine.caches import expert_steps, magcache_calibration, mode_of, ratios_from_capture
         from wan_studio.engine.generate import generate
@@ -121,7 +134,7 @@ class JobRunner:
             raise RequestError("calibrate with a plain clip: no step cache, no long clip")
         spec = get_spec(req.model)
         with magcache_calibration(pipe, req) as capture:
-            result = generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar)
+            result = generate(pipe, req, self.outputs_dir, report, cancel, extra_sidecar=sidecar, paths=paths)
         ratios = ratios_from_capture(capture, len(expert_steps(pipe, spec, req)))
         path = self.ratios.save(spec.key, mode_of(req), ratios, req.steps)
         data = json.loads(result.sidecar_path.read_text(encoding="utf-8"))

@@ -93,8 +93,12 @@ def image_to_video_twin(pipe: Any) -> Any:
     )
 
 
-def output_paths(outputs_dir: Path, request: GenerationRequest) -> tuple[Path, Path]:
-    """``<outputs>/<date>/<time>-<model>-<seed>-<tag>.mp4`` and its ``.json`` sidecar."""
+def output_paths(outputs_dir: Path, request: GenerationRequest,
+                 claimed: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
+    """``<outputs>/<date>/<time>-<model>-<seed>-<tag>.mp4`` and its ``.json`` sidecar, or the
+    ``claimed`` pair a job chose at its first attempt (``engine.job.claim_outputs``)."""
+    if claimed is not None:
+        return Path(claimed[0]), Path(claimed[1])
     now = _dt.datetime.now()
     stem = f"{now:%H%M%S}-{request.model}-{request.seed}-{secrets.token_hex(2)}"
     folder = Path(outputs_dir) / f"{now:%Y-%m-%d}"
@@ -199,24 +203,26 @@ def generate(
     cancel: threading.Event | None = None,
     extra_sidecar: dict[str, Any] | None = None,
     between_steps: Callable[[int], None] | None = None,
+    paths: tuple[Path, Path] | None = None,
 ) -> GenerationResult:
     """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
 
     Cancel and ``between_steps`` behave as in ``render``. ``extra_sidecar`` is read when the sidecar
     is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
+    ``paths`` names the mp4 and sidecar to write (default: a new name under ``outputs_dir``).
     """
     if get_spec(request.model).task == "s2v":
         # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
         from wan_studio.engine.s2v.runner import generate_s2v
 
         return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar,
-                            between_steps=between_steps)
+                            between_steps=between_steps, paths=paths)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     done = render(pipe, request, report, cancel, between_steps)
     t_decoded = time.perf_counter()
     report(Progress("writing", request.steps, request.steps, t_decoded - t0))
-    video_path, sidecar_path = output_paths(outputs_dir, request)
+    video_path, sidecar_path = output_paths(outputs_dir, request, paths)
     write_mp4(video_path, done.frames, request.fps)
     t_written = time.perf_counter()
     timings = {**done.timings, "write_s": t_written - t_decoded, "total_s": t_written - t0}

@@ -6,25 +6,76 @@ manager; everything a request asks for beyond the plain pipeline call is applied
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.caches import MagRatios, plan_cache, step_cache
-from wan_studio.engine.generate import ProgressFn, generate
+from wan_studio.engine.generate import ProgressFn, generate, output_paths
 from wan_studio.engine.long_video import generate_long, plan_long_clip
 from wan_studio.engine.lora import LoraChoice, loras_applied
 from wan_studio.engine.request import GenerationRequest, GenerationResult, default_overlap
+from wan_studio.engine.video_io import write_json
 
 
 WORK_FOLDER = ".work"
 CALIBRATION_FOLDER = ".calibration"
+CLAIM_FILE = "outputs.json"
 
 
 def work_dir_of(outputs_dir: Path, job_id: str) -> Path:
     """Where job ``job_id`` keeps its finished long-clip windows until it is done (survives crashes)."""
     return Path(outputs_dir) / WORK_FOLDER / job_id
+
+
+def claim_outputs(outputs_dir: Path, work_dir: Path, request: GenerationRequest) -> tuple[Path, Path]:
+    """The mp4 and sidecar paths of a job: chosen at its first attempt, kept in ``work_dir`` and
+    reused by every retry. A worker killed after the video was in place but before the job was
+    recorded done therefore leaves no second copy: the retry writes over the same file."""
+    claim = Path(work_dir) / CLAIM_FILE
+    try:
+        data = json.loads(claim.read_text(encoding="utf-8"))
+        return Path(data["video"]), Path(data["sidecar"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    video, sidecar = output_paths(outputs_dir, request)
+    write_json(claim, {"video": str(video), "sidecar": str(sidecar)})
+    return video, sidecar
+
+
+def finished_earlier(work_dir: Path, job_id: str) -> tuple[Path, Path] | None:
+    """The outputs an earlier attempt of ``job_id`` finished writing (the sidecar, written last and
+    atomically, is in place and names this job) though the job was never recorded done; else None."""
+    try:
+        data = json.loads((Path(work_dir) / CLAIM_FILE).read_text(encoding="utf-8"))
+        video, sidecar = Path(data["video"]), Path(data["sidecar"])
+        if video.is_file() and json.loads(sidecar.read_text(encoding="utf-8")).get("job_id") == job_id:
+            return video, sidecar
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def drop_claimed_outputs(work_dir: Path) -> list[Path]:
+    """Remove the claimed mp4 and sidecar of a job that ends without them (failed, cancelled, given
+    up): an attempt stopped after writing them, before the job was recorded done, leaves files no job
+    owns. Returns what was removed."""
+    try:
+        data = json.loads((Path(work_dir) / CLAIM_FILE).read_text(encoding="utf-8"))
+        claimed = [Path(data["video"]), Path(data["sidecar"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    removed = [p for p in claimed if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    (Path(work_dir) / CLAIM_FILE).unlink(missing_ok=True)
+    try:
+        Path(work_dir).rmdir()  # a plain clip's work folder held only the claim; a long clip's keeps its windows
+    except OSError:
+        pass
+    return removed
 
 
 def calibration_dir_of(outputs_dir: Path) -> Path:
@@ -44,8 +95,10 @@ def execute(
     cancel: threading.Event | None = None,
     between_steps: Callable[[int], None] | None = None,
     extra_sidecar: dict[str, Any] | None = None,
+    paths: tuple[Path, Path] | None = None,
 ) -> GenerationResult:
-    """Run a validated, resolved ``request`` on ``pipe`` and write its mp4 + sidecar.
+    """Run a validated, resolved ``request`` on ``pipe`` and write its mp4 + sidecar (at ``paths``
+    when given, see ``claim_outputs``).
 
     ``work_dir`` keeps the finished windows of a long clip, so running the same job again resumes it.
     """
@@ -61,7 +114,8 @@ def execute(
         if applied:
             extra["loras"] = applied
         if request.total_frames is None:
-            return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps)
+            return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps, paths)
         clip = plan_long_clip(request, request.total_frames,
                               request.window_overlap or default_overlap(request.num_frames), request.window_prompts)
-        return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra)
+        return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra,
+                             paths)

@@ -146,6 +146,7 @@ def generate_long(
     cancel: threading.Event | None = None,
     between_steps: Callable[[int], None] | None = None,
     extra_sidecar: dict[str, Any] | None = None,
+    paths: tuple[Path, Path] | None = None,
 ) -> GenerationResult:
     """Make a long clip window by window, resuming from ``work_dir`` where a run left off.
 
@@ -173,7 +174,7 @@ def generate_long(
             timings[key] = timings.get(key, 0.0) + value
     report(Progress("writing", request.steps, request.steps, time.perf_counter() - t0, window=len(windows) - 1,
                     windows=len(windows)))
-    video_path, sidecar_path = output_paths(outputs_dir, request)
+    video_path, sidecar_path = output_paths(outputs_dir, request, paths)
     write_mp4(video_path, blended_frames([work.video(w.index) for w in windows], clip), request.fps)
     timings["total_s"] = time.perf_counter() - t0
     frames_meta = np.zeros((clip.total_frames, request.height, request.width, 0), np.uint8)

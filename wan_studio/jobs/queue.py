@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal
 
 from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone, WorkerInfo
 from wan_studio.engine.generate import Progress
-from wan_studio.engine.job import work_dir_of
+from wan_studio.engine.job import drop_claimed_outputs, finished_earlier, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
 from wan_studio.jobs.cleanup import IDLE_S, remove_stale_temp_files
 from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
@@ -105,6 +105,9 @@ class JobQueue:
         self._lock.acquire()
         self._started = True
         self.swept = self.store.sweep()
+        for job in self.swept:
+            if job.status in ("failed", "cancelled"):
+                drop_claimed_outputs(work_dir_of(self.outputs_dir, job.id))
         remove_stale_temp_files(self.outputs_dir, idle_s=0.0)  # no worker runs yet: all are stale
         self.executor.start(self._on_event)
         self._thread = threading.Thread(target=self._dispatch_loop, name="job-dispatch", daemon=True)
@@ -402,6 +405,7 @@ class JobQueue:
             self.store.transition(ev.job_id, "done", expect=("running",), outputs=list(ev.outputs),
                                   progress=1.0, progress_text="done", eta_s=None, finished_at=ev.at,
                                   plan=ev.plan, error=None)
+            shutil.rmtree(work_dir_of(self.outputs_dir, ev.job_id), ignore_errors=True)
         elif ev.kind in ("failed", "cancelled"):
             self._live.pop(ev.job_id, None)
             self.store.transition(ev.job_id, ev.kind, expect=("running",), error=ev.error, eta_s=None,
@@ -417,11 +421,20 @@ class JobQueue:
     def _requeue_lost(self, job: Job, why: str) -> None:
         if job.status != "running":
             return
-        if job.cancel_requested:
+        work_dir = work_dir_of(self.outputs_dir, job.id)
+        earlier = finished_earlier(work_dir, job.id)
+        if earlier is not None:
+            # The worker wrote the video and its sidecar, then stopped before reporting: it is done.
+            self.store.transition(job.id, "done", outputs=[str(p) for p in earlier], progress=1.0,
+                                  progress_text="done", eta_s=None, finished_at=time.time(), error=None)
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elif job.cancel_requested:
             self.store.transition(job.id, "cancelled", error=f"cancelled ({why})")
+            drop_claimed_outputs(work_dir)
         elif job.attempts >= job.max_attempts:
             self.store.transition(job.id, "failed", error=(
                 f"{why} during each of {job.attempts} attempts; giving up (see the app log; a model "
                 "too large for this GPU is the usual cause)"))
+            drop_claimed_outputs(work_dir)
         else:
             self.store.transition(job.id, "queued", error=f"requeued: {why} during attempt {job.attempts}")

@@ -41,6 +41,7 @@ def generate_s2v(
     extra_sidecar: dict[str, Any] | None = None,
     chunk_frames: int = CHUNK_FRAMES,
     between_steps: Callable[[int], None] | None = None,
+    paths: tuple[Path, Path] | None = None,
 ) -> GenerationResult:
     """Make the talking video of a validated, resolved S2V ``request``; write mp4 (with audio) + sidecar.
 
@@ -83,7 +84,7 @@ def generate_s2v(
     t_decoded = time.perf_counter()
     report(Progress("writing", total, total, t_decoded - t0))
     frames = frames_to_uint8(out.frames)
-    video_path, sidecar_path = output_paths(outputs_dir, request)
+    video_path, sidecar_path = output_paths(outputs_dir, request, paths)
     write_mp4(video_path, frames, fps)
     mux_audio(video_path, speech.source)
     t_written = time.perf_counter()
