@@ -328,22 +328,47 @@ class Studio:
         on_progress: Callable[[str, Progress], None] | None = None,
         user: str | None = None,
     ) -> PairResult:
-        """The intermediate workflow: a scene clip, then a talking clip, optionally joined.
+        """The intermediate workflow: a scene clip and a talking clip, optionally joined.
 
-        Both requests are validated before either runs, so a bad audio file is refused before
-        minutes of scene generation. ``on_progress(part, progress)`` names the part running
-        ("scene" or "talk"). The two run one after the other in this process.
+        Both requests are validated before either is queued, so a bad audio file is refused before
+        minutes of scene generation. Both jobs are queued at once: with two GPU workers they run side
+        by side (one model per GPU; the queue keeps sending each model to the worker that holds it),
+        with one they run one after the other. ``on_progress(part, progress)`` names the part
+        ("scene" or "talk") and is called from this thread. When one part fails or is cancelled the
+        other is cancelled too and the reason is raised (``JobFailed`` / ``GenerationCancelled``).
         """
         validate(scene, self.settings.max_prompt_chars)
         validate(talk, self.settings.max_prompt_chars)
         report = on_progress or (lambda part, p: None)
-        first = self.run(scene, owner, lambda p: report("scene", p), user=user)
-        second = self.run(talk, owner, lambda p: report("talk", p), user=user)
+        ids: dict[str, str] = {}
+        try:
+            for part, request in (("scene", scene), ("talk", talk)):
+                ids[part] = self.submit(request, owner=owner, user=user).id
+            jobs = {part: self.queue.wait(job_id, on_change=self._pair_watch(ids, report)) for part, job_id in ids.items()}
+        except BaseException:
+            for job_id in ids.values():
+                if not self.queue.get(job_id).finished:
+                    self.queue.cancel(job_id)
+            raise
+        first, second = result_of(jobs["scene"].outputs), result_of(jobs["talk"].outputs)
         joined = None
         if join:
             out = second.video_path.with_name(second.video_path.stem + "-joined.mp4")
             joined = join_clips([first.video_path, second.video_path], out, first.request.fps or 24)
         return PairResult(first, second, joined)
+
+    def _pair_watch(self, ids: dict[str, str], report: Callable[[str, Progress], None]) -> Callable[[Any], None]:
+        """An ``on_change`` for ``queue.wait`` that reports every part of a pair and raises as soon as
+        one part ends without its video."""
+        def watch(_changed: Any) -> None:
+            for part, job_id in ids.items():
+                job = self.queue.get(job_id)
+                if job.status == "cancelled":
+                    raise GenerationCancelled(f"{part}: {job.error or 'cancelled'}")
+                if job.status == "failed":
+                    raise JobFailed(f"{part}: {job.error or 'failed'}")
+                report(part, self.queue.progress_of(job))
+        return watch
 
     def cancel(self, owner: str) -> bool:
         """Ask every unfinished job of ``owner`` to stop; True if there was one."""

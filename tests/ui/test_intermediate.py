@@ -66,3 +66,50 @@ def test_scene_and_talk_joined_over_the_api(studio, tmp_path: Path) -> None:
     assert abs(len(frames) / fps - (len(scene_frames) / scene_fps + talk_s)) < 0.15
     # The speech is in the join, after the silent scene.
     assert audio_duration_s(joined_path) == pytest.approx(len(frames) / fps, abs=0.15)
+
+
+def test_with_two_workers_the_scene_and_the_talking_clip_run_at_the_same_time(settings, tmp_path: Path) -> None:
+    """Two GPU workers (here two CPU worker processes): one model per worker, both clips at once."""
+    import dataclasses
+    import time
+
+    from wan_studio.services import Studio
+
+    studio = Studio.create(dataclasses.replace(settings, workers=2))
+    try:
+        studio.start()
+        deadline = time.monotonic() + 120
+        while len(studio.queue.executor.idle_workers()) < 2:
+            assert time.monotonic() < deadline, "the two workers never started"
+            time.sleep(0.2)
+        seen: set[tuple[str, str]] = set()
+        scene, talk = build_requests(DEMO, "a calm lake", None, str(_portrait(tmp_path / "p.png")),
+                                     str(_speech(tmp_path / "s.wav", 1.0)), "", 3)
+        result = studio.run_scene_and_talk(scene, talk, join=False,
+                                           on_progress=lambda part, p: seen.add((part, p.stage)))
+        jobs = {j.request["model"]: j for j in studio.queue.store.list()}
+    finally:
+        studio.close()
+    assert result.scene.video_path.exists() and result.talk.video_path.exists()
+    a, b = jobs["demo"], jobs["demo-s2v"]
+    assert a.worker != b.worker  # one model per worker
+    assert a.started_at < b.finished_at and b.started_at < a.finished_at  # the two ran side by side
+    assert ("scene", "denoising") in seen and ("talk", "denoising") in seen
+
+
+def test_when_one_part_fails_the_other_is_cancelled_and_the_reason_shown(studio, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from wan_studio.engine import generate as generate_module
+    from wan_studio.services import JobFailed
+
+    def broken(*_a, **_k):
+        raise RuntimeError("the scene model broke")
+
+    monkeypatch.setattr(generate_module, "render", broken)
+    scene, talk = build_requests(DEMO, "a calm lake", None, str(_portrait(tmp_path / "p.png")),
+                                 str(_speech(tmp_path / "s.wav", 1.0)), "", 4)
+    with pytest.raises(JobFailed, match="scene: RuntimeError: the scene model broke"):
+        studio.run_scene_and_talk(scene, talk, join=True)
+    jobs = {j.request["model"]: j.status for j in studio.queue.store.list()}
+    assert jobs == {"demo": "failed", "demo-s2v": "cancelled"}
+    assert not list(studio.settings.outputs_dir.rglob("*.mp4"))

@@ -12,7 +12,7 @@ import gradio as gr
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.request import GenerationRequest, RequestError
-from wan_studio.services import Studio
+from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.safe_inputs import AudioInput, ImageInput
 
 # Mode -> (scene model and size/frames, talking model and pixel budget). 241 frames at 24 fps is
@@ -27,6 +27,9 @@ MODES: dict[str, dict[str, Any]] = {
         "talk": dict(model="demo-s2v"),
     },
 }
+
+
+LABELS = {"scene": "scene", "talk": "talking"}
 
 
 @dataclass
@@ -72,7 +75,8 @@ def build_requests(mode: str, scene_prompt: str, scene_image: str | None, portra
 def render(studio: Studio) -> IntermediateTab:
     """Lay out the tab; call inside a ``gr.Tab``."""
     gr.Markdown("Make a scene, then let a person speak your audio; join both into one video if you like. "
-                "The talking clip lasts as long as the speech (up to 60 s).")
+                "The talking clip lasts as long as the speech (up to 60 s). With two GPUs both clips are made "
+                "at the same time, one model per GPU.")
     with gr.Row():
         with gr.Column(scale=1):
             mode = gr.Dropdown(choices=list(MODES), value=default_mode(studio), label="Models",
@@ -112,9 +116,14 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
         seed_value = None if seed is None or seed < 0 else int(seed)
         owner = getattr(request, "session_hash", None) or "api"
 
+        parts: dict[str, Progress] = {}
+
         def report(part: str, p: Progress) -> None:
-            base = 0.0 if part == "scene" else 0.5
-            progress(base + 0.5 * p.fraction, desc=f"{part}: {p.message}")
+            # The two clips may run at once (one per GPU): the bar shows both.
+            parts[part] = p
+            fraction = sum(q.fraction for q in parts.values()) / 2
+            progress(fraction, desc=" · ".join(f"{LABELS[k]}: {q.message}" for k, q in sorted(parts.items(),
+                                                                                          key=lambda kv: kv[0] != "scene")))
 
         try:
             scene, talk = build_requests(mode, scene_prompt, scene_image, portrait, speech, talk_prompt, seed_value)
@@ -124,7 +133,7 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
             raise gr.Error(str(e), duration=None) from None
         except GenerationCancelled as e:
             return None, None, None, None, f"Cancelled ({e})."
-        except FileNotFoundError as e:
+        except (FileNotFoundError, JobFailed) as e:  # JobFailed: the worker's reason, e.g. the disk is full
             raise gr.Error(str(e), duration=None) from None
         params = {part: json.loads(r.sidecar_path.read_text(encoding="utf-8"))
                   for part, r in (("scene", result.scene), ("talk", result.talk))}
