@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from wan_studio.jobs.store import StoreError
     from wan_studio.services import Studio
+    from wan_studio.ui import rest
     from wan_studio.ui.blocks import build_app, launch_kwargs
 
     settings.auth = share_credentials(settings)
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         prevent_thread_lock=True,
         **launch_kwargs(studio),
     )
+    rest.mount(app, studio)  # POST /api/v1/jobs and friends, beside Gradio's own routes
     if settings.share and not app.share_url:
         print(f"Could not open a public link (no internet?); still serving locally at {app.local_url}",
               flush=True)

@@ -8,8 +8,9 @@ Target: p99 < 200 ms with 50 clients on a CPU machine over loopback.
 
     python bench/submit_latency.py --clients 50 --per-client 10 --workers 0
 
-``--protocol http`` uses the direct route ``POST /gradio_api/run/submit`` (one request, no SSE)
-instead of gradio_client's queue protocol. ``--workers 0`` measures the submission path alone (jobs wait); ``--workers 1`` also runs the jobs
+``--protocol http`` uses Gradio's direct route ``POST /gradio_api/run/submit`` (one request, no
+SSE) instead of gradio_client's queue protocol; ``--protocol rest`` the app's own JSON route
+``POST /api/v1/jobs`` (``wan_studio/ui/rest.py``). ``--workers 0`` measures the submission path alone (jobs wait); ``--workers 1`` also runs the jobs
 on the CPU while submissions arrive.
 """
 
@@ -56,11 +57,29 @@ class HttpSubmitter:
         return r.json()["data"][0]
 
 
+class RestSubmitter:
+    """A plain HTTP caller of the app's JSON route ``POST /api/v1/jobs`` (keep-alive)."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self._http = httpx.Client(base_url=url, timeout=60)
+
+    def predict(self, prompt: str, preset: str, seed: int, settings: str, priority: int, api_name: str) -> Any:
+        """Same call shape as ``gradio_client.Client.predict``."""
+        r = self._http.post("api/v1/jobs", json={"prompt": prompt, "preset": preset, "seed": seed,
+                                                 "settings": json.loads(settings), "priority": priority})
+        r.raise_for_status()
+        return r.json()["job_id"]
+
+
 def client_process(url: str, clients: int, per_client: int, barrier: Any, results: Any, protocol: str,
                    think_s: float) -> None:
     """One client process: ``clients`` threads, each with its own client, submitting in turn."""
     if protocol == "http":
         conns: list[Any] = [HttpSubmitter(url) for _ in range(clients)]
+    elif protocol == "rest":
+        conns = [RestSubmitter(url) for _ in range(clients)]
     else:
         from gradio_client import Client
 
@@ -103,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-procs", type=int, default=5, help="processes the clients are spread over")
     p.add_argument("--think-s", type=float, default=0.0,
                    help="pause of each client between its submissions, seconds (0 = back to back)")
-    p.add_argument("--protocol", choices=("gradio_client", "http"), default="gradio_client",
-                   help="gradio_client (queue + SSE) or one plain HTTP POST per submission")
+    p.add_argument("--protocol", choices=("gradio_client", "http", "rest"), default="gradio_client",
+                   help="gradio_client (queue + SSE), one plain HTTP POST to Gradio's route, or one to "
+                        "the app's JSON route /api/v1/jobs")
     args = p.parse_args(argv)
 
     from wan_studio.services import Studio
     from wan_studio.settings import Settings
+    from wan_studio.ui import rest
     from wan_studio.ui.blocks import build_app, launch_kwargs
 
     root = Path(tempfile.mkdtemp(prefix="submit-latency-"))
@@ -121,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         port = s.getsockname()[1]
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                **launch_kwargs(studio))
+    rest.mount(app, studio)
     url = f"http://127.0.0.1:{port}/"
     ctx = mp.get_context("spawn")
     procs = max(1, min(args.client_procs, args.clients))

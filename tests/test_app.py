@@ -56,6 +56,10 @@ def test_run_command_serves_the_page_on_the_demo_model(tmp_path: Path):
             "a windmill", None, "demo-fast", 3, api_name="/generate")
         assert params["model"] == "demo" and Path(video["video"] if isinstance(video, dict) else video).exists()
         assert list((tmp_path / "out").rglob("*.mp4"))
+        import httpx  # scripts' JSON route is served beside Gradio's
+
+        queued = httpx.post(f"{url}api/v1/jobs", json={"prompt": "a mill", "settings": {"steps": 1}}, timeout=30)
+        assert queued.status_code == 201 and queued.json()["status"] == "queued"
     finally:
         proc.terminate()
         proc.wait(20)

@@ -49,16 +49,49 @@ def view_for(caller: Caller, job: Job, ahead: int | None = None) -> dict[str, An
 
 
 def _whole(value: Any, name: str) -> int | None:
-    """``value`` as an int (None stays None), or a user error naming the field."""
-    if value is None:
-        return None
+    """``value`` as an int (None stays None), or a ``RequestError`` naming the field."""
+    if value is None or isinstance(value, bool):
+        if value is None:
+            return None
+        raise RequestError(f"{name} must be a whole number, not {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise _user_error(f"{name} must be a whole number, not {value!r}") from None
+        raise RequestError(f"{name} must be a whole number, not {value!r}") from None
+    if isinstance(value, float) and value != number:
+        raise RequestError(f"{name} must be a whole number, not {value!r}")
     if abs(number) >= 2**63:
-        raise _user_error(f"{name} is too large ({name}s are below 2**63)")
+        raise RequestError(f"{name} is too large ({name}s are below 2**63)")
     return number
+
+
+def api_request(studio: Studio, prompt: Any, preset: Any = "demo-fast", seed: Any = -1,
+                settings: Any = None, priority: Any = 0) -> tuple[GenerationRequest, int]:
+    """The request and priority an API client asks for (``/submit`` and ``POST /api/v1/jobs``).
+
+    ``settings`` is a mapping (or JSON text of one) of ``API_FIELDS``. Raises ``RequestError`` with
+    a sentence for the caller; the request is not yet validated against the limits (``Studio.submit``).
+    """
+    if not isinstance(prompt, str):
+        raise RequestError("prompt must be text")
+    if not isinstance(preset, str) or preset not in studio.presets:
+        raise RequestError(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
+    if isinstance(settings, str):
+        try:
+            settings = json.loads(settings) if settings.strip() else {}
+        except json.JSONDecodeError as e:
+            raise RequestError(f"settings_json is not valid JSON: {e.msg}") from None
+    settings = {} if settings is None else settings
+    if not isinstance(settings, dict) or set(settings) - set(API_FIELDS):
+        bad = sorted(map(str, set(settings) - set(API_FIELDS))) if isinstance(settings, dict) else ["(not an object)"]
+        raise RequestError(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
+    seed_value, priority_value = _whole(seed, "seed"), _whole(priority or 0, "priority")
+    try:
+        req: GenerationRequest = studio.presets[preset].request(
+            prompt, seed=None if seed_value is None or seed_value < 0 else seed_value, **settings)
+    except (TypeError, ValueError) as e:  # a field of the wrong type in settings_json
+        raise RequestError(f"invalid settings: {e}") from None
+    return req, priority_value or 0
 
 
 def register(studio: Studio) -> None:
@@ -68,25 +101,14 @@ def register(studio: Studio) -> None:
     def submit(prompt: str, preset: str = "demo-fast", seed: int = -1, settings_json: str = "",
                priority: int = 0, request: gr.Request = None) -> str:  # type: ignore[assignment]
         """Queue one video; returns its job id at once. ``settings_json`` may set request fields."""
-        if preset not in studio.presets:
-            raise _user_error(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
-        try:
-            extra = json.loads(settings_json) if settings_json and settings_json.strip() else {}
-        except json.JSONDecodeError as e:
-            raise _user_error(f"settings_json is not valid JSON: {e.msg}") from None
-        if not isinstance(extra, dict) or set(extra) - set(API_FIELDS):
-            bad = sorted(set(extra) - set(API_FIELDS)) if isinstance(extra, dict) else ["(not an object)"]
-            raise _user_error(f"settings_json may only set {', '.join(API_FIELDS)}; not {', '.join(bad)}")
-        seed_value, priority_value = _whole(seed, "seed"), _whole(priority or 0, "priority")
         caller = caller_of(studio, request, "api:")
         try:
-            req: GenerationRequest = studio.presets[preset].request(
-                prompt, seed=None if seed_value is None or seed_value < 0 else seed_value, **extra)
+            req, priority_value = api_request(studio, prompt, preset, seed, settings_json, priority)
             # Through the studio so the per-user size and queue limits apply to API clients too.
             return studio.submit(req, owner=caller.session, user=caller.key, priority=priority_value).id
         except RequestError as e:
             raise _user_error(str(e)) from None
-        except (TypeError, ValueError) as e:  # a field of the wrong type in settings_json
+        except (TypeError, ValueError) as e:  # a field of the wrong type reaching validation
             raise _user_error(f"invalid settings: {e}") from None
 
     def job_status(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
