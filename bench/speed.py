@@ -2,7 +2,8 @@
 
 Full-size random weights on the GPU. Two parts, each timed with CUDA synchronisation:
   decode   the Wan2.2 VAE decode of one 1280×704×121 latent: fp32 (the default, tiled as our
-           plans run it), fp32 untiled, bf16 tiled, with the error of bf16 against fp32.
+           plans run it), fp32 untiled, bf16 tiled (a bf16 copy of the VAE) and bf16 autocast tiled
+           (what the Advanced tab's "VAE decode: bf16" does), with their error against fp32.
   step     one CFG denoising step (two transformer forwards) of the TI2V-5B transformer: eager vs
            ``compile_repeated_blocks`` (regional torch.compile), outputs compared.
 GPU:  python3 bench/speed.py [--parts decode,step] [--frames 121]
@@ -18,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+import types
 
 import torch
 
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import wan_studio  # noqa: E402,F401
 from wan_studio.catalog.specs import get_spec  # noqa: E402
+from wan_studio.engine.accel import decode_precision  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -53,21 +56,24 @@ def decode_part(device: str, tiny: bool, frames: int) -> list[dict]:
     z = torch.randn(1, 48, (frames - 1) // 4 + 1, h // 16, w // 16, device=device, generator=torch.Generator(device).manual_seed(0))
     rows = []
 
-    def run(dtype: torch.dtype, tiled: bool):
+    def run(dtype: torch.dtype, tiled: bool, autocast: bool = False):
         vae.to(dtype)
         vae.enable_tiling() if tiled else vae.disable_tiling()
-        with torch.inference_mode():
-            return vae.decode(z.to(dtype), return_dict=False)[0].float().clamp(-1, 1)
+        holder = types.SimpleNamespace(vae=vae)
+        with torch.inference_mode(), decode_precision(holder, "bf16" if autocast else "fp32"):
+            return holder.vae.decode(z.to(dtype), return_dict=False)[0].float().clamp(-1, 1)
 
     with torch.inference_mode():  # a small decode first, so cuDNN set-up is not charged to the fp32 case
         vae.decode(z[:, :, :2, :4, :4], return_dict=False)
     ref_s, ref = timed(lambda: run(torch.float32, True), device, 1, warmup=tiny)
     rows.append({"part": "decode", "case": "fp32 tiled (default)", "s": round(ref_s, 2)})
-    for name, dtype, tiled in (("fp32 untiled", torch.float32, False), ("bf16 tiled", torch.bfloat16, True)):
+    cases = (("fp32 untiled", torch.float32, False, False), ("bf16 tiled", torch.bfloat16, True, False),
+             ("bf16 autocast tiled (the VAE decode bf16 option)", torch.float32, True, True))
+    for name, dtype, tiled, autocast in cases:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
-            s, out = timed(lambda: run(dtype, tiled), device, 1, warmup=tiny)
+            s, out = timed(lambda: run(dtype, tiled, autocast), device, 1, warmup=tiny)
         except torch.OutOfMemoryError:
             rows.append({"part": "decode", "case": name, "error": "OOM"})
             continue

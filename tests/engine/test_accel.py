@@ -128,3 +128,24 @@ def test_a_backend_that_fails_its_check_falls_back_to_sdpa(monkeypatch):
     monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 0.3)
     backend, why = accel._checked_backend("flash")
     assert backend == "sdpa" and "differs" in why
+
+
+def test_bf16_decode_is_close_to_fp32_and_leaves_the_vae_as_it_was(demo_pipe):
+    from wan_studio.engine.accel import decode_precision
+
+    def run():
+        return demo_pipe("a harbour", height=64, width=64, num_frames=5, num_inference_steps=2,
+                         generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+
+    weights = {k: v.clone() for k, v in demo_pipe.vae.state_dict().items()}
+    exact = run()
+    with decode_precision(demo_pipe, "bf16") as changed:
+        fast = run()
+    assert changed and fast.dtype == exact.dtype
+    assert not np.array_equal(fast, exact)  # the decode really ran in bf16
+    psnr = 10 * np.log10(1.0 / np.mean((fast.astype(np.float64) - exact) ** 2))
+    assert psnr > 30, psnr
+    assert all(torch.equal(v, weights[k]) and v.dtype == torch.float32 for k, v in demo_pipe.vae.state_dict().items())
+    np.testing.assert_array_equal(run(), exact)  # fp32 again afterwards, bit for bit
+    with decode_precision(demo_pipe, "fp32") as changed:
+        assert not changed

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from wan_studio.engine.video_io import read_mp4
 from wan_studio.ui.advanced_form import FORM_FIELDS
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -18,7 +20,8 @@ BASE: dict[str, Any] = dict(
     model="demo", prompt="a paper boat on a pond", negative_prompt="", image=None, last_image=None, audio=None,
     seed=11, steps=2, shift=5.0, guidance=5.0, guidance_2=0, width=64, height=64, frames=5, fps=8,
     long_clip=False, total_seconds=2, overlap=0, window_prompts="", loras="", step_cache="off", cache_threshold=0,
-    storage="auto", offload="auto", text_encoder="auto", gpu="auto", attention="auto", compile="auto")
+    storage="auto", offload="auto", text_encoder="auto", gpu="auto", attention="auto", compile="auto",
+    decode="auto")
 
 
 def values(**changes: Any) -> list[Any]:
@@ -133,3 +136,18 @@ def test_browser_long_clip_on_the_demo_model(server, tmp_path: Path) -> None:
         assert "windows" in page.locator("#adv-status").inner_text()
         page.screenshot(path=str(tmp_path / "advanced.png"), full_page=True)
         browser.close()
+
+
+def test_bf16_decode_pin_is_applied_and_recorded(client) -> None:
+    def run(**changes: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        _video, files, _sidecar, status = client.predict(*values(seed=5, **changes), api_name="/advanced_generate")
+        assert "Done in" in status, status
+        side = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+        return read_mp4(Path(next(f for f in files if f.endswith(".mp4"))))[0], side
+
+    exact, plain = run()
+    fast, side = run(decode="bf16")
+    assert "vae_decode" not in plain and side["vae_decode"] == "bf16" and side["overrides"] == {"decode": "bf16"}
+    assert side["speed"]["vae_decode"] == "bf16"
+    assert exact.shape == fast.shape and not np.array_equal(exact, fast)
+    assert np.abs(exact.astype(int) - fast.astype(int)).mean() < 8  # the same video, slightly different pixels

@@ -146,10 +146,11 @@ class JobRunner:
 
 @contextmanager
 def speed_knobs(pipe: Any, pinned: PlanOverrides, plan: Plan | None, sidecar: dict[str, Any]) -> Iterator[None]:
-    """Apply a job's pinned attention kernel and compile choice on top of the worker's speed options
-    (``engine.accel.apply_speed``, run when the plan was applied), and put the worker's kernel back
-    after the job, since the pipeline is cached. Compiled blocks stay compiled (same maths)."""
-    from wan_studio.engine.accel import apply_attention_backend, compile_transformers
+    """Apply a job's pinned attention kernel, compile choice and VAE decode precision on top of the
+    worker's speed options (``engine.accel.apply_speed``, run when the plan was applied), and put the
+    worker's kernel and fp32 decode back after the job, since the pipeline is cached. Compiled blocks
+    stay compiled (same maths)."""
+    from wan_studio.engine.accel import apply_attention_backend, compile_transformers, decode_precision
 
     before = getattr(pipe, "wan_speed", None)
     record = dict(before or {"attention": "sdpa", "compile": False})
@@ -167,9 +168,13 @@ def speed_knobs(pipe: Any, pinned: PlanOverrides, plan: Plan | None, sidecar: di
         record["compile"] = True
     elif pinned.compile is False and record.get("compile"):
         record["compile_note"] = "already compiled when the model was loaded; compile off applies to a fresh load"
+    if pinned.decode is not None:
+        record["vae_decode"] = pinned.decode
+        sidecar["vae_decode"] = pinned.decode
     pipe.wan_speed = record  # the sidecar's "speed" reports what this job ran with
     try:
-        yield
+        with decode_precision(pipe, pinned.decode or "fp32"):
+            yield
     finally:
         if pinned.attention is not None:
             apply_attention_backend(pipe, (before or {}).get("attention", "sdpa"))

@@ -4,8 +4,8 @@ Each field left ``None`` stays automatic. The planner keeps only the candidate p
 every pinned knob and still picks the fastest of them that fits; when none fits, the error names
 the override and what it would need, so the user knows which pin to loosen.
 
-``attention`` and ``compile`` are not memory knobs: the planner carries them through unchanged and
-the job runner applies them to the pipeline (``wan_studio.engine.accel``).
+``attention``, ``compile`` and ``decode`` are not memory knobs: the planner carries them through
+unchanged and the job runner applies them to the pipeline (``wan_studio.engine.accel``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from wan_studio.memory.plan import NoPlanFits, Offload, Plan, Storage
 
 TextEncoderPlace = Literal["gpu", "cpu", "second_gpu"]
 AttentionName = Literal["cudnn", "flash", "flash3", "sage", "xformers", "sdpa"]
+DecodeName = Literal["fp32", "bf16"]
 
 # What the user may pick, with the words the UI shows.
 STORAGE_CHOICES: dict[str, str] = {"bf16": "bf16 (full quality)", "fp8": "fp8 storage (slight detail loss)",
@@ -39,7 +40,8 @@ class PlanOverrides:
 
     ``storage``: transformer weight storage; ``offload``: how the transformer reaches the GPU;
     ``text_encoder``: where UMT5 runs; ``gpu``: the device the transformer (first expert) runs on,
-    e.g. ``cuda:1``; ``attention``: attention kernel; ``compile``: torch.compile the blocks.
+    e.g. ``cuda:1``; ``attention``: attention kernel; ``compile``: torch.compile the blocks;
+    ``decode``: VAE decode precision (fp32 by default; bf16 is faster, slightly different pixels).
     """
 
     storage: Storage | None = None
@@ -48,6 +50,7 @@ class PlanOverrides:
     gpu: str | None = None
     attention: AttentionName | None = None
     compile: bool | None = None
+    decode: DecodeName | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PlanOverrides:
@@ -62,7 +65,8 @@ class PlanOverrides:
             raise OverrideError(f"unknown plan override(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         clean = {k: (None if v in ("", "auto") else v) for k, v in data.items()}
         allowed = {"storage": get_args(Storage), "offload": get_args(Offload),
-                   "text_encoder": get_args(TextEncoderPlace), "attention": get_args(AttentionName)}
+                   "text_encoder": get_args(TextEncoderPlace), "attention": get_args(AttentionName),
+                   "decode": get_args(DecodeName)}
         for key, options in allowed.items():
             if clean.get(key) is not None and clean[key] not in options:
                 raise OverrideError(f"{key} override {clean[key]!r} is not one of {', '.join(options)}")

@@ -115,6 +115,8 @@ def render(studio: Studio) -> AdvancedTab:
                     f["attention"] = gr.Dropdown(knobs["attention"], value=AUTO, label="Attention", elem_id="adv-attention")
                     f["compile"] = gr.Radio([("automatic", AUTO), ("on", "on"), ("off", "off")], value=AUTO,
                                             label="torch.compile", elem_id="adv-compile")
+                    f["decode"] = gr.Radio([("fp32 (automatic)", AUTO), ("bf16: faster, pixels differ slightly", "bf16")],
+                                           value=AUTO, label="VAE decode", elem_id="adv-decode")
                 first = AdvancedForm(**{n: f[n].value for n in FORM_FIELDS})
                 automatic = gr.Markdown(automatic_text(studio, first), elem_id="adv-automatic")
             cost = gr.Markdown(cost_line(studio, first), elem_id="adv-cost")

@@ -61,6 +61,7 @@ class AdvancedForm:
     gpu: str
     attention: str
     compile: str
+    decode: str = "auto"
 
 
 FORM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm))
@@ -103,6 +104,8 @@ def overrides_of_form(form: AdvancedForm) -> dict[str, Any] | None:
                             if getattr(form, k) not in (None, "", AUTO)}
     if form.compile in ("on", "off"):
         pins["compile"] = form.compile == "on"
+    if form.decode not in (None, "", AUTO):
+        pins["decode"] = form.decode
     return pins or None
 
 
@@ -197,7 +200,8 @@ def automatic_text(studio: Studio, form: AdvancedForm) -> str:
         attention = type(attention)(studio.settings.attention, "set by --attention")  # type: ignore[arg-type]
     return (f"**Automatic choice:** storage {main.storage if main else '-'} · offload {main.offload if main else '-'} · "
             f"text encoder on {te.device if te else '-'} · GPU {auto.primary_device} · attention {attention.backend} "
-            f"({attention.why}) · compile on where it pays (bf16, resident or model offload, CUDA)  \n*Why:* {auto.why}")
+            f"({attention.why}) · compile on where it pays (bf16, resident or model offload, CUDA) · VAE decode fp32"
+            f"  \n*Why:* {auto.why}")
 
 
 def gpu_choices(studio: Studio) -> list[tuple[str, str]]:
