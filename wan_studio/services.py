@@ -344,7 +344,8 @@ class Studio:
         try:
             for part, request in (("scene", scene), ("talk", talk)):
                 ids[part] = self.submit(request, owner=owner, user=user).id
-            jobs = {part: self.queue.wait(job_id, on_change=self._pair_watch(ids, report)) for part, job_id in ids.items()}
+            watch = self._pair_watch(ids, report)
+            jobs = {part: self.queue.wait(job_id, on_change=watch) for part, job_id in ids.items()}
         except BaseException:
             for job_id in ids.values():
                 if not self.queue.get(job_id).finished:

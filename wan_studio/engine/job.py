@@ -30,42 +30,46 @@ def work_dir_of(outputs_dir: Path, job_id: str) -> Path:
     return Path(outputs_dir) / WORK_FOLDER / job_id
 
 
+def _claimed(work_dir: Path) -> tuple[Path, Path] | None:
+    """The (mp4, sidecar) pair recorded in ``work_dir`` by ``claim_outputs``, or None."""
+    try:
+        data = json.loads((Path(work_dir) / CLAIM_FILE).read_text(encoding="utf-8"))
+        return Path(data["video"]), Path(data["sidecar"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def claim_outputs(outputs_dir: Path, work_dir: Path, request: GenerationRequest) -> tuple[Path, Path]:
     """The mp4 and sidecar paths of a job: chosen at its first attempt, kept in ``work_dir`` and
     reused by every retry. A worker killed after the video was in place but before the job was
     recorded done therefore leaves no second copy: the retry writes over the same file."""
-    claim = Path(work_dir) / CLAIM_FILE
-    try:
-        data = json.loads(claim.read_text(encoding="utf-8"))
-        return Path(data["video"]), Path(data["sidecar"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    claimed = _claimed(work_dir)
+    if claimed is not None:
+        return claimed
     video, sidecar = output_paths(outputs_dir, request)
-    write_json(claim, {"video": str(video), "sidecar": str(sidecar)})
+    write_json(Path(work_dir) / CLAIM_FILE, {"video": str(video), "sidecar": str(sidecar)})
     return video, sidecar
 
 
 def finished_earlier(work_dir: Path, job_id: str) -> tuple[Path, Path] | None:
     """The outputs an earlier attempt of ``job_id`` finished writing (the sidecar, written last and
     atomically, is in place and names this job) though the job was never recorded done; else None."""
+    claimed = _claimed(work_dir)
+    if claimed is None or not claimed[0].is_file():
+        return None
     try:
-        data = json.loads((Path(work_dir) / CLAIM_FILE).read_text(encoding="utf-8"))
-        video, sidecar = Path(data["video"]), Path(data["sidecar"])
-        if video.is_file() and json.loads(sidecar.read_text(encoding="utf-8")).get("job_id") == job_id:
-            return video, sidecar
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return None
+        named = json.loads(claimed[1].read_text(encoding="utf-8")).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return claimed if named == job_id else None
 
 
 def drop_claimed_outputs(work_dir: Path) -> list[Path]:
     """Remove the claimed mp4 and sidecar of a job that ends without them (failed, cancelled, given
     up): an attempt stopped after writing them, before the job was recorded done, leaves files no job
     owns. Returns what was removed."""
-    try:
-        data = json.loads((Path(work_dir) / CLAIM_FILE).read_text(encoding="utf-8"))
-        claimed = [Path(data["video"]), Path(data["sidecar"])]
-    except (OSError, ValueError, KeyError, TypeError):
+    claimed = _claimed(work_dir)
+    if claimed is None:
         return []
     removed = [p for p in claimed if p.is_file()]
     for p in removed:

@@ -122,8 +122,7 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
             # The two clips may run at once (one per GPU): the bar shows both.
             parts[part] = p
             fraction = sum(q.fraction for q in parts.values()) / 2
-            progress(fraction, desc=" · ".join(f"{LABELS[k]}: {q.message}" for k, q in sorted(parts.items(),
-                                                                                          key=lambda kv: kv[0] != "scene")))
+            progress(fraction, desc=" · ".join(f"{label}: {parts[k].message}" for k, label in LABELS.items() if k in parts))
 
         try:
             scene, talk = build_requests(mode, scene_prompt, scene_image, portrait, speech, talk_prompt, seed_value)

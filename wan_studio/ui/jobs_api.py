@@ -50,15 +50,13 @@ def view_for(caller: Caller, job: Job, ahead: int | None = None) -> dict[str, An
 
 def _whole(value: Any, name: str) -> int | None:
     """``value`` as an int (None stays None), or a ``RequestError`` naming the field."""
-    if value is None or isinstance(value, bool):
-        if value is None:
-            return None
-        raise RequestError(f"{name} must be a whole number, not {value!r}")
+    if value is None:
+        return None
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise RequestError(f"{name} must be a whole number, not {value!r}") from None
-    if isinstance(value, float) and value != number:
+        number = None
+    if number is None or isinstance(value, bool) or (isinstance(value, float) and value != number):
         raise RequestError(f"{name} must be a whole number, not {value!r}")
     if abs(number) >= 2**63:
         raise RequestError(f"{name} is too large ({name}s are below 2**63)")
