@@ -102,6 +102,7 @@ def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monke
     from wan_studio.catalog.tiny import build_ti2v_pipeline
 
     pipe = build_ti2v_pipeline()
+    pipe.transformer.to(torch.bfloat16)  # the real models compute in bf16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
@@ -115,6 +116,26 @@ def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monke
     backends = {getattr(m.processor, "_attention_backend", None) for m in pipe.transformer.modules() if hasattr(m, "processor")}
     assert {getattr(b, "value", b) for b in backends} == {"_native_cudnn"}
     assert record["compile"] is compiled and bool(calls) is compiled
+
+
+def test_a_float32_model_on_a_hopper_gpu_keeps_sdpa_and_a_pinned_fused_kernel_is_refused(monkeypatch):
+    # The built-in demo model runs in float32; cuDNN/flash have no float32 kernel, and choosing one
+    # made every demo job on an H200 fail with "No available kernel".
+    import wan_studio.engine.accel as accel
+    from wan_studio.catalog.tiny import build_ti2v_pipeline
+
+    pipe = build_ti2v_pipeline()
+    assert next(pipe.transformer.parameters()).dtype == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
+    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    record = accel.apply_speed(pipe, {"resident"}, "fp32")
+    assert record["attention"] == "sdpa" and "float32" in record["attention_why"]
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        accel.apply_attention_backend(pipe, "cudnn")
+    pipe.transformer.to(torch.bfloat16)
+    accel.apply_attention_backend(pipe, "cudnn")  # accepted once the weights are bf16
 
 
 def test_a_backend_that_fails_its_check_falls_back_to_sdpa(monkeypatch):

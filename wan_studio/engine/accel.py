@@ -36,6 +36,8 @@ BACKEND_PACKAGE: dict[Backend, str | None] = {
 }
 # Backends that change the numbers beyond bf16 rounding: offered, never chosen silently.
 LOSSY: frozenset[Backend] = frozenset({"sage"})
+# Fused kernels that take only bf16/fp16 inputs: PyTorch finds no kernel for a float32 model.
+HALF_ONLY: frozenset[Backend] = frozenset({"cudnn", "flash", "flash3", "sage"})
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,19 @@ def apply_attention_backend(pipe: Any, backend: Backend) -> None:
     package = BACKEND_PACKAGE[backend]
     if package is not None and importlib.util.find_spec(package) is None:
         raise ValueError(f"attention backend '{backend}' needs the Python package '{package}'; install it or pick another")
+    if backend in HALF_ONLY and any(_runs_in_fp32(m) for m in transformers_of(pipe)):
+        raise ValueError(f"attention backend '{backend}' needs bf16 or fp16 weights and this model runs in "
+                         "float32; pick 'sdpa'")
     for model in transformers_of(pipe):
         model.set_attention_backend(DIFFUSERS_BACKEND[backend])
+
+
+def _runs_in_fp32(model: Any) -> bool:
+    """True when ``model`` computes in float32 (no bf16/fp16/fp8 parameter at all)."""
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters()}
+    return torch.float32 in dtypes and not any(d.is_floating_point and d.itemsize <= 2 for d in dtypes)
 
 
 def attention_error(backend: Backend, device: str = "cuda", tokens: int = 4096, heads: int = 24,
@@ -219,6 +232,8 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
         backend, why = choice.backend, choice.why
     else:
         backend, why = options.attention, "chosen by the user"
+    if backend in HALF_ONLY and any(_runs_in_fp32(m) for m in transformers_of(pipe)):
+        backend, why = "sdpa", f"float32 model: {backend} needs bf16/fp16 inputs, so PyTorch's SDPA"
     backend, check = _checked_backend(backend) if backend != "sdpa" else (backend, "PyTorch default")
     apply_attention_backend(pipe, backend)
     record.update(attention=backend, attention_why=why, attention_check=check)
