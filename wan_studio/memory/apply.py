@@ -69,7 +69,8 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
         if len({d for p in present for d in p.devices}) > 1:
             _align_devices(pipe, present, plan)
     if plan.vae_tiling and getattr(pipe, "vae", None) is not None:
-        pipe.vae.enable_tiling()
+        size, stride = plan.vae_tile
+        pipe.vae.enable_tiling(size, size, stride, stride)
 
 
 def _place(module: torch.nn.Module, p: Placement, plan: Plan) -> None:

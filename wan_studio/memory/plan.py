@@ -91,6 +91,9 @@ class Plan:
     job_s: float
     relative_speed: float
     why: str = ""
+    # VAE decode tile (min, stride) in pixels when ``vae_tiling``; the planner picks the bigger,
+    # faster tile when the decode phase fits with it.
+    vae_tile: tuple[int, int] = (256, 192)
 
     def placement(self, component: str) -> Placement | None:
         """The placement of ``component``, or None when the model has no such part."""

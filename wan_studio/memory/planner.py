@@ -15,7 +15,7 @@ from typing import Iterator
 
 from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory import costs
-from wan_studio.memory.estimate import Estimate, estimate
+from wan_studio.memory.estimate import Estimate, estimate, phase_peaks
 from wan_studio.memory.hardware import GpuInfo, Hardware
 from wan_studio.memory.overrides import OverrideError, PlanOverrides
 from wan_studio.memory.plan import (
@@ -101,11 +101,30 @@ def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) ->
             pl = tuple(placements)
             est = estimate(spec, work, pl, hw)
             name = label if storage in ("bf16", "fp32") else f"{label}, {storage} transformer"
+            tile, peaks = _decode_tile(spec, work, pl, est, hw, limits)
             plan = Plan(spec.key, name, pl, vae_tiling=not spec.is_demo,
-                        peak_vram=tuple(est.peak_vram.items()), host_ram_bytes=est.host_ram_bytes,
-                        step_s=est.step_s, job_s=est.job_s, relative_speed=min(est.relative_speed, 1.0))
+                        peak_vram=tuple(peaks.items()), host_ram_bytes=est.host_ram_bytes,
+                        step_s=est.step_s, job_s=est.job_s, relative_speed=min(est.relative_speed, 1.0),
+                        vae_tile=tile)
             out.append((plan, est))
     return out
+
+
+def _decode_tile(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], est: Estimate,
+                 hw: Hardware, limits: Limits) -> tuple[tuple[int, int], dict[str, int]]:
+    """The VAE decode tile for these placements and the plan's peaks with it: the bigger, faster
+    tile where the VAE has one and its decode phase still fits the card, else the default."""
+    peaks = dict(est.peak_vram)
+    big = costs.BIG_DECODE_TILE.get(spec.vae)
+    vae = next((p for p in placements if p.component == "vae"), None)
+    if spec.is_demo or big is None or vae is None or vae.device == "cpu":
+        return costs.DEFAULT_DECODE_TILE, peaks
+    need = phase_peaks(spec, work, placements)["vae"].get(vae.device, 0) + costs.BIG_TILE_EXTRA_BYTES[spec.vae]
+    free = {g.device: g.free_bytes for g in hw.gpus}
+    if need > (free.get(vae.device, 0) - costs.CONTEXT_BYTES) * (1 - limits.headroom):
+        return costs.DEFAULT_DECODE_TILE, peaks
+    peaks[vae.device] = max(peaks.get(vae.device, 0), need)
+    return big, peaks
 
 
 def shortfall(plan: Plan, hw: Hardware, limits: Limits) -> str | None:

@@ -179,7 +179,7 @@ def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
     vram = (", ".join(f"{gib:.1f} GiB on {dev}" for dev, gib in plan.to_dict()["peak_vram_gib"].items())
             or "none (runs on the CPU)")
     per = f" ({windows} windows × {_duration(plan.job_s)})" if windows > 1 else ""
-    tiled = " · tiled VAE decode" if plan.vae_tiling else ""
+    tiled = f" · VAE decode in {plan.vae_tile[0]} px tiles" if plan.vae_tiling else ""
     return (f"**This will cost:** peak VRAM {vram} · host RAM {plan.host_ram_bytes / 2**30:.1f} GiB · "
             f"about {_duration(plan.job_s * windows)} of denoising{per} · {r.width}×{r.height}, "
             f"{r.total_frames or r.num_frames} frames, {r.steps} steps · plan: {plan.label}{tiled}")
