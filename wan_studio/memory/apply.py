@@ -60,7 +60,10 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
     modes = {p.offload for p in present}
     primary = torch.device(plan.primary_device)
     if "model_offload" in modes:
-        pipe.enable_model_cpu_offload(device=primary)
+        # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
+        from wan_studio.memory.pinned_offload import enable_pinned_offload
+
+        enable_pinned_offload(pipe, primary)
     elif "sequential" in modes:
         pipe.enable_sequential_cpu_offload(device=primary)
     else:

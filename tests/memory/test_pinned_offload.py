@@ -1,0 +1,67 @@
+"""Model offload with pinned host copies: one component on the GPU at a time, nothing copied off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.memory.helpers import cpu_plan, run_frames
+from tests.memory.test_apply import tiny_pipe
+from wan_studio.catalog.specs import TI2V_5B
+from wan_studio.memory.apply import apply_plan, release_pipeline
+from wan_studio.memory.pinned_offload import enable_pinned_offload
+
+
+def test_only_the_running_component_is_onloaded_and_offloading_copies_nothing() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    reference = run_frames(pipe, TI2V_5B)
+    hooks = {type(pipe.components[n]).__name__: h for n, h in zip(
+        [n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)], enable_pinned_offload(pipe, "cpu"))}
+    held: list[list[str]] = []
+    for module in (pipe.text_encoder, pipe.transformer, pipe.vae.decoder):  # decode() skips vae.forward
+        module.register_forward_hook(lambda *_: held.append(sorted(k for k, h in hooks.items() if h.on_gpu)))
+    frames = run_frames(pipe, TI2V_5B)
+    assert np.array_equal(frames, reference)
+    # each component ran holding the one seat alone (hooks run after forward), and all three took a turn
+    assert all(len(h) == 1 for h in held) and {h[0] for h in held} == set(hooks)
+    # after the job the weights of every component that is not seated are exactly their host copies
+    for hook in hooks.values():
+        if not hook.on_gpu:
+            assert all(t.data.data_ptr() == host.data_ptr() for t, host in hook.host.values())
+
+
+def test_tensors_added_after_hooking_are_moved_too_and_release_removes_the_hooks() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    hooks = enable_pinned_offload(pipe, "cpu")
+    block = pipe.transformer.blocks[0]
+    block.register_buffer("late_extra", torch.ones(3))  # as a LoRA layer loaded into a placed model
+    run_frames(pipe, TI2V_5B)
+    hook = next(h for h in hooks if h.module is pipe.transformer)
+    assert any(t is block.late_extra for t, _ in hook.host.values())
+    release_pipeline(pipe)
+    assert not hasattr(pipe.transformer, "_hf_hook") and not hasattr(pipe.vae, "_hf_hook")
+
+
+def test_model_offload_plan_gives_the_same_frames_as_everything_resident() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    reference = run_frames(pipe, TI2V_5B)
+    apply_plan(pipe, cpu_plan(TI2V_5B, offload="model_offload"))
+    assert type(pipe.transformer._hf_hook).__name__ == "PinnedOffloadHook"
+    assert np.array_equal(run_frames(pipe, TI2V_5B), reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_one_component_at_a_time_from_pinned_memory() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    reference = run_frames(pipe, TI2V_5B)
+    hooks = enable_pinned_offload(pipe, "cuda:0")
+    assert all(host.is_pinned() for h in hooks for _, host in h.host.values())
+    devices: list[set[str]] = []
+    for module in (pipe.text_encoder, pipe.transformer, pipe.vae.decoder):  # decode() skips vae.forward
+        module.register_forward_hook(lambda *_: devices.append(
+            {n for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)
+             and next(m.parameters()).device.type == "cuda"}))
+    frames = run_frames(pipe, TI2V_5B)
+    assert all(len(d) == 1 for d in devices) and len({next(iter(d)) for d in devices}) == 3
+    assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 2
