@@ -151,7 +151,7 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
         if g is None:
             continue
         if p.offload == "model_offload" and not always_on_gpu(p):
-            per_job_s += stored(spec, p) / (g.link_gbps * 1e9 * costs.UNPINNED_LINK_FACTOR)
+            per_job_s += stored(spec, p) / (g.link_gbps * 1e9 * costs.MODEL_OFFLOAD_LINK_FACTOR)
         elif p.offload in ("group_offload", "sequential") and p.component not in TRANSFORMERS:
             per_job_s += 2 * stored(spec, p) / (g.link_gbps * 1e9)
     job_s = work.steps * step_s + per_job_s
