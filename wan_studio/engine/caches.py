@@ -28,9 +28,11 @@ from wan_studio.engine.request import STEP_CACHES, GenerationRequest, RequestErr
 CacheKind = Literal["first_block", "mag", "taylorseer"]
 CACHE_KINDS: tuple[CacheKind, ...] = STEP_CACHES  # type: ignore[assignment]
 CACHE_LABELS = {
-    "first_block": "First-block cache (skips steps whose first block barely changes; ~1.5–2× faster, softer detail)",
-    "mag": "MagCache (skips steps by residual magnitude; ~1.5–2× faster, small quality loss)",
-    "taylorseer": "TaylorSeer (predicts skipped steps by Taylor expansion; ~1.5× faster, small quality loss)",
+    # Speed-ups: denoising time of a TI2V-5B 720p 50-step job at the default setting, H200
+    # (docs/BENCHMARKS.md, "Step caches"). The first-block cache's depends on the weights.
+    "first_block": "First-block cache (skips steps whose first block barely changes; speed-up depends on the prompt, softer detail)",
+    "mag": "MagCache (skips steps by residual magnitude; ~2× faster denoising, small quality loss)",
+    "taylorseer": "TaylorSeer (predicts 3 of every 4 steps by Taylor expansion; ~3× faster denoising; the longer the interval, the more quality it costs)",
 }
 DEFAULT_THRESHOLD = {"first_block": 0.05, "mag": 0.06, "taylorseer": 4.0}
 PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "magcache_ratios.json"
