@@ -51,12 +51,39 @@ def test_model_offload_plan_gives_the_same_frames_as_everything_resident() -> No
     assert np.array_equal(run_frames(pipe, TI2V_5B), reference)
 
 
+def test_host_copies_are_packed_into_whole_slabs_and_stop_pinning_at_the_budget(monkeypatch) -> None:
+    # PyTorch rounds each pinned allocation up to a power of two; packing keeps the host memory of
+    # the copies at their own size (the A14B experts took ~1.6x their size when pinned one by one).
+    import wan_studio.memory.pinned_offload as po
+
+    allocations: list[int] = []
+    monkeypatch.setattr(po.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(po, "_alloc_pinned", lambda n: allocations.append(n) or torch.empty(n, dtype=torch.uint8))
+    monkeypatch.setattr(po, "SLAB_BYTES", 4096)
+    memory = po._HostMemory(budget_bytes=2 * 4096 + 100)
+    weights = [torch.randn(300, dtype=torch.float32), torch.randn(10, 20).to(torch.bfloat16),
+               torch.arange(563, dtype=torch.int64), torch.randn(900)]  # 1200 + 400 + 4504 + 3600 bytes
+    copies = [memory.copy(w) for w in weights]
+    for w, c in zip(weights, copies):
+        assert c.dtype == w.dtype and c.shape == w.shape and torch.equal(c, w)
+    # two whole slabs; the 4504-byte tensor is over a slab and would round up to 8192: left unpinned
+    assert allocations == [4096, 4096]
+    assert copies[2].data_ptr() == weights[2].data_ptr()
+    assert memory.pinned_bytes == 2 * 4096 <= memory.budget
+    memory.copy(torch.randn(1000))  # the third slab would pass the budget: ordinary memory
+    assert len(allocations) == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_one_component_at_a_time_from_pinned_memory() -> None:
     pipe = tiny_pipe(TI2V_5B)
     reference = run_frames(pipe, TI2V_5B)
     hooks = enable_pinned_offload(pipe, "cuda:0")
     assert all(host.is_pinned() for h in hooks for _, host in h.host.values())
+    weight_bytes = sum(host.numel() * host.element_size() for h in hooks for _, host in h.host.values())
+    from wan_studio.memory.pinned_offload import SLAB_BYTES
+
+    assert hooks[0].seat.memory.pinned_bytes <= weight_bytes + SLAB_BYTES
     devices: list[set[str]] = []
     for module in (pipe.text_encoder, pipe.transformer, pipe.vae.decoder):  # decode() skips vae.forward
         module.register_forward_hook(lambda *_: devices.append(
