@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
 from measure import matmul_peak_tflops  # noqa: E402
-from run_plan import build, hardware_for  # noqa: E402
+from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.accel import apply_speed, decode_precision  # noqa: E402
 from wan_studio.engine.generate import _pipeline_kwargs, render  # noqa: E402
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = None
     if not a.tiny:
         plan = choose(spec, Workload(w, h, f, steps), hardware_for(a.cap_gb, peak_tflops or 0.0, False))
+        if plan.storage == "fp8":  # the model manager stores weights at load time; the same here
+            cast_transformers_fp8(pipe)
         apply_plan(pipe, plan)
     speed = apply_speed(pipe, plan.offload_modes if plan else {"resident"}, plan.storage if plan else "bf16")
     if not a.no_warmup:
