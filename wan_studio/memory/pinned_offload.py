@@ -7,7 +7,8 @@ back with ``module.to("cpu")``, which copies every weight off the GPU into fresh
 (page faults, then a slow unpinned copy back in for the next job). Inference never changes a
 weight, so here the CPU copy is made once, pinned, and kept: moving a component off the GPU only
 points its tensors back at that copy (no copy at all), and moving it on is one pinned, fast copy.
-On an H200 with a 24 GiB cap this cut a TI2V-5B 720p job's offload traffic from ~16 s to ~2 s.
+On an H200 with a 24 GiB cap this took ~17 s off a TI2V-5B 720p job (122.5 → 105.7 s) and an
+A14B expert swap from 12.9 s to 0.28 s (docs/BENCHMARKS.md).
 
 The host keeps a copy of every component the whole time (the planner's host-RAM estimate for
 model offload already counts them all). Copies are packed into power-of-two slabs so PyTorch's
