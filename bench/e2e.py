@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = None
     if not a.tiny:
-        plan = choose(spec, Workload(w, h, f, steps), hardware_for(a.cap_gb, peak_tflops or 0.0, False))
+        plan = choose(spec, Workload(w, h, f, steps, image=False), hardware_for(a.cap_gb, peak_tflops or 0.0, False))
         if plan.storage == "fp8":  # the model manager stores weights at load time; the same here
             cast_transformers_fp8(pipe)
         apply_plan(pipe, plan)

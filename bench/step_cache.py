@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
         if a.cap_gb:
             torch.cuda.set_per_process_memory_fraction(a.cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory)
-        plan = choose(spec, Workload(w, h, f, a.steps), hardware_for(a.cap_gb, 0.0, False))
+        plan = choose(spec, Workload(w, h, f, a.steps, image=False), hardware_for(a.cap_gb, 0.0, False))
         apply_plan(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     request = GenerationRequest(prompt="a red fox trots through fresh snow at sunrise", model=spec.key,

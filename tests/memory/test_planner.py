@@ -95,9 +95,12 @@ def test_bigger_video_predicts_more_memory() -> None:
     assert large.peak_vram_gib > small.peak_vram_gib
 
 
-# Measured on an H200 capped to 24 GB (WAN22_FACTS.md): (model, workload, recipe check, GiB)
+# Measured on an H200 capped to 24 GB (WAN22_FACTS.md, docs/BENCHMARKS.md): (model, workload,
+# recipe check, GiB). A TI2V text job gives the transformer one timestep per sample, an image job
+# one per token.
 MEASURED = [
     ("ti2v-5b", TI2V_720, {"model_offload"}, "bf16", 14.6),
+    ("ti2v-5b", Workload(1280, 704, 121, 50, image=False), {"model_offload"}, "bf16", 12.83),
     ("t2v-a14b", A14B_480, {"model_offload"}, "fp8", 17.5),
     ("t2v-a14b", A14B_720, {"group_offload"}, "bf16", 12.8),
 ]
@@ -154,3 +157,16 @@ def test_ti2v_decodes_in_big_tiles_while_they_fit_then_falls_back_to_the_default
     assert tiles[12][1] - tiles[11][1] == pytest.approx(2.0, abs=0.01)  # the bigger tile's cost is in the peak
     # The Wan2.1 VAE of the A14B models has no measured big tile: it keeps diffusers' default.
     assert choose(T2V_A14B, A14B_480, box()).vae_tile == (256, 192)
+
+
+def test_workload_from_a_request_knows_whether_it_starts_from_an_image() -> None:
+    from wan_studio.engine.request import GenerationRequest
+
+    def work(**kw):
+        return Workload.from_request(GenerationRequest("a fox", model="ti2v-5b", **kw).resolved())
+
+    assert work().image is False
+    assert work(image="start.png").image is True
+    assert work(total_frames=241).image is True  # later windows continue from the last frames
+    text, image = choose(TI2V_5B, work(), box()), choose(TI2V_5B, work(image="start.png"), box())
+    assert image.peak_vram_gib - text.peak_vram_gib == pytest.approx(1.75, abs=0.1)

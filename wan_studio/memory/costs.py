@@ -14,15 +14,18 @@ from wan_studio.catalog.specs import ModelSpec
 GIB = 2**30
 
 # --- activation model -----------------------------------------------------------------------
-# Peak transient bytes of one transformer forward = tokens × dim × ACT_BYTES_PER_TOKEN_DIM,
-# plus TIMESTEP_BYTES_PER_TOKEN_DIM when the timestep is per token (TI2V-5B's expand_timesteps
-# makes a (tokens, 6·dim) modulation tensor instead of a (1, 6·dim) one).
+# Peak transient bytes of one transformer forward = tokens × dim × the architecture's bytes per
+# token-dim, plus TIMESTEP_BYTES_PER_TOKEN_DIM when the timestep is per token (TI2V-5B with a start
+# image: its expand_timesteps makes a (tokens, 6·dim) modulation tensor instead of (1, 6·dim)).
 # T2V-A14B 832×480×81, fp8 storage + model offload: 17.5 GiB peak − 13.52 GiB fp8 expert
 #   (14.29e9 B + 0.23e9 B of embedders kept in bf16) = 3.98 GiB over 32,760 tokens × 5120 dims.
 ACT_BYTES_PER_TOKEN_DIM = 25.5
-# TI2V-5B 1280×704×121, model offload: 14.6 GiB − 9.31 GiB bf16 transformer = 5.29 GiB over
-#   27,280 tokens × 3072 dims = 67.8 B; minus the 25.5 above.
-TIMESTEP_BYTES_PER_TOKEN_DIM = 42.3
+# TI2V-5B 1280×704×121, model offload, H200 (2026-11-26): a text job (one timestep per sample,
+#   bench/e2e.py) peaks at 12.83 GiB − 9.31 GiB transformer = 3.52 GiB over 27,280 tokens × 3072
+#   dims = 45.1 B (its FFN is 4.7× its width, A14B's 2.7×); with a timestep per token
+#   (bench/run_plan.py) 14.58 GiB → 67.5 B, 22.4 B more.
+TI2V_ACT_BYTES_PER_TOKEN_DIM = 45.1
+TIMESTEP_BYTES_PER_TOKEN_DIM = 22.4
 # Group offload (block level, one block per group, CUDA stream): blocks on the GPU at once besides
 # the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
 # non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
@@ -66,10 +69,12 @@ class Architecture:
     expand_timesteps: bool
     nonblock_params: int       # embedders, head: stay bf16 under fp8 storage, always on the GPU
     text_len: int = 512
+    act_bytes_per_token_dim: float = ACT_BYTES_PER_TOKEN_DIM
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "ti2v-5b": Architecture(3072, 14336, 30, 32, True, 90_000_000),
+    "ti2v-5b": Architecture(3072, 14336, 30, 32, True, 90_000_000,
+                            act_bytes_per_token_dim=TI2V_ACT_BYTES_PER_TOKEN_DIM),
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "s2v-14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
@@ -93,10 +98,11 @@ def tokens(spec: ModelSpec, width: int, height: int, frames: int) -> int:
     return ((frames - 1) // 4 + 1) * (height // a.spatial_down) * (width // a.spatial_down)
 
 
-def activation_bytes(spec: ModelSpec, n_tokens: int) -> int:
-    """Peak transient bytes of one transformer forward over ``n_tokens`` tokens (calibrated)."""
+def activation_bytes(spec: ModelSpec, n_tokens: int, image: bool = True) -> int:
+    """Peak transient bytes of one transformer forward over ``n_tokens`` tokens (calibrated);
+    ``image``: the job starts from an image, so a TI2V model needs a timestep per token."""
     a = arch(spec)
-    per = ACT_BYTES_PER_TOKEN_DIM + (TIMESTEP_BYTES_PER_TOKEN_DIM if a.expand_timesteps else 0.0)
+    per = a.act_bytes_per_token_dim + (TIMESTEP_BYTES_PER_TOKEN_DIM if a.expand_timesteps and image else 0.0)
     return int(n_tokens * a.dim * per)
 
 

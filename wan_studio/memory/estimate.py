@@ -89,7 +89,7 @@ def phase_peaks(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
         work_bytes = {"text_encoder": costs.TEXT_WORK_BYTES, "vae": costs.decode_bytes(
             spec, work.width, work.height, work.frames)}.get(p.component, 0)
         if p.component in TRANSFORMERS:
-            work_bytes = costs.activation_bytes(spec, n)
+            work_bytes = costs.activation_bytes(spec, n, work.image)
         phase = dict(base)
         for d in p.devices:
             phase[d] = phase.get(d, 0) + work_bytes + (0 if always_on_gpu(p) else in_flight(spec, p))

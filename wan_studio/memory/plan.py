@@ -47,12 +47,16 @@ class Workload:
     frames: int
     steps: int
     cfg: bool = True
+    # The job starts from an image (or continues from frames, as every long-clip window after the
+    # first does); a TI2V model then needs a timestep per token, which costs memory.
+    image: bool = True
 
     @classmethod
     def from_request(cls, request: Any) -> Workload:
         """From a resolved ``GenerationRequest`` (duck-typed: memory does not import the engine)."""
         cfg = (request.guidance or 0) > 1 or (getattr(request, "guidance_2", None) or 0) > 1
-        return cls(request.width, request.height, request.num_frames, request.steps, cfg)
+        image = getattr(request, "image", None) is not None or getattr(request, "total_frames", None) is not None
+        return cls(request.width, request.height, request.num_frames, request.steps, cfg, image)
 
     def describe(self) -> str:
         """``832×480×81``."""
