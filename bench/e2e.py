@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
-from measure import matmul_peak_tflops  # noqa: E402
+from measure import matmul_peak_tflops, psnr, sync  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.accel import apply_speed, decode_precision  # noqa: E402
@@ -50,11 +50,6 @@ from wan_studio.memory import costs  # noqa: E402
 from wan_studio.memory.apply import apply_plan, release_pipeline  # noqa: E402
 from wan_studio.memory.plan import Workload  # noqa: E402
 from wan_studio.memory.planner import choose  # noqa: E402
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 class Clock:
@@ -110,11 +105,6 @@ class Clock:
         if torch.cuda.is_available():
             out["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         return out
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else round(float(10 * np.log10(255.0**2 / mse)), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if base_frames is not None:
         result["speedup"] = round(result["baseline"]["job_s"] / result["ours"]["job_s"], 3)
         diff = np.abs(base_frames.astype(np.int16) - done.frames.astype(np.int16))
-        result["frames_vs_baseline"] = {"psnr_db": psnr(base_frames, done.frames), "max_abs": int(diff.max()),
+        result["frames_vs_baseline"] = {"psnr_db": round(psnr(base_frames, done.frames), 1), "max_abs": int(diff.max()),
                                         "mean_abs": round(float(diff.mean()), 3)}
     print("RESULT " + json.dumps(result), flush=True)
     return 0

@@ -28,10 +28,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
+from measure import psnr  # noqa: E402
 from run_plan import build, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.caches import CACHE_KINDS, MagRatios, plan_cache, step_cache  # noqa: E402
@@ -43,11 +43,6 @@ from wan_studio.memory.planner import choose  # noqa: E402
 
 CAVEAT = ("random weights: MagCache/TaylorSeer speeds hold (their skips follow ratios / interval); the "
           "first-block cache's skips and every PSNR here do not predict trained weights")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,19 +101,25 @@ def apply_attention_backend(pipe: Any, backend: Backend) -> None:
     package = BACKEND_PACKAGE[backend]
     if package is not None and importlib.util.find_spec(package) is None:
         raise ValueError(f"attention backend '{backend}' needs the Python package '{package}'; install it or pick another")
-    if backend in HALF_ONLY and any(_runs_in_fp32(m) for m in transformers_of(pipe)):
+    if _needs_half_but_fp32(pipe, backend):
         raise ValueError(f"attention backend '{backend}' needs bf16 or fp16 weights and this model runs in "
                          "float32; pick 'sdpa'")
     for model in transformers_of(pipe):
         model.set_attention_backend(DIFFUSERS_BACKEND[backend])
 
 
-def _runs_in_fp32(model: Any) -> bool:
-    """True when ``model`` computes in float32 (no bf16/fp16/fp8 parameter at all)."""
+def _needs_half_but_fp32(pipe: Any, backend: Backend) -> bool:
+    """True when ``backend`` takes only bf16/fp16 and a transformer of ``pipe`` computes in float32
+    (no bf16/fp16/fp8 parameter at all)."""
     import torch
 
-    dtypes = {p.dtype for p in model.parameters()}
-    return torch.float32 in dtypes and not any(d.is_floating_point and d.itemsize <= 2 for d in dtypes)
+    if backend not in HALF_ONLY:
+        return False
+    for model in transformers_of(pipe):
+        dtypes = {p.dtype for p in model.parameters()}
+        if torch.float32 in dtypes and not any(d.is_floating_point and d.itemsize <= 2 for d in dtypes):
+            return True
+    return False
 
 
 def attention_error(backend: Backend, device: str = "cuda", tokens: int = 4096, heads: int = 24,
@@ -232,7 +238,7 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
         backend, why = choice.backend, choice.why
     else:
         backend, why = options.attention, "chosen by the user"
-    if backend in HALF_ONLY and any(_runs_in_fp32(m) for m in transformers_of(pipe)):
+    if _needs_half_but_fp32(pipe, backend):
         backend, why = "sdpa", f"float32 model: {backend} needs bf16/fp16 inputs, so PyTorch's SDPA"
     backend, check = _checked_backend(backend) if backend != "sdpa" else (backend, "PyTorch default")
     apply_attention_backend(pipe, backend)
