@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,38 @@ def test_on_a_gpu_one_component_at_a_time_from_pinned_memory() -> None:
     frames = run_frames(pipe, TI2V_5B)
     assert all(len(d) == 1 for d in devices) and len({next(iter(d)) for d in devices}) == 3
     assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_a_streamed_transformer_empties_the_seat_before_it_runs_and_the_frames_stay_the_same() -> None:
+    # Block offload for the experts, model offload for the text encoder and VAE: the text encoder
+    # seated for the prompt must leave before denoising, or its weights sit beside the streamed
+    # expert's for the whole job (the planner counts it in its own phase only).
+    from dataclasses import replace
+
+    from wan_studio.catalog.specs import T2V_A14B
+    from wan_studio.memory.plan import TRANSFORMERS
+
+    pipe = tiny_pipe(T2V_A14B)
+    reference = run_frames(pipe, T2V_A14B)
+    plan = cpu_plan(T2V_A14B)
+    plan = replace(plan, placements=tuple(
+        replace(p, offload="group_offload" if p.component in TRANSFORMERS else "model_offload")
+        for p in plan.placements))
+    apply_plan(pipe, plan)
+    hooks = {name: getattr(pipe, name)._hf_hook for name in ("text_encoder", "vae")}
+    assert all(type(h).__name__ == "PinnedOffloadHook" for h in hooks.values())
+    seated: dict[str, list[list[str]]] = {"text_encoder": [], "experts": []}
+
+    def record(where: str) -> Any:
+        return lambda *_: seated[where].append(sorted(n for n, h in hooks.items() if h.on_gpu))
+
+    pipe.text_encoder.register_forward_hook(record("text_encoder"))
+    for expert in (pipe.transformer, pipe.transformer_2):
+        expert.blocks[0].register_forward_hook(record("experts"))
+    frames = run_frames(pipe, T2V_A14B)
+    np.testing.assert_array_equal(frames, reference)
+    assert seated["text_encoder"] and all(s == ["text_encoder"] for s in seated["text_encoder"])
+    assert seated["experts"] and all(s == [] for s in seated["experts"])
+    release_pipeline(pipe)
+    assert not any(hasattr(m, "_wan_seat_evict") for m in (pipe.transformer, pipe.transformer_2))
+    np.testing.assert_array_equal(run_frames(pipe, T2V_A14B), reference)

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from wan_studio.memory.plan import Placement, Plan
+from wan_studio.memory.plan import TRANSFORMERS, Placement, Plan
 
 GROUP_OFFLOAD_HOOKS = ("group_offloading", "layer_execution_tracker", "lazy_prefetch_group_offloading")
-PIPELINE_WIDE = ("model_offload", "sequential")
 
 
 class PlanError(ValueError):
@@ -41,15 +40,18 @@ def check_plan(pipe: Any, plan: Plan) -> list[Placement]:
     """The placements that apply to ``pipe``; raise ``PlanError`` for a plan diffusers cannot do."""
     present = [p for p in plan.placements if isinstance(getattr(pipe, p.component, None), torch.nn.Module)]
     modes = {p.offload for p in present}
-    wide = modes & set(PIPELINE_WIDE)
-    if wide and (len(modes) > 1 or len({p.device for p in present}) > 1):
-        raise PlanError(f"{'/'.join(sorted(wide))} moves the whole pipeline to one device; "
-                        f"it cannot be mixed with {sorted(modes - wide)} or several devices")
+    if "sequential" in modes and (len(modes) > 1 or len({p.device for p in present}) > 1):
+        raise PlanError("sequential offload moves the whole pipeline to one device; it cannot be mixed with "
+                        f"{sorted(modes - {'sequential'})} or several devices")
     primary = plan.primary_device
+    if "model_offload" in modes and len({d for p in present for d in p.devices}) > 1:
+        # one seat on one GPU: components taking turns there cannot be mixed with other devices
+        raise PlanError("model offload swaps components on one GPU; it cannot be mixed with components "
+                        f"on several devices ({', '.join(sorted({d for p in present for d in p.devices}))})")
     vae = plan.placement("vae")
     # The pipeline calls vae.decode (not forward), which device hooks do not see: keep it on the
     # device the latents live on.
-    if vae is not None and vae.device != primary and vae.offload not in PIPELINE_WIDE:
+    if vae is not None and vae.device != primary:
         raise PlanError(f"the VAE must sit on the primary device {primary}, not {vae.device}")
     return present
 
@@ -59,16 +61,29 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
     present = check_plan(pipe, plan)
     modes = {p.offload for p in present}
     primary = torch.device(plan.primary_device)
-    if "model_offload" in modes:
-        # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
-        from wan_studio.memory.pinned_offload import enable_pinned_offload
-
-        enable_pinned_offload(pipe, primary)
-    elif "sequential" in modes:
+    if "sequential" in modes:
         pipe.enable_sequential_cpu_offload(device=primary)
     else:
+        from wan_studio.memory.pinned_offload import host_memory
+
+        host = host_memory()  # one page-locked budget for every offloaded component of the pipeline
+        seat = None
+        seated = [p.component for p in present if p.offload == "model_offload"]
+        if seated:
+            # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
+            from wan_studio.memory.pinned_offload import enable_pinned_offload
+
+            seat = enable_pinned_offload(pipe, primary, seated, host)[0].seat
         for p in present:
-            _place(getattr(pipe, p.component), p, plan)
+            if p.offload == "model_offload":
+                continue
+            _place(getattr(pipe, p.component), p, plan, host)
+            if seat is not None and p.device == plan.primary_device:
+                # Whatever sits in the seat (the text encoder after the prompt) leaves the GPU before
+                # this component runs there: the planner counts it only in its own phase.
+                from wan_studio.memory.pinned_offload import evict_seat_before
+
+                evict_seat_before(getattr(pipe, p.component), seat)
         if len({d for p in present for d in p.devices}) > 1:
             _align_devices(pipe, present, plan)
     if plan.vae_tiling and getattr(pipe, "vae", None) is not None:
@@ -76,24 +91,51 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
         pipe.vae.enable_tiling(size, size, stride, stride)
 
 
-def _place(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
+def _place(module: torch.nn.Module, p: Placement, plan: Plan, host: Any = None) -> None:
     if p.offload in ("resident", "cpu"):
         module.to(p.device)
     elif p.offload == "group_offload":
         dev = torch.device(p.device)
+        # low_cpu_mem_usage: diffusers keeps the weights where they are instead of pinning a copy of
+        # each tensor (rounded up to a power of two: host use of the A14B 720p plan reached 125 of
+        # 128 GB on the H200 machine); pack_group_offload_copies then pins them packed.
         kwargs: dict[str, Any] = dict(onload_device=dev, offload_device=torch.device("cpu"),
                                       offload_type="block_level", num_blocks_per_group=1,
-                                      use_stream=dev.type == "cuda")
+                                      use_stream=dev.type == "cuda", low_cpu_mem_usage=dev.type == "cuda")
         if hasattr(module, "enable_group_offload"):
             module.enable_group_offload(**kwargs)
         else:  # transformers' UMT5 encoder: the same diffusers hook, applied from outside
             from diffusers.hooks import apply_group_offloading
 
             apply_group_offloading(module, **kwargs)
+        if p.component in TRANSFORMERS:
+            keep_top_level_on_gpu(module)
+        if dev.type == "cuda":
+            from wan_studio.memory.pinned_offload import host_memory, pack_group_offload_copies
+
+            pack_group_offload_copies(module, host if host is not None else host_memory())
     elif p.offload == "balanced":
         _split(module, p, plan)
     else:
         raise PlanError(f"unknown offload mode {p.offload!r} for {p.component}")
+
+
+def keep_top_level_on_gpu(module: torch.nn.Module) -> bool:
+    """Under block offload, leave the model's own layers around its blocks on the GPU; True if done.
+
+    diffusers streams the repeated blocks with prefetch, but moves the rest (patch and time/text
+    embedders, output head: 90 M parameters in TI2V-5B, 232 M in an A14B expert) with blocking,
+    pageable copies before and after every forward: 0.67 s of copies per A14B 720p step on an H200
+    (bench/step_profile.py). Kept on the GPU they cost their size once; the planner counts them
+    there for the whole job (``estimate.held_on_gpu``).
+    """
+    registry = getattr(module, "_diffusers_hook", None)
+    hook = registry.get_hook(GROUP_OFFLOAD_HOOKS[0]) if registry is not None else None
+    group = getattr(hook, "group", None)
+    if group is None or getattr(group, "stream", None) is not None or group.onload_leader is not module:
+        return False
+    group.offload_device = group.onload_device  # offloading becomes a no-op after the first onload
+    return True
 
 
 def _split(module: torch.nn.Module, p: Placement, plan: Plan) -> None:
@@ -134,7 +176,10 @@ def release_component(module: torch.nn.Module) -> None:
     """Remove placement hooks from ``module`` and bring it back to the CPU (storage stays)."""
     from accelerate.hooks import remove_hook_from_module
 
+    from wan_studio.memory.pinned_offload import remove_seat_eviction
+
     remove_hook_from_module(module, recurse=True)
+    remove_seat_eviction(module)
     # Group offload may hook only submodules (the VAE's inner block lists), so visit them all.
     for sub in module.modules():
         registry = getattr(sub, "_diffusers_hook", None)

@@ -70,17 +70,27 @@ def always_on_gpu(p: Placement) -> bool:
     return p.offload in ("resident", "balanced") or (p.storage == "int8" and p.offload == "model_offload")
 
 
+def held_on_gpu(spec: ModelSpec, p: Placement) -> int:
+    """Bytes of ``p`` its GPU holds for the whole job: all of it when resident, split or 8-bit; the
+    layers around the blocks of a block-offloaded transformer (``apply.keep_top_level_on_gpu``)."""
+    if always_on_gpu(p):
+        return in_flight(spec, p)
+    if p.offload == "group_offload" and p.component in TRANSFORMERS:
+        return costs.stored_bytes(costs.arch(spec).nonblock_params, "bf16")
+    return 0
+
+
 def phase_peaks(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]) -> dict[str, dict[str, int]]:
     """Predicted allocated bytes per GPU while each component computes (component → device → bytes).
 
-    Resident components count in every phase; offloaded ones only in their own, with their
-    working memory (text encoding, one transformer forward, tiled decode).
+    What a component holds for the whole job counts in every phase; the rest of an offloaded one
+    only in its own, with its working memory (text encoding, one transformer forward, tiled decode).
     """
     base: dict[str, int] = defaultdict(int)
     for p in placements:
-        if always_on_gpu(p) and p.device != "cpu":
+        if p.device != "cpu":
             for d in p.devices:
-                base[d] += in_flight(spec, p)
+                base[d] += held_on_gpu(spec, p)
     n = costs.tokens(spec, work.width, work.height, work.frames)
     phases: dict[str, dict[str, int]] = {}
     for p in placements:
@@ -92,7 +102,7 @@ def phase_peaks(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
             work_bytes = costs.activation_bytes(spec, n, work.image)
         phase = dict(base)
         for d in p.devices:
-            phase[d] = phase.get(d, 0) + work_bytes + (0 if always_on_gpu(p) else in_flight(spec, p))
+            phase[d] = phase.get(d, 0) + work_bytes + in_flight(spec, p) - held_on_gpu(spec, p)
         phases[p.component] = phase
     return phases
 

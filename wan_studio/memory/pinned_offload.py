@@ -68,8 +68,11 @@ class _HostMemory:
         return piece
 
     def copy(self, t: torch.Tensor) -> torch.Tensor:
-        """A host copy of ``t`` (pinned where possible) that stays valid until dropped."""
+        """A host copy of ``t`` (pinned where possible) that stays valid until dropped; a tensor
+        already in pinned memory (placed before, by this module) is kept as it is."""
         t = t.detach()
+        if t.device.type == "cpu" and torch.cuda.is_available() and t.is_pinned():
+            return t
         if torch.cuda.is_available() and t.numel() > 0:
             try:
                 raw = self._pinned_bytes(t.numel() * t.element_size())
@@ -81,6 +84,12 @@ class _HostMemory:
                 host.copy_(t)
                 return host
         return t if t.device.type == "cpu" else t.to("cpu")
+
+
+def host_memory() -> _HostMemory:
+    """A fresh page-locked budget (``PINNED_RAM_SHARE`` of the RAM) to share among a pipeline's
+    offloaded components."""
+    return _HostMemory(_pinned_budget())
 
 
 def _pinned_budget() -> int:
@@ -98,6 +107,12 @@ class _Seat:
     def __init__(self, memory: _HostMemory) -> None:
         self.holder: PinnedOffloadHook | None = None
         self.memory = memory
+
+    def vacate(self) -> None:
+        """Send the seated component back to its host copy (no copy is made) and leave the seat empty."""
+        if self.holder is not None:
+            self.holder.offload()
+            self.holder = None
 
 
 class PinnedOffloadHook(ModelHook):
@@ -151,9 +166,7 @@ class PinnedOffloadHook(ModelHook):
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         if self.seat.holder is not self:
-            if self.seat.holder is not None:
-                self.seat.holder.offload()
-            self.seat.holder = None
+            self.seat.vacate()
             self.onload()
             self.seat.holder = self
         return send_to_device(args, self.execution_device), send_to_device(kwargs, self.execution_device)
@@ -165,18 +178,70 @@ class PinnedOffloadHook(ModelHook):
         return module
 
 
-def enable_pinned_offload(pipe: Any, device: torch.device | str) -> list[PinnedOffloadHook]:
-    """Give every model of ``pipe`` a pinned-offload hook sharing one GPU seat; return the hooks.
+def enable_pinned_offload(pipe: Any, device: torch.device | str, components: list[str] | None = None,
+                          memory: _HostMemory | None = None) -> list[PinnedOffloadHook]:
+    """Give every model of ``pipe`` (or only ``components``) a pinned-offload hook sharing one GPU
+    seat; return the hooks. ``memory``: the page-locked budget to take the copies from.
 
     accelerate's ``remove_hook_from_module`` (``pipe.remove_all_hooks``) takes them off again and
     leaves the weights on the CPU.
     """
     device = torch.device(device)
-    seat = _Seat(_HostMemory(_pinned_budget()))
+    seat = _Seat(memory if memory is not None else host_memory())
     hooks = []
     for name, module in pipe.components.items():
+        if components is not None and name not in components:
+            continue
         if isinstance(module, torch.nn.Module) and name not in getattr(pipe, "_exclude_from_cpu_offload", ()):
             hook = PinnedOffloadHook(device, seat)
             add_hook_to_module(module, hook)
             hooks.append(hook)
     return hooks
+
+
+def pack_group_offload_copies(module: torch.nn.Module, memory: _HostMemory) -> int:
+    """Give diffusers' block offload of ``module`` packed, pinned host copies; return how many.
+
+    Made with ``low_cpu_mem_usage=True``, each streamed group keeps its weights where they were and
+    would pin them again at every transfer. Here each weight gets a slab copy once (see
+    ``_HostMemory``); the module's tensors point at it, so the original memory is freed as it goes
+    and the host holds each weight once. Past the pinned budget a weight stays in ordinary memory
+    and diffusers pins it per transfer, as before.
+    """
+    groups: dict[int, Any] = {}
+    for sub in module.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        hook = registry.get_hook("group_offloading") if registry is not None else None
+        group = getattr(hook, "group", None)
+        if group is not None and getattr(group, "stream", None) is not None:
+            groups[id(group)] = group
+    n = 0
+    for group in groups.values():
+        for tensor, host in list(group.cpu_param_dict.items()):
+            packed = memory.copy(host)
+            group.cpu_param_dict[tensor] = packed
+            if tensor.device.type == "cpu":
+                tensor.data = packed
+            n += 1
+    return n
+
+
+EVICT_HANDLE = "_wan_seat_evict"
+
+
+def evict_seat_before(module: torch.nn.Module, seat: _Seat) -> None:
+    """Empty ``seat`` whenever ``module`` starts a forward.
+
+    For a component placed another way (a transformer streamed block by block) that computes on the
+    seat's GPU: the text encoder seated there for the prompt would otherwise stay through every
+    denoising step, its weights beside the transformer's. ``remove_seat_eviction`` undoes it.
+    """
+    remove_seat_eviction(module)
+    setattr(module, EVICT_HANDLE, module.register_forward_pre_hook(lambda *_: seat.vacate()))
+
+
+def remove_seat_eviction(module: torch.nn.Module) -> None:
+    """Take off the hook of ``evict_seat_before`` (and with it the last reference to its seat)."""
+    handle = module.__dict__.pop(EVICT_HANDLE, None)
+    if handle is not None:
+        handle.remove()

@@ -50,6 +50,11 @@ def _layouts(spec: ModelSpec, gpus: tuple[GpuInfo, ...]) -> Iterator[Layout]:
         yield label, {n: (g0, mode) for n in names}
     if spec.is_demo:
         return
+    # The transformer streamed block by block while the text encoder and the VAE, which fit the card
+    # alone, take turns on it whole from pinned memory: streamed, those two cost 19-22 s (text) and
+    # ~3x the decode time per A14B 720p job (docs/BENCHMARKS.md).
+    layout = {n: (g0, "group_offload") for n in experts} | {n: (g0, "model_offload") for n in others}
+    yield "block offload with prefetch, text encoder and VAE model-offloaded", layout
     for mode, label in (("resident", "on GPU 0"), ("group_offload", "block offload on GPU 0")):
         layout = {n: (g0, mode) for n in names}
         layout["text_encoder"] = ("cpu", "cpu")
