@@ -42,7 +42,7 @@ import wan_studio  # noqa: E402,F401
 from measure import matmul_peak_tflops, psnr, sync  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
-from wan_studio.engine.accel import apply_speed, decode_precision  # noqa: E402
+from wan_studio.engine.accel import apply_speed, decode_precision, transformer_offload  # noqa: E402
 from wan_studio.engine.generate import _pipeline_kwargs, render  # noqa: E402
 from wan_studio.engine.request import GenerationRequest  # noqa: E402
 from wan_studio.engine.video_io import frames_to_uint8  # noqa: E402
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.storage == "fp8":  # the model manager stores weights at load time; the same here
             cast_transformers_fp8(pipe)
         apply_plan(pipe, plan)
-    speed = apply_speed(pipe, plan.offload_modes if plan else {"resident"}, plan.storage if plan else "bf16")
+    speed = apply_speed(pipe, transformer_offload(plan) if plan else {"resident"}, plan.storage if plan else "bf16")
     if not a.no_warmup:
         t0 = time.perf_counter()
         render(pipe, GenerationRequest(**{**request.to_dict(), "steps": 2}))  # the worker's first job: compiles

@@ -78,6 +78,7 @@ def test_compiled_blocks_give_the_same_video(demo_pipe):
     np.testing.assert_allclose(run(pipe), plain, atol=1e-5)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_without_cuda_speed_options_leave_the_pipeline_alone(demo_pipe):
     from wan_studio.engine.accel import apply_speed
 
@@ -89,9 +90,11 @@ def test_without_cuda_speed_options_leave_the_pipeline_alone(demo_pipe):
 @pytest.mark.parametrize("modes, storage, option, compiled", [
     ({"resident"}, "bf16", "auto", True),
     ({"model_offload"}, "bf16", "auto", True),
-    ({"group_offload"}, "bf16", "auto", False),
+    ({"group_offload"}, "bf16", "auto", True),
     ({"model_offload"}, "fp8", "auto", False),
-    ({"group_offload"}, "bf16", "on", True),
+    ({"group_offload"}, "fp8", "auto", False),
+    ({"sequential"}, "bf16", "auto", False),
+    ({"sequential"}, "bf16", "on", True),
     ({"resident"}, "bf16", "off", False),
 ])
 def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monkeypatch, modes, storage, option,
@@ -110,12 +113,14 @@ def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monke
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else real_find_spec(name, *a))
     calls = []
-    monkeypatch.setattr(accel, "compile_transformers", lambda p, offload: calls.append(offload))
+    monkeypatch.setattr(accel, "compile_transformers", lambda p, offload: calls.append(offload) or 1)
     record = accel.apply_speed(pipe, modes, storage, accel.SpeedOptions(compile=option))
     assert record["attention"] == "cudnn" and "2.3e-03" in record["attention_check"]
     backends = {getattr(m.processor, "_attention_backend", None) for m in pipe.transformer.modules() if hasattr(m, "processor")}
     assert {getattr(b, "value", b) for b in backends} == {"_native_cudnn"}
     assert record["compile"] is compiled and bool(calls) is compiled
+    assert record["gelu_epilogue"] is True  # every feed-forward GELU runs in its matmul's epilogue
+    assert {type(b.ffn.net[0]).__name__ for b in pipe.transformer.blocks} == {"EpilogueGELU"}
 
 
 def test_a_float32_model_on_a_hopper_gpu_keeps_sdpa_and_a_pinned_fused_kernel_is_refused(monkeypatch):
@@ -170,3 +175,90 @@ def test_bf16_decode_is_close_to_fp32_and_leaves_the_vae_as_it_was(demo_pipe):
     np.testing.assert_array_equal(run(), exact)  # fp32 again afterwards, bit for bit
     with decode_precision(demo_pipe, "fp32") as changed:
         assert not changed
+
+
+def test_a14b_720p_plan_compiles_its_streamed_experts_without_whole_graph_capture(monkeypatch):
+    # The planner's 24 GB A14B 720p plan streams the experts block by block and swaps the text
+    # encoder and VAE in whole: compile follows the experts' placement, not the text encoder's, and
+    # leaves room for diffusers' offload hooks between the blocks.
+    import importlib.util
+
+    import wan_studio.engine.accel as accel
+    from tests.memory.test_planner import A14B_720, box
+    from wan_studio.catalog.specs import T2V_A14B
+    from wan_studio.memory.planner import choose
+
+    plan = choose(T2V_A14B, A14B_720, box(ram_gib=128))
+    assert accel.transformer_offload(plan) == {"group_offload"} and "model_offload" in plan.offload_modes
+    pipe = _bf16_tiny_pipe()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
+    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else real_find_spec(name, *a))
+    compiled = []
+    monkeypatch.setattr(type(pipe.transformer), "compile_repeated_blocks",
+                        lambda self, **kw: compiled.append(kw), raising=False)
+    record = accel.apply_speed(pipe, accel.transformer_offload(plan), plan.storage)
+    assert record["compile"] is True and compiled == [{"fullgraph": False}]
+
+
+def test_a_transformer_without_named_blocks_stays_eager():
+    # Wan Studio's own speech-to-video transformer has no diffusers block list to compile.
+    import wan_studio.engine.accel as accel
+
+    class Plain(torch.nn.Module):
+        pass
+
+    class Pipe:
+        transformer = Plain()
+
+    assert accel.compile_transformers(Pipe(), "group") == 0
+
+
+def _bf16_tiny_pipe():
+    from wan_studio.catalog.tiny import build_ti2v_pipeline
+
+    pipe = build_ti2v_pipeline()
+    pipe.transformer.to(torch.bfloat16)
+    return pipe
+
+
+def test_fused_gelu_epilogue_keeps_weights_names_and_cpu_frames():
+    # On the CPU (and for fp8 or LoRA-wrapped projections) the fused GELU falls back to diffusers'
+    # own path: the same frames, the same state dict, one change per feed-forward.
+    import wan_studio.engine.accel as accel
+    from tests.memory.helpers import run_frames
+    from wan_studio.catalog.specs import TI2V_5B
+    from wan_studio.catalog.tiny import build_ti2v_pipeline
+
+    pipe = build_ti2v_pipeline()
+    reference = run_frames(pipe, TI2V_5B)
+    keys = set(pipe.transformer.state_dict())
+    assert accel.fuse_ffn_gelu(pipe) == len(pipe.transformer.blocks)
+    assert accel.fuse_ffn_gelu(pipe) == 0  # already fused
+    assert set(pipe.transformer.state_dict()) == keys
+    np.testing.assert_array_equal(run_frames(pipe, TI2V_5B), reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_fused_gelu_epilogue_matches_the_unfused_feed_forward():
+    import copy
+
+    import wan_studio.engine.accel as accel
+    from diffusers.models.attention import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(512, inner_dim=2048, activation_fn="gelu-approximate").cuda().to(torch.bfloat16)
+    fused = copy.deepcopy(ffn)
+    assert accel.fuse_ffn_gelu(fused) == 1
+    x = torch.randn(2, 4096, 512, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        ref, out = ffn(x).float(), fused(x).float()
+    assert float((out - ref).norm() / ref.norm()) < 1e-2  # bf16 rounding of one intermediate
+    with torch.inference_mode():  # the projection's own forward is not called: the epilogue ran
+        calls = []
+        handle = fused.net[0].proj.register_forward_hook(lambda *a: calls.append(1))
+        fused(x)
+        handle.remove()
+    assert calls == []
