@@ -17,6 +17,8 @@ decode + expert swap) as a share of the job, MFU of the median step against the 
 measured in the same process, peak memory; then the speed-up and the frames' difference.
 
   python3 bench/e2e.py --model ti2v-5b --size 1280x704x121 --steps 50 --cap-gb 24
+  python3 bench/e2e.py --model t2v-a14b --size 832x480x81 --steps 6 --skip-baseline \
+      --pin storage=bf16,offload=group_offload      # a plan the planner would not pick by itself
   python bench/e2e.py --tiny                          # CPU smoke test (tests/bench/test_e2e.py)
 Prints one ``RESULT {json}`` line.
 """
@@ -49,7 +51,8 @@ from wan_studio.engine.video_io import frames_to_uint8  # noqa: E402
 from wan_studio.memory import costs  # noqa: E402
 from wan_studio.memory.apply import apply_plan, release_pipeline  # noqa: E402
 from wan_studio.memory.plan import Workload  # noqa: E402
-from wan_studio.memory.planner import choose  # noqa: E402
+from wan_studio.memory.overrides import PlanOverrides  # noqa: E402
+from wan_studio.memory.planner import plan_ladder  # noqa: E402
 
 
 class Clock:
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", default="fp32", choices=["fp32", "bf16"], help="our VAE decode precision")
     p.add_argument("--skip-baseline", action="store_true", help="ours only (the baseline OOMs for A14B)")
     p.add_argument("--no-warmup", action="store_true", help="no warm-up job (nothing to compile in this plan)")
+    p.add_argument("--pin", default="", help="plan overrides as the Advanced tab sets them, e.g. "
+                   "storage=bf16,offload=group_offload (default: the planner's own choice)")
     p.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
     a = p.parse_args(argv)
 
@@ -168,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = None
     if not a.tiny:
-        plan = choose(spec, Workload(w, h, f, steps, image=False), hardware_for(a.cap_gb, peak_tflops or 0.0, False))
+        pins = PlanOverrides.from_dict(dict(kv.split("=", 1) for kv in a.pin.split(",") if kv))
+        plan = plan_ladder(spec, Workload(w, h, f, steps, image=False),
+                           hardware_for(a.cap_gb, peak_tflops or 0.0, False), overrides=pins)[0]
         if plan.storage == "fp8":  # the model manager stores weights at load time; the same here
             cast_transformers_fp8(pipe)
         apply_plan(pipe, plan)

@@ -8,7 +8,9 @@ default area). The transformer is built on the meta device, materialised on the 
 Recipes (``--recipe``):
   resident  bf16 weights on the GPU (needs ~33 GiB: the no-cap reference)
   fp8       fp8 weight storage, bf16 compute (diffusers layerwise casting), resident (~16.5 GiB)
-  group     bf16 weights in pinned CPU memory, block-level group offload with CUDA-stream prefetch
+  group     bf16 weights in pinned CPU memory, block-level group offload with CUDA-stream prefetch,
+            placed as the product places it (the layers around the blocks stay on the GPU)
+  group-diffusers  the same with diffusers' defaults (those layers move before and after every call)
 
 Examples (GPU):  python3 bench/s2v_step.py --recipe fp8 --cap-gb 24
                  python3 bench/s2v_step.py --recipe group --cap-gb 24 --width 1024 --height 704
@@ -81,11 +83,17 @@ def apply_recipe(model: S2VTransformer, recipe: str, device: str) -> None:
         apply_layerwise_casting(model, storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16,
                                 skip_modules_pattern=("norm", "patch_embedding", "cond_encoder", "head",
                                                       "trainable_cond_mask", "casual_audio_encoder"))
-    elif recipe == "group":
-        from diffusers.hooks import apply_group_offloading
+    elif recipe == "group":  # the product's block offload (memory.apply.place_component)
+        from wan_studio.memory.apply import place_component
+        from wan_studio.memory.plan import Placement
 
         model.to("cpu")
         # On the CPU (--tiny) this only exercises the hooks: there is no stream and nothing moves.
+        place_component(model, Placement("transformer", device, "bf16", "group_offload"))
+    elif recipe == "group-diffusers":  # diffusers' defaults: the layers around the blocks move every call
+        from diffusers.hooks import apply_group_offloading
+
+        model.to("cpu")
         apply_group_offloading(model, onload_device=torch.device(device), offload_device=torch.device("cpu"),
                                offload_type="block_level", num_blocks_per_group=1, use_stream=device == "cuda")
     elif recipe != "resident":
@@ -105,7 +113,7 @@ def inputs(c: S2VConfig, width: int, height: int, frames: int, text: int, device
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default="fp8", choices=["resident", "fp8", "group"])
+    ap.add_argument("--recipe", default="fp8", choices=["resident", "fp8", "group", "group-diffusers"])
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--frames", type=int, default=80, help="frames per chunk (multiple of 4)")

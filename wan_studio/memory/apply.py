@@ -77,7 +77,7 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
         for p in present:
             if p.offload == "model_offload":
                 continue
-            _place(getattr(pipe, p.component), p, plan, host)
+            place_component(getattr(pipe, p.component), p, plan, host)
             if seat is not None and p.device == plan.primary_device:
                 # Whatever sits in the seat (the text encoder after the prompt) leaves the GPU before
                 # this component runs there: the planner counts it only in its own phase.
@@ -91,7 +91,9 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
         pipe.vae.enable_tiling(size, size, stride, stride)
 
 
-def _place(module: torch.nn.Module, p: Placement, plan: Plan, host: Any = None) -> None:
+def place_component(module: torch.nn.Module, p: Placement, plan: Plan | None = None, host: Any = None) -> None:
+    """Place one component as ``p`` says (not model or sequential offload, which are pipeline-wide);
+    ``host``: the page-locked budget to share (``pinned_offload.host_memory``)."""
     if p.offload in ("resident", "cpu"):
         module.to(p.device)
     elif p.offload == "group_offload":
@@ -114,7 +116,7 @@ def _place(module: torch.nn.Module, p: Placement, plan: Plan, host: Any = None) 
             from wan_studio.memory.pinned_offload import host_memory, pack_group_offload_copies
 
             pack_group_offload_copies(module, host if host is not None else host_memory())
-    elif p.offload == "balanced":
+    elif p.offload == "balanced" and plan is not None:
         _split(module, p, plan)
     else:
         raise PlanError(f"unknown offload mode {p.offload!r} for {p.component}")

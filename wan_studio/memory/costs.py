@@ -46,8 +46,18 @@ BIG_TILE_EXTRA_BYTES = {"wan2.2": int(2.0 * GIB)}
 CONTEXT_BYTES = int(0.6 * GIB)
 
 # --- time model -------------------------------------------------------------------------------
-MFU = 0.6                 # measured 54–66 % on H200 for these shapes
-GROUP_TRANSFER_EXPOSED = 0.9   # H200: step overhead ≈ 0.85–0.95 × the weight transfer time
+# Share of the bf16 matmul peak a step reaches (H200, 24 GiB cap, bench/e2e.py, 2026-11-26):
+# compiled bf16 blocks, what the worker runs where compile pays: TI2V-5B 720p 73.4 %, T2V-A14B 720p
+# 74.7 % and 480p 73.8 % (both under block offload); eager (fp8 or 8-bit storage, speech to video,
+# no Triton): T2V-A14B 480p fp8 64.2 %, 720p 66 %.
+MFU_COMPILED = 0.735
+MFU_EAGER = 0.64
+COMPILE_OFFLOADS = frozenset({"resident", "model_offload", "group_offload"})  # = engine.accel.COMPILE_PAYS
+# Block offload prefetches the next block while one computes, so a step pays only the transfer that
+# compute does not hide, plus this share of the whole transfer: the first 4 blocks of an A14B
+# expert at 720p ran 2.279 s streamed against 2.263 s resident (bench/step_profile.py), 7 % of
+# their transfer time at 50 GB/s.
+GROUP_TRANSFER_EXPOSED = 0.07
 SEQUENTIAL_LINK_FACTOR = 0.25  # leaf-level, unpinned, synchronous copies
 # Model offload moves each component on once per job from pinned host copies (moving off is free):
 # TI2V-5B's 11.4 GB text encoder came on in ~0.3 s on an H200 (bench/e2e.py), ~0.8 of the link.
@@ -77,7 +87,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                             act_bytes_per_token_dim=TI2V_ACT_BYTES_PER_TOKEN_DIM),
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
-    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
     "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000),
 }
@@ -104,6 +114,24 @@ def activation_bytes(spec: ModelSpec, n_tokens: int, image: bool = True) -> int:
     a = arch(spec)
     per = a.act_bytes_per_token_dim + (TIMESTEP_BYTES_PER_TOKEN_DIM if a.expand_timesteps and image else 0.0)
     return int(n_tokens * a.dim * per)
+
+
+def compiles(spec: ModelSpec, storage: str, offload: str) -> bool:
+    """Whether the worker compiles a transformer placed so (``engine.accel.apply_speed``, compile
+    ``auto``): bf16 weights, a placement where it pays, a diffusers model with named blocks, Triton."""
+    return storage == "bf16" and offload in COMPILE_OFFLOADS and spec.task != "s2v" and _triton()
+
+
+def _triton() -> bool:
+    global _TRITON
+    if _TRITON is None:
+        import importlib.util
+
+        _TRITON = importlib.util.find_spec("triton") is not None
+    return _TRITON
+
+
+_TRITON: bool | None = None
 
 
 def flops_per_forward(spec: ModelSpec, n_tokens: int) -> float:

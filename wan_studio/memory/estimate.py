@@ -141,13 +141,15 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
         g = gpus.get(p.devices[0])
         tflops = g.tflops if g else costs.CPU_TFLOPS
         link = (g.link_gbps if g else 1.0) * 1e9
-        compute = flops / (tflops * 1e12 * costs.MFU)
-        ideal_step_s += compute / len(experts)
+        compiled = bool(g) and costs.compiles(spec, p.storage, p.offload)
+        ideal_step_s += flops / (tflops * 1e12 * (costs.MFU_COMPILED if g else costs.MFU_EAGER)) / len(experts)
+        compute = flops / (tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
         if g and not g.has_bf16:
             compute *= 3.0
         compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR}.get(p.storage, 1.0)
-        if p.offload == "group_offload":
-            compute += costs.GROUP_TRANSFER_EXPOSED * forwards * stored(spec, p) / link
+        if p.offload == "group_offload":  # prefetch hides the transfer behind the compute it can
+            transfer = forwards * stored(spec, p) / link
+            compute += max(transfer - compute, 0.0) + costs.GROUP_TRANSFER_EXPOSED * transfer
         elif p.offload == "sequential":
             compute += forwards * stored(spec, p) / (link * costs.SEQUENTIAL_LINK_FACTOR)
         elif p.offload == "balanced":
