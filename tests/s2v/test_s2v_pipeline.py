@@ -124,3 +124,30 @@ def test_thermal_hook_runs_between_s2v_steps(s2v_pipe, portrait_file: Path, make
                       between_steps=seen.append)
     steps = json.loads(result.sidecar_path.read_text())["request"]["steps"]
     assert seen == list(range(1, steps + 1))
+
+
+def test_streamed_transformer_with_swapped_encoders_makes_the_same_video(portrait_file: Path, make_audio,
+                                                                          tmp_path: Path) -> None:
+    # The plan a 24 GB card gets for S2V-14B: its transformer streamed block by block (the 2.24 B
+    # parameters outside the blocks kept where it runs), text, audio encoders and VAE taking turns
+    # whole. Same frames as everything in place.
+    from dataclasses import replace
+
+    from tests.memory.helpers import cpu_plan
+    from wan_studio.catalog.specs import DEMO_S2V
+    from wan_studio.engine.s2v.tiny import build_s2v_pipeline
+    from wan_studio.memory.apply import apply_plan, release_pipeline
+    from wan_studio.memory.plan import TRANSFORMERS
+
+    request = _request(portrait_file, make_audio(0.6))
+    pipe = build_s2v_pipeline(seed=0)
+    reference = read_mp4(generate(pipe, request, tmp_path / "plain").video_path)[0]
+    plan = cpu_plan(DEMO_S2V)
+    plan = replace(plan, placements=tuple(
+        replace(p, offload="group_offload" if p.component in TRANSFORMERS else "model_offload")
+        for p in plan.placements))
+    apply_plan(pipe, plan)
+    assert type(pipe.audio_encoder._hf_hook).__name__ == "PinnedOffloadHook"
+    frames = read_mp4(generate(pipe, request, tmp_path / "planned").video_path)[0]
+    np.testing.assert_array_equal(frames, reference)
+    release_pipeline(pipe)
