@@ -99,9 +99,8 @@ def test_without_cuda_speed_options_leave_the_pipeline_alone(demo_pipe):
 ])
 def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monkeypatch, modes, storage, option,
                                                                           compiled):
-    import importlib.util
-
     import wan_studio.engine.accel as accel
+    from wan_studio.memory import costs
     from wan_studio.catalog.tiny import build_ti2v_pipeline
 
     pipe = build_ti2v_pipeline()
@@ -110,8 +109,7 @@ def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monke
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
     monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else real_find_spec(name, *a))
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
     calls = []
     monkeypatch.setattr(accel, "compile_transformers", lambda p, offload: calls.append(offload) or 1)
     record = accel.apply_speed(pipe, modes, storage, accel.SpeedOptions(compile=option))
@@ -181,9 +179,8 @@ def test_a14b_720p_plan_compiles_its_streamed_experts_without_whole_graph_captur
     # The planner's 24 GB A14B 720p plan streams the experts block by block and swaps the text
     # encoder and VAE in whole: compile follows the experts' placement, not the text encoder's, and
     # leaves room for diffusers' offload hooks between the blocks.
-    import importlib.util
-
     import wan_studio.engine.accel as accel
+    from wan_studio.memory import costs
     from tests.memory.test_planner import A14B_720, box
     from wan_studio.catalog.specs import T2V_A14B
     from wan_studio.memory.planner import choose
@@ -194,8 +191,7 @@ def test_a14b_720p_plan_compiles_its_streamed_experts_without_whole_graph_captur
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
     monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else real_find_spec(name, *a))
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
     compiled = []
     monkeypatch.setattr(type(pipe.transformer), "compile_repeated_blocks",
                         lambda self, **kw: compiled.append(kw), raising=False)

@@ -232,8 +232,6 @@ def decode_precision(pipe: Any, precision: DecodePrecision = "fp32") -> Iterator
 
 
 Switch = Literal["auto", "on", "off"]
-# Transformer placements where compiling the blocks was measured to pay (bf16 weights).
-COMPILE_PAYS = frozenset({"resident", "model_offload", "group_offload"})
 
 
 @dataclass(frozen=True)
@@ -289,9 +287,10 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
     apply_attention_backend(pipe, backend)
     record.update(attention=backend, attention_why=why, attention_check=check)
     record["gelu_epilogue"] = fuse_ffn_gelu(pipe) > 0
-    pays = offload_modes <= COMPILE_PAYS and storage == "bf16"
-    triton = importlib.util.find_spec("triton") is not None
-    want = options.compile == "on" or (options.compile == "auto" and pays and triton)
+    from wan_studio.memory.costs import COMPILE_OFFLOADS, triton_installed
+
+    pays = offload_modes <= COMPILE_OFFLOADS and storage == "bf16"
+    want = options.compile == "on" or (options.compile == "auto" and pays and triton_installed())
     if want:
         offload = "model" if "model_offload" in offload_modes else ("resident" if offload_modes <= {"resident"} else "group")
         record["compile"] = compile_transformers(pipe, offload) > 0

@@ -131,9 +131,9 @@ def keep_top_level_on_gpu(module: torch.nn.Module) -> bool:
     (bench/step_profile.py). Kept on the GPU they cost their size once; the planner counts them
     there for the whole job (``estimate.held_on_gpu``).
     """
-    registry = getattr(module, "_diffusers_hook", None)
-    hook = registry.get_hook(GROUP_OFFLOAD_HOOKS[0]) if registry is not None else None
-    group = getattr(hook, "group", None)
+    from wan_studio.memory.pinned_offload import offload_group
+
+    group = offload_group(module)
     if group is None or getattr(group, "stream", None) is not None or group.onload_leader is not module:
         return False
     group.offload_device = group.onload_device  # offloading becomes a no-op after the first onload

@@ -7,6 +7,8 @@ predicted next to measured so they can be re-fitted).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from dataclasses import dataclass
 
 from wan_studio.catalog.specs import ModelSpec
@@ -52,7 +54,9 @@ CONTEXT_BYTES = int(0.6 * GIB)
 # no Triton): T2V-A14B 480p fp8 64.2 %, 720p 66 %.
 MFU_COMPILED = 0.735
 MFU_EAGER = 0.64
-COMPILE_OFFLOADS = frozenset({"resident", "model_offload", "group_offload"})  # = engine.accel.COMPILE_PAYS
+# Transformer placements where compiling the blocks was measured to pay (bf16 weights); the worker
+# compiles exactly there (engine.accel.apply_speed).
+COMPILE_OFFLOADS = frozenset({"resident", "model_offload", "group_offload"})
 # Block offload prefetches the next block while one computes, so a step pays only the transfer that
 # compute does not hide, plus this share of the whole transfer: the first 4 blocks of an A14B
 # expert at 720p ran 2.279 s streamed against 2.263 s resident (bench/step_profile.py), 7 % of
@@ -119,19 +123,13 @@ def activation_bytes(spec: ModelSpec, n_tokens: int, image: bool = True) -> int:
 def compiles(spec: ModelSpec, storage: str, offload: str) -> bool:
     """Whether the worker compiles a transformer placed so (``engine.accel.apply_speed``, compile
     ``auto``): bf16 weights, a placement where it pays, a diffusers model with named blocks, Triton."""
-    return storage == "bf16" and offload in COMPILE_OFFLOADS and spec.task != "s2v" and _triton()
+    return storage == "bf16" and offload in COMPILE_OFFLOADS and spec.task != "s2v" and triton_installed()
 
 
-def _triton() -> bool:
-    global _TRITON
-    if _TRITON is None:
-        import importlib.util
-
-        _TRITON = importlib.util.find_spec("triton") is not None
-    return _TRITON
-
-
-_TRITON: bool | None = None
+@functools.cache
+def triton_installed() -> bool:
+    """torch.compile's GPU code generator is importable here."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def flops_per_forward(spec: ModelSpec, n_tokens: int) -> float:

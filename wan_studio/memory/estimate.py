@@ -142,7 +142,9 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
         tflops = g.tflops if g else costs.CPU_TFLOPS
         link = (g.link_gbps if g else 1.0) * 1e9
         compiled = bool(g) and costs.compiles(spec, p.storage, p.offload)
-        ideal_step_s += flops / (tflops * 1e12 * (costs.MFU_COMPILED if g else costs.MFU_EAGER)) / len(experts)
+        # ideal: the same model resident in bf16, compiled where this machine can
+        ideal_mfu = costs.MFU_COMPILED if g and costs.compiles(spec, "bf16", "resident") else costs.MFU_EAGER
+        ideal_step_s += flops / (tflops * 1e12 * ideal_mfu) / len(experts)
         compute = flops / (tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
         if g and not g.has_bf16:
             compute *= 3.0

@@ -199,6 +199,13 @@ def enable_pinned_offload(pipe: Any, device: torch.device | str, components: lis
     return hooks
 
 
+def offload_group(module: torch.nn.Module) -> Any:
+    """The diffusers block-offload group ``module`` is hooked into (None when it has none)."""
+    registry = getattr(module, "_diffusers_hook", None)
+    hook = registry.get_hook("group_offloading") if registry is not None else None
+    return getattr(hook, "group", None)
+
+
 def pack_group_offload_copies(module: torch.nn.Module, memory: _HostMemory) -> int:
     """Give diffusers' block offload of ``module`` packed, pinned host copies; return how many.
 
@@ -210,9 +217,7 @@ def pack_group_offload_copies(module: torch.nn.Module, memory: _HostMemory) -> i
     """
     groups: dict[int, Any] = {}
     for sub in module.modules():
-        registry = getattr(sub, "_diffusers_hook", None)
-        hook = registry.get_hook("group_offloading") if registry is not None else None
-        group = getattr(hook, "group", None)
+        group = offload_group(sub)
         if group is not None and getattr(group, "stream", None) is not None:
             groups[id(group)] = group
     n = 0
