@@ -264,7 +264,7 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
     ``offload_modes`` are the transformers' (``transformer_offload``). Compile ``auto`` is on where
     it was measured to pay, with Triton installed and bf16 weights: resident or model offload (1.19×
     per TI2V-5B 720p step on an H200, 10.6 s once per loaded model) and block offload (diffusers
-    keeps its hooks out of the graph; an A14B expert's 720p blocks 1.11× faster). fp8 and 8-bit
+    keeps its hooks out of the graph; an A14B expert's 720p blocks 1.09× faster). fp8 and 8-bit
     weights stay eager. Returns what was done, for the job's sidecar; the same record is kept on the
     pipeline as ``wan_speed``.
     """

@@ -64,15 +64,12 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
     if "sequential" in modes:
         pipe.enable_sequential_cpu_offload(device=primary)
     else:
-        from wan_studio.memory.pinned_offload import host_memory
+        from wan_studio.memory.pinned_offload import enable_pinned_offload, evict_seat_before, host_memory
 
         host = host_memory()  # one page-locked budget for every offloaded component of the pipeline
         seat = None
         seated = [p.component for p in present if p.offload == "model_offload"]
-        if seated:
-            # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
-            from wan_studio.memory.pinned_offload import enable_pinned_offload
-
+        if seated:  # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
             seat = enable_pinned_offload(pipe, primary, seated, host)[0].seat
         for p in present:
             if p.offload == "model_offload":
@@ -81,8 +78,6 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
             if seat is not None and p.device == plan.primary_device:
                 # Whatever sits in the seat (the text encoder after the prompt) leaves the GPU before
                 # this component runs there: the planner counts it only in its own phase.
-                from wan_studio.memory.pinned_offload import evict_seat_before
-
                 evict_seat_before(getattr(pipe, p.component), seat)
         if len({d for p in present for d in p.devices}) > 1:
             _align_devices(pipe, present, plan)
@@ -116,7 +111,9 @@ def place_component(module: torch.nn.Module, p: Placement, plan: Plan | None = N
             from wan_studio.memory.pinned_offload import host_memory, pack_group_offload_copies
 
             pack_group_offload_copies(module, host if host is not None else host_memory())
-    elif p.offload == "balanced" and plan is not None:
+    elif p.offload == "balanced":
+        if plan is None:
+            raise PlanError(f"splitting {p.component} across {p.device} needs the whole plan")
         _split(module, p, plan)
     else:
         raise PlanError(f"unknown offload mode {p.offload!r} for {p.component}")
