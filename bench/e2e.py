@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
-from measure import matmul_peak_tflops, psnr, sync  # noqa: E402
+from measure import job_arguments, matmul_peak_tflops, psnr, sync  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.accel import apply_speed, decode_precision, transformer_offload  # noqa: E402
@@ -112,10 +112,7 @@ class Clock:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="ti2v-5b")
-    p.add_argument("--size", default="1280x704x121", help="WxHxF")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cap-gb", type=float, default=24.0)
+    job_arguments(p)
     p.add_argument("--decode", default="fp32", choices=["fp32", "bf16"], help="our VAE decode precision")
     p.add_argument("--skip-baseline", action="store_true", help="ours only (the baseline OOMs for A14B)")
     p.add_argument("--no-warmup", action="store_true", help="no warm-up job (nothing to compile in this plan)")

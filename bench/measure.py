@@ -77,6 +77,14 @@ def reset_peaks() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def job_arguments(parser: Any) -> None:
+    """The options every whole-job benchmark takes: model, size, steps and the emulated card."""
+    parser.add_argument("--model", default="ti2v-5b")
+    parser.add_argument("--size", default="1280x704x121", help="WxHxF")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--cap-gb", type=float, default=24.0)
+
+
 def matmul_peak_tflops(device: str) -> float:
     """Dense bf16 matmul rate in TFLOP/s: 8192³ on a GPU (10 reps after 3 warm-ups), 1024³ fp32 on CPU."""
     n, dtype, reps = (8192, torch.bfloat16, 10) if device != "cpu" else (1024, torch.float32, 3)

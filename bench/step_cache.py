@@ -31,7 +31,7 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
-from measure import psnr  # noqa: E402
+from measure import job_arguments, psnr  # noqa: E402
 from run_plan import build, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.caches import CACHE_KINDS, MagRatios, plan_cache, step_cache  # noqa: E402
@@ -47,10 +47,7 @@ CAVEAT = ("random weights: MagCache/TaylorSeer speeds hold (their skips follow r
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="ti2v-5b")
-    p.add_argument("--size", default="1280x704x121", help="WxHxF")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cap-gb", type=float, default=24.0)
+    job_arguments(p)
     p.add_argument("--caches", default=",".join(CACHE_KINDS), help="comma-separated; 'off' always runs first")
     p.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
     a = p.parse_args(argv)
