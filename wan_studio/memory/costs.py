@@ -91,6 +91,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                             act_bytes_per_token_dim=TI2V_ACT_BYTES_PER_TOKEN_DIM),
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    # S2V: 16.30 B parameters, 14.06 B in its 40 blocks; the audio injector alone is 1.89 B outside them
     "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
     "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000),
