@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from wan_studio.cluster.local import LocalExecutor, detect_devices
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.access import Caller
-from wan_studio.jobs.queue import JobQueue
+from wan_studio.jobs.queue import GROUP, JobQueue
 from wan_studio.jobs.store import JobStore
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
@@ -341,9 +342,11 @@ class Studio:
         validate(talk, self.settings.max_prompt_chars)
         report = on_progress or (lambda part, p: None)
         ids: dict[str, str] = {}
+        # One group: the queue cancels the other part the moment one fails or is cancelled.
+        pair = {GROUP: uuid.uuid4().hex[:12]}
         try:
             for part, request in (("scene", scene), ("talk", talk)):
-                ids[part] = self.submit(request, owner=owner, user=user).id
+                ids[part] = self.submit(request, owner=owner, user=user, extra=pair).id
             watch = self._pair_watch(ids, report)
             jobs = {part: self.queue.wait(job_id, on_change=watch) for part, job_id in ids.items()}
         except BaseException:
@@ -362,12 +365,15 @@ class Studio:
         """An ``on_change`` for ``queue.wait`` that reports every part of a pair and raises as soon as
         one part ends without its video."""
         def watch(_changed: Any) -> None:
-            for part, job_id in ids.items():
-                job = self.queue.get(job_id)
-                if job.status == "cancelled":
-                    raise GenerationCancelled(f"{part}: {job.error or 'cancelled'}")
+            jobs = {part: self.queue.get(job_id) for part, job_id in ids.items()}
+            # The part that failed is the reason; the other was cancelled because of it.
+            for part, job in jobs.items():
                 if job.status == "failed":
                     raise JobFailed(f"{part}: {job.error or 'failed'}")
+            for part, job in jobs.items():
+                if job.status == "cancelled":
+                    raise GenerationCancelled(f"{part}: {job.error or 'cancelled'}")
+            for part, job in jobs.items():
                 report(part, self.queue.progress_of(job))
         return watch
 

@@ -33,6 +33,8 @@ RequestCheck = Callable[[GenerationRequest], None]
 
 # Longest a job waits for a waiting caller to take one step report, seconds.
 LISTENER_TIMEOUT_S = 10.0
+# Key in a job's ``extra``: jobs sharing its value stand or fall together (a scene + talk pair).
+GROUP = "group"
 
 
 def _drain(inbox: "queue.Queue[tuple[Progress, threading.Event]]",
@@ -131,6 +133,8 @@ class JobQueue:
         """Validate ``request`` and queue it; returns the stored job (status ``queued``).
 
         ``owner`` may cancel it; ``user`` is the logged-in name; ``extra`` goes into its sidecar.
+        Jobs whose ``extra[GROUP]`` is the same stand or fall together: when one fails or is
+        cancelled the queue cancels the others at once (``_cancel_group``).
         Raises ``RequestError`` for bad input and ``QueueFull`` when the queue is at its limit.
         """
         return self.submit_many([request], owner=owner, priority=priority, user=user, extra=extra)[0]
@@ -166,15 +170,16 @@ class JobQueue:
         return str(target)
 
     # --- user actions --------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a queued/paused job now, or ask a running one to stop after its current step."""
+    def cancel(self, job_id: str, reason: str = "cancelled before it started") -> Job:
+        """Cancel a queued/paused job now (its error becomes ``reason``), or ask a running one to
+        stop after its current step."""
         job = self.store.get(job_id)
         if job.status in ("queued", "paused"):
             try:
-                job = self.store.transition(job_id, "cancelled", expect=("queued", "paused"),
-                                            error="cancelled before it started")
+                job = self.store.transition(job_id, "cancelled", expect=("queued", "paused"), error=reason)
             except IllegalTransition:
-                return self.cancel(job_id)  # it was dispatched in between: cancel the running job
+                return self.cancel(job_id, reason)  # it was dispatched in between: cancel the running job
+            self._cancel_group(job)
         elif job.status == "running":
             self.store.update(job_id, cancel_requested=True, progress_text="cancelling…")
             self.executor.cancel(job_id)
@@ -183,6 +188,23 @@ class JobQueue:
             raise IllegalTransition(f"job {job_id} is already {job.status}")
         self._changed()
         return job
+
+    def _cancel_group(self, ended: Job) -> None:
+        """``ended`` finished without its video: cancel the unfinished jobs of its group.
+
+        Called from the transition that ended it (the executor's event, or ``cancel``), before the
+        dispatcher is woken, so a queued partner never starts and a running one is told to stop
+        now rather than when some waiting caller next looks.
+        """
+        group = ended.extra.get(GROUP)
+        if not group:
+            return
+        for other in self.store.list(ACTIVE):
+            if other.id != ended.id and other.extra.get(GROUP) == group:
+                try:
+                    self.cancel(other.id, f"cancelled because job {ended.id}, queued with it, {ended.status}")
+                except (IllegalTransition, JobNotFound):
+                    pass  # it finished in between
 
     def cancel_owner(self, owner: str) -> int:
         """Cancel every unfinished job of ``owner``; returns how many were asked to stop."""
@@ -408,8 +430,8 @@ class JobQueue:
             shutil.rmtree(work_dir_of(self.outputs_dir, ev.job_id), ignore_errors=True)
         elif ev.kind in ("failed", "cancelled"):
             self._live.pop(ev.job_id, None)
-            self.store.transition(ev.job_id, ev.kind, expect=("running",), error=ev.error, eta_s=None,
-                                  finished_at=ev.at)
+            self._cancel_group(self.store.transition(ev.job_id, ev.kind, expect=("running",), error=ev.error,
+                                                     eta_s=None, finished_at=ev.at))
         elif ev.kind == "lost":
             self._live.pop(ev.job_id, None)
             self._requeue_lost(self.store.get(ev.job_id), ev.error or "the worker process stopped")
@@ -429,12 +451,12 @@ class JobQueue:
                                   progress_text="done", eta_s=None, finished_at=time.time(), error=None)
             shutil.rmtree(work_dir, ignore_errors=True)
         elif job.cancel_requested:
-            self.store.transition(job.id, "cancelled", error=f"cancelled ({why})")
+            self._cancel_group(self.store.transition(job.id, "cancelled", error=f"cancelled ({why})"))
             drop_claimed_outputs(work_dir)
         elif job.attempts >= job.max_attempts:
-            self.store.transition(job.id, "failed", error=(
+            self._cancel_group(self.store.transition(job.id, "failed", error=(
                 f"{why} during each of {job.attempts} attempts; giving up (see the app log; a model "
-                "too large for this GPU is the usual cause)"))
+                "too large for this GPU is the usual cause)")))
             drop_claimed_outputs(work_dir)
         else:
             self.store.transition(job.id, "queued", error=f"requeued: {why} during attempt {job.attempts}")
