@@ -21,6 +21,7 @@ from PIL import Image
 
 import wan_studio
 from wan_studio.catalog.specs import ModelSpec, get_spec
+from wan_studio.engine.checkpoint import StepCheckpoints, resumed_from
 from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
 from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
 
@@ -137,6 +138,7 @@ class Rendered:
     frames: np.ndarray
     timings: dict[str, float]
     peak_vram_bytes: int | None
+    resumed_from: int | None = None  # the step a kept checkpoint let this run start after
 
 
 def render(
@@ -146,6 +148,7 @@ def render(
     cancel: threading.Event | None = None,
     between_steps: Callable[[int], None] | None = None,
     start_image: Image.Image | None = None,
+    checkpoints: StepCheckpoints | None = None,
 ) -> Rendered:
     """Run the pipeline for a validated, resolved ``request`` and return its frames (no files).
 
@@ -154,6 +157,8 @@ def render(
     ``between_steps(done_steps)``, when given, runs after each step's progress report and before the
     cancel check; it may block (the thermal guard waits there while a GPU cools). ``start_image``
     overrides ``request.image`` with an image already in memory (long clips continue from a frame).
+    ``checkpoints``, when given, keeps the denoising state every few steps and starts from the
+    one an earlier, stopped run of the same request kept.
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -165,12 +170,16 @@ def render(
     step_ends: list[float] = []
     # Seconds spent in ``between_steps`` (thermal pauses): kept out of per-step time and the ETA.
     paused = {"between": 0.0, "total": 0.0}
+    start = 0  # steps an earlier run finished and checkpointed
 
     def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if cuda:
             torch.cuda.synchronize()
         step_ends.append(time.perf_counter())
-        done = i + 1
+        done = start + i + 1
+        if checkpoints is not None:
+            last = step_ends[-1] - step_ends[-2] if len(step_ends) >= 2 else None
+            checkpoints.offer(done, request.steps, kwargs["latents"], _pipe.scheduler, last)
         eta = None
         if len(step_ends) >= 2:
             per_step = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
@@ -202,8 +211,15 @@ def render(
         if request.last_image is not None:
             kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
-    with torch.inference_mode(), uniform_timestep(runner):
-        out = runner(**kwargs, callback_on_step_end=on_step_end)
+    snap = checkpoints.load(runner.scheduler, request.steps) if checkpoints is not None else None
+    if snap is not None:
+        start, kwargs["latents"] = snap.step, snap.latents
+    try:
+        with torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap):
+            out = runner(**kwargs, callback_on_step_end=on_step_end)
+    finally:
+        if checkpoints is not None:
+            checkpoints.flush()  # a retry in this process (a lighter plan after OOM) reads it
     t_decoded = time.perf_counter()
     if cancel.is_set():
         raise GenerationCancelled("cancelled during decoding")
@@ -217,7 +233,8 @@ def render(
         timings["s_per_step"] = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
     if paused["total"] > 0.05:
         timings["paused_s"] = paused["total"]
-    return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None)
+    return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None,
+                    start if snap is not None else None)
 
 
 def generate(
@@ -229,12 +246,14 @@ def generate(
     extra_sidecar: dict[str, Any] | None = None,
     between_steps: Callable[[int], None] | None = None,
     paths: tuple[Path, Path] | None = None,
+    checkpoints: StepCheckpoints | None = None,
 ) -> GenerationResult:
     """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
 
     Cancel and ``between_steps`` behave as in ``render``. ``extra_sidecar`` is read when the sidecar
     is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
     ``paths`` names the mp4 and sidecar to write (default: a new name under ``outputs_dir``).
+    ``checkpoints`` (see ``render``) are removed once the video and sidecar are written.
     """
     if get_spec(request.model).task == "s2v":
         # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
@@ -244,7 +263,7 @@ def generate(
                             between_steps=between_steps, paths=paths)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
-    done = render(pipe, request, report, cancel, between_steps)
+    done = render(pipe, request, report, cancel, between_steps, checkpoints=checkpoints)
     t_decoded = time.perf_counter()
     report(Progress("writing", request.steps, request.steps, t_decoded - t0))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
@@ -254,7 +273,11 @@ def generate(
     sidecar = sidecar_for(request, done.frames, request.fps, video_path, timings, done.peak_vram_bytes)
     if getattr(pipe, "wan_speed", None):  # attention kernel and compile, set when the plan was applied
         sidecar["speed"] = pipe.wan_speed
+    if checkpoints is not None:
+        sidecar["checkpoints"] = checkpoints.record(done.resumed_from)
     write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
+    if checkpoints is not None:
+        checkpoints.remove()
     report(Progress("done", request.steps, request.steps, t_written - t0))
     return GenerationResult(video_path, sidecar_path, request, timings, done.peak_vram_bytes)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.caches import MagRatios, plan_cache, step_cache
+from wan_studio.engine.checkpoint import StepCheckpoints, request_key
 from wan_studio.engine.generate import ProgressFn, generate, output_paths
 from wan_studio.engine.long_video import generate_long, plan_long_clip
 from wan_studio.engine.lora import LoraChoice, loras_applied
@@ -26,7 +27,8 @@ CLAIM_FILE = "outputs.json"
 
 
 def work_dir_of(outputs_dir: Path, job_id: str) -> Path:
-    """Where job ``job_id`` keeps its finished long-clip windows until it is done (survives crashes)."""
+    """Where job ``job_id`` keeps its step checkpoints and finished long-clip windows until it is
+    done (survives crashes)."""
     return Path(outputs_dir) / WORK_FOLDER / job_id
 
 
@@ -104,7 +106,9 @@ def execute(
     """Run a validated, resolved ``request`` on ``pipe`` and write its mp4 + sidecar (at ``paths``
     when given, see ``claim_outputs``).
 
-    ``work_dir`` keeps the finished windows of a long clip, so running the same job again resumes it.
+    ``work_dir`` keeps step checkpoints and the finished windows of a long clip, so running the
+    same job again resumes it. A step cache keeps state of its own outside the latents, so a job
+    with one keeps no checkpoints and restarts at step 0.
     """
     spec = get_spec(request.model)
     extra = dict(extra_sidecar or {})
@@ -117,9 +121,12 @@ def execute(
     with loras_applied(pipe, spec, choices, loras_dir) as applied, step_cache(pipe, cache):
         if applied:
             extra["loras"] = applied
+        keep = cache is None
         if request.total_frames is None:
-            return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps, paths)
+            checkpoints = StepCheckpoints(work_dir, request_key(request.to_dict())) if keep else None
+            return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps, paths,
+                            checkpoints=checkpoints)
         clip = plan_long_clip(request, request.total_frames,
                               request.window_overlap or default_overlap(request.num_frames), request.window_prompts)
         return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra,
-                             paths)
+                             paths, step_checkpoints=keep)

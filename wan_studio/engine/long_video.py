@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.checkpoint import StepCheckpoints, request_key
 from wan_studio.engine.generate import Progress, ProgressFn, output_paths, render, sidecar_for
 from wan_studio.engine.request import MAX_SEED, GenerationRequest, GenerationResult, RequestError
 from wan_studio.engine.video_io import read_mp4, write_json, write_mp4
@@ -147,8 +148,10 @@ def generate_long(
     between_steps: Callable[[int], None] | None = None,
     extra_sidecar: dict[str, Any] | None = None,
     paths: tuple[Path, Path] | None = None,
+    step_checkpoints: bool = False,
 ) -> GenerationResult:
-    """Make a long clip window by window, resuming from ``work_dir`` where a run left off.
+    """Make a long clip window by window, resuming from ``work_dir`` where a run left off (at
+    the first missing window, and with ``step_checkpoints`` at that window's last kept step).
 
     Raises ``GenerationCancelled`` like ``generate``; finished windows stay for the next run.
     """
@@ -158,6 +161,7 @@ def generate_long(
     resumed = [w.index for w in windows if w.index in work.done and work.video(w.index).exists()]
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    resumed_steps: dict[int, int] = {}  # window -> the step its checkpoint let it start after
     for window in windows:
         if window.index in resumed:
             continue
@@ -168,8 +172,15 @@ def generate_long(
         def in_window(p: Progress, k: int = window.index) -> None:
             report(dataclasses.replace(p, window=k, windows=len(windows)))
 
-        done = render(pipe, _window_request(request, window), in_window, cancel, between_steps, start_image)
+        window_request = _window_request(request, window)
+        steps_kept = (StepCheckpoints(work.folder, request_key(window_request.to_dict()),
+                                      name=f"steps-window-{window.index:03d}") if step_checkpoints else None)
+        done = render(pipe, window_request, in_window, cancel, between_steps, start_image, steps_kept)
         work.save(window.index, done.frames, request.fps, clip.stride)
+        if steps_kept is not None:
+            steps_kept.remove()
+            if done.resumed_from is not None:
+                resumed_steps[window.index] = done.resumed_from
         for key, value in done.timings.items():
             timings[key] = timings.get(key, 0.0) + value
     report(Progress("writing", request.steps, request.steps, time.perf_counter() - t0, window=len(windows) - 1,
@@ -181,7 +192,8 @@ def generate_long(
     sidecar = sidecar_for(request, frames_meta, request.fps, video_path, timings, None)
     sidecar["long_clip"] = {"total_frames": clip.total_frames, "window_frames": clip.window_frames,
                             "overlap": clip.overlap, "windows": len(windows),
-                            "prompts": [w.prompt for w in windows], "resumed_windows": resumed}
+                            "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
+                            "resumed_steps": resumed_steps}
     write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
     report(Progress("done", request.steps, request.steps, timings["total_s"], window=len(windows) - 1,
                     windows=len(windows)))
