@@ -160,12 +160,12 @@ def test_ti2v_decodes_in_big_tiles_while_they_fit_then_falls_back_to_the_default
     roomy = choose(TI2V_5B, TI2V_720, box())
     assert roomy.vae_tile == (512, 448)
     tiles = {}
-    for free in (12, 11):  # where the decode phase is the plan's peak (block offload)
+    for free in (9.5, 9.0):  # where the big tile's decode phase is the plan's peak (block offload)
         plan = choose(TI2V_5B, TI2V_720, Hardware((gpu(0, 24, free_gib=free),), 64 * GIB, 64 * GIB))
         assert shortfall(plan, Hardware((gpu(0, 24, free_gib=free),), 64 * GIB, 64 * GIB), Limits()) is None
         tiles[free] = (plan.vae_tile, plan.peak_vram_gib)
-    assert tiles[12][0] == (512, 448) and tiles[11][0] == (256, 192)
-    assert tiles[12][1] - tiles[11][1] == pytest.approx(2.0, abs=0.01)  # the bigger tile's cost is in the peak
+    assert tiles[9.5][0] == (512, 448) and tiles[9.0][0] == (256, 192)
+    assert tiles[9.5][1] > tiles[9.0][1]  # the bigger tile's cost is in the peak
     # The Wan2.1 VAE of the A14B models has no measured big tile: it keeps diffusers' default.
     assert choose(T2V_A14B, A14B_480, box()).vae_tile == (256, 192)
 

@@ -22,6 +22,7 @@ from PIL import Image
 import wan_studio
 from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.checkpoint import StepCheckpoints, resumed_from
+from wan_studio.engine.decode import decoded_on_host
 from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
 from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
 
@@ -215,7 +216,8 @@ def render(
     if snap is not None:
         start, kwargs["latents"] = snap.step, snap.latents
     try:
-        with torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap):
+        with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
+              decoded_on_host(runner.vae)):
             out = runner(**kwargs, callback_on_step_end=on_step_end)
     finally:
         if checkpoints is not None:

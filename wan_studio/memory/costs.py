@@ -40,6 +40,9 @@ TILED_DECODE_WORK_BYTES = {"wan2.1": int(1.5 * GIB), "wan2.2": int(3.0 * GIB)}
 # of a 1280×704 frame (overlaps, cut edge tiles); 512/448 ~1.2×. Measured on an H200 for the Wan2.2
 # VAE at 1280×704×121, fp32 (`bench/speed.py --parts decode`): 18.0 s → 11.7 s, peak 8.35 → 10.36
 # GiB, so the bigger tile is used whenever the decode phase still fits with that much more.
+# Copies of the fp32 video the host holds at the end of a decode: the tiles (overlaps included,
+# ≈1.65× at the default tile), the blended result and its un-patched copy.
+DECODE_HOST_VIDEOS = 3.7
 DEFAULT_DECODE_TILE = (256, 192)
 BIG_DECODE_TILE = {"wan2.2": (512, 448)}
 BIG_TILE_EXTRA_BYTES = {"wan2.2": int(2.0 * GIB)}
@@ -165,8 +168,14 @@ def block_bytes(spec: ModelSpec, params: int, storage: str) -> int:
 
 
 def decode_bytes(spec: ModelSpec, width: int, height: int, frames: int) -> int:
-    """VAE decode working memory with tiling: per-tile work plus the fp32 video, held twice."""
-    video = frames * 3 * height * width * 4
+    """GPU working memory of a tiled VAE decode: one tile's layers and feature cache. The decoded
+    pieces go to host memory as they come (``engine.decode``), so the video's size does not count."""
     if spec.is_demo:  # tiny VAE, no tiling
-        return 2 * video
-    return TILED_DECODE_WORK_BYTES[spec.vae] + 2 * video
+        return 2 * frames * 3 * height * width * 4
+    return TILED_DECODE_WORK_BYTES[spec.vae]
+
+
+def decode_host_bytes(width: int, height: int, frames: int) -> int:
+    """Host bytes the decode assembles the fp32 video in, at its peak: the decoded tiles, their
+    blended result and its un-patched copy, ≈ 3.7 times the video (diffusers' tiled decode)."""
+    return int(DECODE_HOST_VIDEOS * frames * 3 * height * width * 4)

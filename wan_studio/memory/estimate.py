@@ -114,8 +114,9 @@ def peak_vram(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...]
     return {d: max(ph.get(d, 0) for ph in phases.values()) for d in devices}
 
 
-def host_ram(spec: ModelSpec, placements: tuple[Placement, ...]) -> int:
-    """Host bytes: the larger of the steady state (everything not held on a GPU) and the load peak.
+def host_ram(spec: ModelSpec, placements: tuple[Placement, ...], work: Workload | None = None) -> int:
+    """Host bytes: the larger of the steady state (everything not held on a GPU, plus the decoded
+    video of ``work`` being assembled) and the load peak.
 
     An fp8 component is read in bf16 and cast afterwards, so while loading, the components cast
     before it (fp8 ones load first) sit beside its bf16 copy.
@@ -126,7 +127,8 @@ def host_ram(spec: ModelSpec, placements: tuple[Placement, ...]) -> int:
         if p.storage == "fp8":
             load_peak = max(load_peak, before + params_of(spec, p.component) * 2)
             before += held[p.component]
-    return costs.HOST_OVERHEAD_BYTES + max(sum(held.values()), load_peak)
+    video = costs.decode_host_bytes(work.width, work.height, work.frames) if work is not None else 0
+    return costs.HOST_OVERHEAD_BYTES + max(sum(held.values()) + video, load_peak)
 
 
 def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> tuple[float, float, float]:
@@ -175,4 +177,4 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
 def estimate(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> Estimate:
     """Everything the planner compares plans by."""
     step_s, job_s, ideal = timing(spec, work, placements, hw)
-    return Estimate(peak_vram(spec, work, placements), host_ram(spec, placements), step_s, job_s, ideal)
+    return Estimate(peak_vram(spec, work, placements), host_ram(spec, placements, work), step_s, job_s, ideal)

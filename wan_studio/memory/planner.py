@@ -109,10 +109,24 @@ def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) ->
             tile, peaks = _decode_tile(spec, work, pl, est, hw, limits)
             plan = Plan(spec.key, name, pl, vae_tiling=not spec.is_demo,
                         peak_vram=tuple(peaks.items()), host_ram_bytes=est.host_ram_bytes,
-                        step_s=est.step_s, job_s=est.job_s, relative_speed=min(est.relative_speed, 1.0),
+                        step_s=est.step_s, job_s=est.job_s, relative_speed=min(_speed_at_default_steps(spec, work, est), 1.0),
                         vae_tile=tile)
             out.append((plan, est))
     return out
+
+
+def _speed_at_default_steps(spec: ModelSpec, work: Workload, est: Estimate) -> float:
+    """Ideal over predicted job time, both at the model's default step count.
+
+    Plans are ranked by this, not by the job's own step count: the fixed costs (moving components
+    on, text encoding) weigh more in a short job, and ranking by the job's own steps gave a 50-step
+    job model offload and the 8-step job after it block offload, a reload and a recompile for
+    nothing. The same model and size now get the same plan whatever the step count.
+    """
+    steps = max(work.steps, 1)
+    fixed_s = est.job_s - steps * est.step_s
+    job_s = spec.steps * est.step_s + fixed_s
+    return spec.steps * (est.ideal_job_s / steps) / job_s if job_s > 0 else 1.0
 
 
 def _decode_tile(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], est: Estimate,
@@ -253,6 +267,31 @@ def _no_fit_message(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limit
         hints.append("allow fp8 storage")
     if not limits.allow_8bit:
         hints.append("allow 8-bit weights")
-    hints += ["lower the resolution or the number of frames", "free GPU memory or add RAM"]
+    would = _sizes_that_fit(spec, work, hw, limits)
+    if would:
+        hints.append(f"make it {' or '.join(w.describe() for w in would)}, which fit{'s' if len(would) == 1 else ''}")
+    else:
+        hints.append("lower the resolution or the number of frames")
+    hints.append("free GPU memory or add RAM")
     return (f"{spec.title} cannot run at {work.describe()} on {hw.describe()}: the closest plan "
             f"('{nearest.label}') {shortfall(nearest, hw, limits)}. Try to {', or '.join(hints)}.")
+
+
+def _fits(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) -> bool:
+    return any(shortfall(p, hw, limits) is None for p, _ in candidates(spec, work, hw, limits))
+
+
+def _sizes_that_fit(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) -> list[Workload]:
+    """The longest clip at this size that fits (frames cut in 24-frame steps, staying 4k+1), and
+    the largest smaller size (×0.75 and ×0.5 of each side, multiples of 32) at these frames."""
+    out: list[Workload] = []
+    for frames in range(work.frames - 24, 0, -24):
+        if _fits(spec, replace(work, frames=frames), hw, limits):
+            out.append(replace(work, frames=frames))
+            break
+    for scale in (0.75, 0.5):
+        w, h = (max(32, int(side * scale) // 32 * 32) for side in (work.width, work.height))
+        if _fits(spec, replace(work, width=w, height=h), hw, limits):
+            out.append(replace(work, width=w, height=h))
+            break
+    return out
