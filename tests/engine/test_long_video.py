@@ -155,3 +155,26 @@ def test_execute_runs_a_long_clip_with_a_cache_and_records_both(demo_pipe, tmp_p
 def test_advanced_fields_are_validated(fields, words):
     with pytest.raises(RequestError, match=words):
         validate(GenerationRequest(prompt="x", model="demo", width=64, height=64, num_frames=9, seed=1, **fields))
+
+
+def test_long_clip_sidecar_records_speed_options_and_a_window_stopped_mid_way_resumes_at_its_step(
+        demo_pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    r = base(prompt="a harbour", steps=4)
+    clip = plan_long_clip(r, total_frames=16, overlap=2)
+    cancel = threading.Event()
+
+    def stop_in_second_window(p: Progress) -> None:
+        if p.stage == "denoising" and p.window == 1 and p.step == 3:
+            cancel.set()
+
+    work = tmp_path / "work"
+    with pytest.raises(GenerationCancelled):
+        generate_long(demo_pipe, r, clip, work, tmp_path / "out", stop_in_second_window, cancel,
+                      step_checkpoints=True)
+    assert (work / "steps-window-001.pt").is_file()
+    monkeypatch.setattr(demo_pipe, "wan_speed", {"attention": "sdpa", "compile": False}, raising=False)
+    result = generate_long(demo_pipe, r, clip, work, tmp_path / "out", step_checkpoints=True)
+    side = json.loads(result.sidecar_path.read_text())
+    assert side["speed"] == {"attention": "sdpa", "compile": False}
+    assert side["long_clip"]["resumed_windows"] == [0] and side["long_clip"]["resumed_steps"] == {"1": 3}
+    assert "peak_vram_gib" in side and not list(work.glob("steps-*"))

@@ -162,6 +162,7 @@ def generate_long(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     resumed_steps: dict[int, int] = {}  # window -> the step its checkpoint let it start after
+    peaks: list[int] = []  # each window's peak allocated VRAM, bytes (render resets it per window)
     for window in windows:
         if window.index in resumed:
             continue
@@ -183,13 +184,18 @@ def generate_long(
                 resumed_steps[window.index] = done.resumed_from
         for key, value in done.timings.items():
             timings[key] = timings.get(key, 0.0) + value
+        if done.peak_vram_bytes is not None:
+            peaks.append(done.peak_vram_bytes)
     report(Progress("writing", request.steps, request.steps, time.perf_counter() - t0, window=len(windows) - 1,
                     windows=len(windows)))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
     write_mp4(video_path, blended_frames([work.video(w.index) for w in windows], clip), request.fps)
     timings["total_s"] = time.perf_counter() - t0
     frames_meta = np.zeros((clip.total_frames, request.height, request.width, 0), np.uint8)
-    sidecar = sidecar_for(request, frames_meta, request.fps, video_path, timings, None)
+    peak = max(peaks) if peaks else None
+    sidecar = sidecar_for(request, frames_meta, request.fps, video_path, timings, peak)
+    if getattr(pipe, "wan_speed", None):  # attention kernel and compile, as for a single clip
+        sidecar["speed"] = pipe.wan_speed
     sidecar["long_clip"] = {"total_frames": clip.total_frames, "window_frames": clip.window_frames,
                             "overlap": clip.overlap, "windows": len(windows),
                             "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
@@ -197,4 +203,4 @@ def generate_long(
     write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
     report(Progress("done", request.steps, request.steps, timings["total_s"], window=len(windows) - 1,
                     windows=len(windows)))
-    return GenerationResult(video_path, sidecar_path, request, timings, None)
+    return GenerationResult(video_path, sidecar_path, request, timings, peak)
