@@ -50,6 +50,9 @@ def add_user(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, build the services, launch the UI (or download a model and exit)."""
+    from wan_studio.bootstrap import bootstrap
+
+    bootstrap()  # before anything imports diffusers
     settings = settings_from_args(argv)
     if settings.download:
         from wan_studio.catalog import loading

@@ -12,6 +12,10 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from wan_studio.bootstrap import bootstrap  # noqa: E402 - after the environment it reads
+
+bootstrap()  # the test process is an entry point like app.py
+
 
 @pytest.fixture
 def settings(tmp_path: Path):

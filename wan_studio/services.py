@@ -19,7 +19,8 @@ from typing import Any, Callable
 from wan_studio.catalog import loading
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.cluster.executor import Executor
-from wan_studio.cluster.local import LocalExecutor, detect_devices
+from wan_studio.cluster.devices import detect_devices
+from wan_studio.cluster.local import LocalExecutor
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.access import Caller

@@ -21,6 +21,7 @@ from typing import Any
 
 from wan_studio.cluster.executor import (EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState,
                                          event_from_message)
+from wan_studio.cluster.devices import detect_devices, mask_for, start_masked
 from wan_studio.cluster.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -29,26 +30,6 @@ log = logging.getLogger(__name__)
 BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # A worker that stayed up this long (seconds) starts the backoff over on its next crash.
 STABLE_AFTER_S = 60.0
-
-
-def detect_devices() -> list[str]:
-    """``cuda:<i>`` for every visible GPU, or ``["cpu"]`` when there is none.
-
-    Asks NVML so the supervisor process never initialises CUDA itself.
-    """
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-        finally:
-            pynvml.nvmlShutdown()
-        if count:
-            return [f"cuda:{i}" for i in range(count)]
-    except Exception:  # noqa: BLE001 - no driver, no library: run on the CPU
-        pass
-    return ["cpu"]
 
 
 def _exit_text(code: int | None) -> str:
@@ -187,7 +168,7 @@ class LocalExecutor(Executor):
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(w.name, w.device, self._config, child),
                                  name=f"wan-studio-{w.name}", daemon=True)
-        proc.start()
+        start_masked(proc, mask_for(w.device))
         child.close()  # only the worker holds its end, so its death reads as EOF here
         with self._lock:
             w.process, w.conn, w.state, w.started_at = proc, parent, "starting", time.monotonic()

@@ -100,6 +100,9 @@ class GpuWorker:
     """One GPU of the cluster (see the module docstring). ``name`` is how the head calls it."""
 
     def __init__(self, name: str, options: WorkerOptions) -> None:
+        from wan_studio.bootstrap import bootstrap
+
+        bootstrap()  # the actor's process: Ray set its device mask; nothing has imported diffusers yet
         self.name = name
         self.options = options
         self.gpu_lock = threading.Lock()  # one forward pass at a time on this GPU, own jobs and peers'

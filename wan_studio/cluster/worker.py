@@ -34,9 +34,11 @@ def _die_with_parent() -> None:
 def worker_main(name: str, device: str, config: dict[str, Any], conn: Connection) -> None:
     """Entry point of a worker process. ``device`` is ``cpu`` or ``cuda:<index>``."""
     _die_with_parent()
-    if device.startswith("cuda:"):
-        # Pin before torch is imported so the worker only ever sees its own GPU (as cuda:0).
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    # The supervisor put this worker's device mask into its environment before the process started
+    # (cluster/devices.start_masked): its GPU is cuda:0 here, from the driver's first call on.
+    from wan_studio.bootstrap import bootstrap
+
+    bootstrap()
     if config.get("cpu_threads"):
         # CPU workers share the cores; without a cap each would start one thread per core and
         # they would slow each other down.
