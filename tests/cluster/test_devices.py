@@ -37,6 +37,15 @@ if record:
 '''
 
 
+def _calls(record: Path) -> list[list[str]]:
+    """(pid, entry point, mask) of every recorded call."""
+    return [line.split(" ", 2) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def _calls_after_start(record: Path) -> bool:
+    return any(name != "start" for _pid, name, _mask in _calls(record))
+
+
 def test_mask_of_each_device() -> None:
     assert (mask_for("cuda:1"), mask_for("cpu")) == ("1", "")
     with pytest.raises(ValueError, match="cpu' or 'cuda:<index>'"):
@@ -52,19 +61,16 @@ def test_worker_sees_its_mask_from_its_first_instruction(tmp_path: Path, monkeyp
     monkeypatch.setenv("CUDA_CALLS_RECORD", str(record))
     monkeypatch.delenv(MASK_VARIABLE, raising=False)
     executor = LocalExecutor(tmp_path / "models", tmp_path / "outputs", ["cuda:1"])
-    ready = []
-    executor.start(lambda e: ready.append(e) if e.kind == "ready" else None)
+    executor.start(lambda e: None)
     try:
-        deadline = time.monotonic() + 120
-        while not executor.idle_workers() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert executor.idle_workers(), executor.workers()
+        # The worker reads its hardware while it starts: wait for those calls, not for the whole start.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not _calls_after_start(record):
+            time.sleep(0.2)
     finally:
         executor.shutdown()
     assert MASK_VARIABLE not in os.environ  # the app's own environment is left as it was
-    worker_pid = str(executor.workers()[0].pid)
-    calls = [line.split(" ", 2) for line in record.read_text().splitlines()]
-    mine = [(name, mask) for pid, name, mask in calls if pid == worker_pid]
+    mine = [(name, mask) for pid, name, mask in _calls(record) if pid == str(executor.workers()[0].pid)]
     # The worker made CUDA calls (reading its hardware), and every one saw only GPU 1.
     assert ("start", "1") in mine and any(name != "start" for name, _ in mine), mine
     assert {mask for _, mask in mine} == {"1"}, mine
