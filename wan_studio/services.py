@@ -282,10 +282,13 @@ class Studio:
         check_job_cost(r, self.limits, admin)
         check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
         self.check_available(r)
-        if r.loras:
+        if r.loras or r.fast:
+            from wan_studio.engine.distill import recipe_loras
             from wan_studio.engine.lora import LoraChoice, check_choices
 
-            check_choices([LoraChoice.parse(x) for x in r.loras], self.settings.loras_dir)
+            # A fast job whose distill LoRAs are not downloaded is refused here, with the command.
+            found = recipe_loras(r, self.settings.loras_dir) + list(r.loras or [])
+            check_choices([LoraChoice.parse(x) for x in found], self.settings.loras_dir)
         self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
         extra = dict(extra or {})  # e.g. {"calibrate_magcache": True} from the Advanced tab
         for warning in self.vram_warnings(r):

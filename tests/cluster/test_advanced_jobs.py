@@ -84,7 +84,7 @@ def test_lora_step_cache_and_overrides_are_listed_in_the_sidecar(queue: JobQueue
     job = queue.wait(queue.submit(req).id, timeout_s=120)
     assert job.status == "done", job.error
     side = _sidecar(job)
-    assert side["loras"] == [{"file": "style.safetensors", "weight": 0.7}]
+    assert side["loras"] == [{"file": "style.safetensors", "weight": 0.7, "layout": "diffusers"}]
     assert side["step_cache"]["kind"] == "first_block" and side["step_cache"]["trades"] == "quality for speed"
     assert side["overrides"] == {"offload": "cpu", "attention": "sdpa"}
     assert side["attention_backend"] == "sdpa"

@@ -298,14 +298,17 @@ class RayExecutor(Executor):
         if self.split == "off":
             return None
         spec = get_spec(request["model"])
-        if spec.boundary is not None and self.split in ("experts", "auto"):
+        # diffusers runs the unconditional pass only when the high-noise guidance is above 1 (a fast
+        # job guides its motion steps only): an unguided job has no CFG to split, so a two-expert
+        # model takes the expert split even where "cfg" was asked for.
+        guided = (request.get("guidance") or 0) > 1 or bool(request.get("motion_steps"))
+        if spec.boundary is not None and (self.split in ("experts", "auto") or not guided):
             pair = [x for x in self._sorted() if x.state in ("idle", "busy")][:2]
             if w in pair and len(pair) == 2:
                 other = pair[1] if pair[0] is w else pair[0]
                 keep = "high" if pair[0] is w else "low"
                 return {"mode": "experts", "keep": keep, "peer": other.handle, "peer_name": other.name}
             return None
-        guided = (request.get("guidance") or 0) > 1 or (request.get("guidance_2") or 0) > 1
         if guided and self.split in ("cfg", "auto"):
             idle = [x for x in self._sorted() if x is not w and x.state == "idle" and not x.helping]
             idle.sort(key=lambda x: spec.key not in x.loaded)  # a peer holding the model starts at once

@@ -23,6 +23,7 @@ import wan_studio
 from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.checkpoint import StepCheckpoints, resumed_from
 from wan_studio.engine.decode import decoded_on_host
+from wan_studio.engine.distill import motion_phase, sampler_of
 from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
 from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
 
@@ -178,6 +179,8 @@ def render(
             torch.cuda.synchronize()
         step_ends.append(time.perf_counter())
         done = start + i + 1
+        if motion is not None:
+            motion.after_step(pipe, _pipe, done)
         if checkpoints is not None:
             last = step_ends[-1] - step_ends[-2] if len(step_ends) >= 2 else None
             checkpoints.offer(done, request.steps, kwargs["latents"], _pipe.scheduler, last)
@@ -212,16 +215,21 @@ def render(
         if request.last_image is not None:
             kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
     runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
-    snap = checkpoints.load(runner.scheduler, request.steps) if checkpoints is not None else None
-    if snap is not None:
-        start, kwargs["latents"] = snap.step, snap.latents
-    try:
-        with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
-              decoded_on_host(runner.vae)):
-            out = runner(**kwargs, callback_on_step_end=on_step_end)
-    finally:
-        if checkpoints is not None:
-            checkpoints.flush()  # a retry in this process (a lighter plan after OOM) reads it
+    # A fast job's sampler first: a saved step checkpoint is read back onto the scheduler that runs.
+    with sampler_of(runner, request):
+        snap = checkpoints.load(runner.scheduler, request.steps) if checkpoints is not None else None
+        if snap is not None:
+            start, kwargs["latents"] = snap.step, snap.latents
+        motion = motion_phase(request, start)
+        if motion is not None:
+            motion.start(pipe, kwargs)
+        try:
+            with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
+                  decoded_on_host(runner.vae)):
+                out = runner(**kwargs, callback_on_step_end=on_step_end)
+        finally:
+            if checkpoints is not None:
+                checkpoints.flush()  # a retry in this process (a lighter plan after OOM) reads it
     t_decoded = time.perf_counter()
     if cancel.is_set():
         raise GenerationCancelled("cancelled during decoding")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.caches import MagRatios, plan_cache, step_cache
 from wan_studio.engine.checkpoint import StepCheckpoints, request_key
+from wan_studio.engine.distill import recipe_loras
 from wan_studio.engine.generate import ProgressFn, generate, output_paths
 from wan_studio.engine.long_video import generate_long, plan_long_clip
 from wan_studio.engine.lora import LoraChoice, loras_applied
@@ -112,7 +113,7 @@ def execute(
     """
     spec = get_spec(request.model)
     extra = dict(extra_sidecar or {})
-    choices = [LoraChoice.parse(x) for x in request.loras or []]
+    choices = [LoraChoice.parse(x) for x in recipe_loras(request, loras_dir) + list(request.loras or [])]
     cache = None
     if request.step_cache:
         cache = plan_cache(pipe, request, request.step_cache, request.cache_threshold,  # type: ignore[arg-type]
@@ -121,6 +122,9 @@ def execute(
     with loras_applied(pipe, spec, choices, loras_dir) as applied, step_cache(pipe, cache):
         if applied:
             extra["loras"] = applied
+        if request.fast:
+            extra["fast"] = {"recipe": request.fast, "motion_steps": request.motion_steps or 0,
+                             "trades": "quality and motion for speed (docs/FAST.md)"}
         keep = cache is None
         if request.total_frames is None:
             checkpoints = StepCheckpoints(work_dir, request_key(request.to_dict())) if keep else None

@@ -67,6 +67,10 @@ class GenerationRequest:
     # Advanced: pinned plan knobs (storage, offload, text_encoder, gpu, attention, compile); the
     # planner checks them (``wan_studio.memory.overrides``). None = everything automatic.
     overrides: dict[str, Any] | None = None
+    # A step-distilled ("fast") recipe (``wan_studio.engine.distill``): its LoRAs, sampler and grid;
+    # ``motion_steps`` first steps then run on the base weights with guidance (more motion, more time).
+    fast: str | None = None
+    motion_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -84,6 +88,9 @@ class GenerationRequest:
     def resolved(self) -> GenerationRequest:
         """A copy with every default filled in from the model spec and a concrete seed."""
         spec = get_spec(self.model)
+        fast = _fast_defaults(self)
+        if fast:
+            spec = dataclasses.replace(spec, **{k: v for k, v in fast.items() if k in ("steps", "guidance", "guidance_2", "shift")})
         w, h = spec.default_size
         seed = self.seed
         if seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed < 0):
@@ -103,7 +110,27 @@ class GenerationRequest:
             guidance_2=pick(self.guidance_2, spec.guidance_2),
             shift=pick(self.shift, spec.shift),
             seed=seed,
+            motion_steps=pick(self.motion_steps, fast.get("motion_steps")),
+            overrides=fast.get("overrides", self.overrides),
         )
+
+
+def _fast_defaults(r: GenerationRequest) -> dict[str, Any]:
+    """What a fast recipe fills in when the request leaves it out (empty without one)."""
+    if r.fast is None:
+        return {}
+    from wan_studio.engine.distill import RECIPES  # distill imports nothing of this module
+
+    recipe = RECIPES.get(r.fast)
+    if recipe is None:
+        return {}  # validate() names the unknown recipe
+    # bf16 VAE decode: at 4 steps the fp32 decode is most of the job (docs/FAST.md says what
+    # quality rests on); an explicit decode override wins.
+    overrides = dict(r.overrides or {})
+    overrides.setdefault("decode", "bf16")
+    return {"steps": recipe.steps, "guidance": recipe.guidance, "guidance_2": recipe.guidance
+            if get_spec(r.model).boundary is not None else None, "shift": recipe.shift,
+            "motion_steps": recipe.motion_steps, "overrides": overrides}
 
 
 @dataclass
@@ -147,7 +174,37 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         check_image(r.image)
     _check_extra_inputs(spec, r)
     _check_advanced(spec, r)
+    _check_fast(spec, r)
     return r
+
+
+def _check_fast(spec: ModelSpec, r: GenerationRequest) -> None:
+    """A fast recipe made for this model, a step count its grid has, a motion phase shorter than the job."""
+    if r.fast is None:
+        if r.motion_steps:
+            raise RequestError("motion_steps belongs to a fast (distilled) job; pick a Fast preset or set fast")
+        return
+    from wan_studio.engine.distill import RECIPES
+
+    recipe = RECIPES.get(r.fast)
+    if recipe is None:
+        raise RequestError(f"unknown fast recipe {r.fast!r}; choose one of {', '.join(RECIPES)}")
+    if recipe.model != spec.key:
+        raise RequestError(f"the fast recipe {recipe.label} is made for {get_spec(recipe.model).title}, not "
+                           f"{spec.title}; pick that model or another recipe")
+    if recipe.sigmas is not None and r.steps != len(recipe.sigmas):
+        raise RequestError(f"{recipe.label} was distilled for exactly {len(recipe.sigmas)} steps; set steps to "
+                           f"{len(recipe.sigmas)}")
+    from wan_studio.engine.distill import high_noise_steps
+
+    high = high_noise_steps(recipe, r.steps, r.shift, spec.boundary)
+    limit = min(high, r.steps - 1)
+    _check_number("motion_steps", r.motion_steps or 0, 0, max(limit, 0), whole=True)
+    if r.step_cache is not None:
+        # MagCache and TaylorSeer are tuned on 40–50-step curves; at 4 steps each step moves the
+        # video a quarter of the way, so none can be skipped or predicted.
+        raise RequestError(f"a step cache skips or predicts steps; a {r.steps}-step distilled job needs every "
+                           "step, so leave the step cache off")
 
 
 def default_overlap(window_frames: int) -> int:

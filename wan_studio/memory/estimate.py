@@ -135,7 +135,7 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
     """(seconds per step, seconds per job, ideal seconds per job) without decode (same for all)."""
     gpus = {g.device: g for g in hw.gpus}
     n = costs.tokens(spec, work.width, work.height, work.frames)
-    forwards = 2 if work.cfg else 1
+    forwards = work.passes_per_step
     flops = costs.flops_per_forward(spec, n) * forwards
     experts = [p for p in placements if p.component in TRANSFORMERS]
     step_s, ideal_step_s, per_job_s = 0.0, 0.0, 0.0

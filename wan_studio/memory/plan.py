@@ -40,7 +40,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class Workload:
-    """The size of one job: pixels, frames, denoising steps, and whether CFG doubles the forwards."""
+    """The size of one job: pixels, frames, denoising steps, and how many steps CFG doubles."""
 
     width: int
     height: int
@@ -50,13 +50,30 @@ class Workload:
     # The job starts from an image (or continues from frames, as every long-clip window after the
     # first does); a TI2V model then needs a timestep per token, which costs memory.
     image: bool = True
+    # Steps that run the unconditional pass too (None: every step when ``cfg``); a distilled job's
+    # motion phase guides only its first steps.
+    guided_steps: int | None = None
 
     @classmethod
     def from_request(cls, request: Any) -> Workload:
-        """From a resolved ``GenerationRequest`` (duck-typed: memory does not import the engine)."""
-        cfg = (request.guidance or 0) > 1 or (getattr(request, "guidance_2", None) or 0) > 1
+        """From a resolved ``GenerationRequest`` (duck-typed: memory does not import the engine).
+
+        CFG follows diffusers' Wan loop: it runs the unconditional pass on every step when the
+        (high-noise) ``guidance`` is above 1, and on none otherwise, whatever ``guidance_2`` says.
+        A fast job's motion phase guides its first ``motion_steps`` steps only.
+        """
+        motion = getattr(request, "motion_steps", None) or 0
+        guided = motion if motion else (request.steps if (request.guidance or 0) > 1 else 0)
         image = getattr(request, "image", None) is not None or getattr(request, "total_frames", None) is not None
-        return cls(request.width, request.height, request.num_frames, request.steps, cfg, image)
+        return cls(request.width, request.height, request.num_frames, request.steps, guided > 0, image, guided)
+
+    @property
+    def passes_per_step(self) -> float:
+        """Transformer forwards per denoising step, averaged over the job (1 to 2)."""
+        if not self.cfg or self.steps <= 0:
+            return 1.0
+        guided = self.steps if self.guided_steps is None else min(self.guided_steps, self.steps)
+        return 1.0 + guided / self.steps
 
     def describe(self) -> str:
         """``832×480×81``."""
