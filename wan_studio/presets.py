@@ -11,7 +11,8 @@ from typing import Any
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-PRESET_FIELDS = ("model", "width", "height", "num_frames", "fps", "steps", "guidance", "guidance_2", "shift")
+PRESET_FIELDS = ("model", "width", "height", "num_frames", "fps", "steps", "guidance", "guidance_2", "shift",
+                 "fast", "motion_steps")
 
 
 class PresetError(ValueError):

@@ -42,9 +42,20 @@ def model_status_text(studio: Studio, preset_name: str) -> str:
     avail = studio.availability(spec)
     if spec.is_demo:
         return f"**{spec.title}** — built in. {preset.description}"
-    if avail.usable:
-        return f"**{spec.title}** — ready. {preset.description}"
-    return f"**{spec.title}** — {avail.status}. {avail.detail}"
+    if not avail.usable:
+        return f"**{spec.title}** — {avail.status}. {avail.detail}"
+    missing = fast_files_text(studio, preset.fields.get("fast"))
+    return f"**{spec.title}** — ready{missing}. {preset.description}"
+
+
+def fast_files_text(studio: Studio, recipe_key: str | None) -> str:
+    """``, but its distill LoRAs are not downloaded (…command…)`` for a fast preset missing them, else ``""``."""
+    from wan_studio.engine.distill import RECIPES
+
+    recipe = RECIPES.get(recipe_key or "")
+    if recipe is None or not recipe.missing(studio.settings.loras_dir):
+        return ""
+    return f", but its distill LoRAs are not downloaded; fetch them with: `{recipe.download_command(studio.settings.loras_dir)}`"
 
 
 def plan_text(sidecar: dict[str, Any]) -> str:

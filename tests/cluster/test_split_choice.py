@@ -1,0 +1,39 @@
+"""Which split a job gets: an unguided (guidance 1) job never takes the CFG split; a two-expert model
+takes the expert split instead. The split itself runs on a real Ray cluster in test_ray_backend.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from wan_studio.cluster.ray_backend import RayExecutor, _Worker
+
+
+def executor(split: str) -> tuple[RayExecutor, _Worker]:
+    ex = RayExecutor.__new__(RayExecutor)  # the planning needs no cluster: only the workers' states
+    ex.split = split  # type: ignore[assignment]
+    a, b = _Worker("a", "n1", "handle-a", state="busy"), _Worker("b", "n1", "handle-b", state="idle")
+    ex._workers = {"a": a, "b": b}
+    return ex, a
+
+
+@pytest.mark.parametrize("split", ["cfg", "auto", "experts"])
+def test_a_guidance_1_two_expert_job_takes_the_expert_split(split: str) -> None:
+    ex, a = executor(split)
+    plan = ex._plan_split(a, "job", {"model": "t2v-a14b", "guidance": 1.0, "guidance_2": 1.0})
+    assert plan is not None and plan["mode"] == "experts"
+
+
+@pytest.mark.parametrize("request_fields", [
+    {"guidance": 1.0},                       # CFG-free TI2V-5B: nothing to split
+    {"guidance": 1.0, "guidance_2": 3.0},    # diffusers runs no CFG when the first guidance is 1
+])
+def test_an_unguided_one_expert_job_takes_no_cfg_split(request_fields: dict) -> None:
+    ex, a = executor("cfg")
+    assert ex._plan_split(a, "job", {"model": "ti2v-5b", **request_fields}) is None
+
+
+def test_a_guided_job_and_a_motion_phase_still_take_the_cfg_split() -> None:
+    ex, a = executor("cfg")
+    assert ex._plan_split(a, "job", {"model": "ti2v-5b", "guidance": 5.0})["mode"] == "cfg"
+    ex, a = executor("cfg")
+    assert ex._plan_split(a, "job", {"model": "ti2v-5b", "guidance": 1.0, "motion_steps": 1})["mode"] == "cfg"
