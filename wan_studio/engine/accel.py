@@ -151,8 +151,31 @@ def compile_transformers(pipe: Any, offload: str = "resident", **compile_kwargs:
     # diffusers models name their repeated blocks; one without them (speech to video) stays eager
     models = [m for m in transformers_of(pipe) if getattr(m, "_repeated_blocks", None)]
     for model in models:
-        model.compile_repeated_blocks(**compile_kwargs)
+        if offload == "group":
+            for block in model.modules():
+                if type(block).__name__ in model._repeated_blocks:
+                    compile_below_hooks(block, **compile_kwargs)
+        else:
+            model.compile_repeated_blocks(**compile_kwargs)
     return len(models)
+
+
+def compile_below_hooks(block: Any, **compile_kwargs: Any) -> None:
+    """Compile ``block``'s own forward, under the diffusers hooks wrapped around it.
+
+    ``nn.Module.compile`` traces the hooks too. Block offload gives every block a hook holding its
+    own offload group, so the traced code guards on that group: one graph per block (two for two
+    blocks on the tiny model, tests/engine/test_compile_hooks.py), past torch._dynamo's recompile
+    limit of 8 on a 30- or 40-block model, after which the blocks ran eager. Compiled below the
+    hooks, every block shares one graph and the hooks (device moves, stream waits) run as Python.
+    """
+    import torch
+
+    refs = getattr(getattr(block, "_diffusers_hook", None), "_fn_refs", None)
+    if not refs or refs[0].original_forward is not None:  # no hooks, or the first replaces the forward
+        block.compile(**compile_kwargs)
+        return
+    refs[0].forward = torch.compile(refs[0].forward, **compile_kwargs)
 
 
 @functools.cache

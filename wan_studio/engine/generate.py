@@ -312,6 +312,9 @@ def sidecar_for(request: GenerationRequest, frames: np.ndarray, fps: int, video_
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "peak_vram_gib": round(peak_vram_bytes / 2**30, 3) if peak_vram_bytes is not None else None,
+        # what the card had to hold (allocator cache included) since the run's start; a plan fits a
+        # card when this stays under its size
+        "peak_vram_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3) if cuda else None,
     }
 
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The size-menu benchmark on the GPU machine: every TI2V-5B size the UI offers through the queue and
+# a worker process under a 24 GiB cap in every process (bench/size_menu.py), and A14B jobs with
+# weights built in memory (bench/e2e.py: the device disk cannot hold A14B).
+#
+# Here, once (carried: .whl = diffusers and friends, .ffmpeg = imageio-ffmpeg without its binary
+# plus the binary xz-compressed; together under the 64 MiB a device call carries):
+#   bash bench/run_size_menu.sh --prepare
+# On the device, each part one call (each under 9 minutes), carry [".whl", ".ffmpeg"]:
+#   bash bench/run_size_menu.sh 720p      # 720p 5 s, with an image, 10 s, portrait; then 720p 5 s warm
+#   bash bench/run_size_menu.sh 1080p     # 1080p 5 s, with an image, 10 s, portrait 10 s; then warm
+#   bash bench/run_size_menu.sh a14b      # T2V-A14B 832×480×81 and 1280×720×81, 2 steps, in memory
+# Env: STEPS (default 2), CAP_GIB (default 24), OUT (default $OUT or bench/out).
+set -u
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = --prepare ]; then
+  exclude="$(git rev-parse --git-common-dir)/info/exclude"
+  for d in /.whl/ /.ffmpeg/; do grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"; done
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata ftfy wcwidth || exit 1
+  pkg=$(python3 -c "import imageio_ffmpeg, os; print(os.path.dirname(imageio_ffmpeg.__file__))") || exit 1
+  rm -rf .ffmpeg && mkdir -p .ffmpeg/imageio_ffmpeg/binaries
+  cp "$pkg"/*.py .ffmpeg/imageio_ffmpeg/
+  xz -9 -c "$pkg"/binaries/ffmpeg-* > .ffmpeg/ffmpeg.xz || exit 1
+  du -sh .whl .ffmpeg
+  exit 0
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+cp -r .ffmpeg/imageio_ffmpeg /tmp/site/ && xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg || exit 1
+export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+STEPS=${STEPS:-2}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+case "${1:-720p}" in
+  720p)  cases="720p 5 s;720p 5 s, image;720p 10 s;portrait 720p 5 s" ;;
+  1080p) cases="1080p 5 s;1080p 5 s, image;1080p 10 s;portrait 1080p 10 s" ;;
+  a14b)
+    status=0
+    for size in 832x480x81 1280x720x81; do
+      timeout 270 python3 bench/e2e.py --model t2v-a14b --size $size --steps "$STEPS" --cap-gb "${CAP_GIB:-24}" \
+        --skip-baseline | tee "$OUT/a14b-$size.log" | grep -E "^RESULT|Error|error" || status=1
+    done
+    exit $status ;;
+  *) echo "unknown part '$1': 720p, 1080p, a14b or --prepare" >&2; exit 2 ;;
+esac
+models=/tmp/size-menu-models
+# The random model is built and saved by a process of its own, so the driver never holds the GPU.
+python3 bench/size_menu.py --models "$models" --save-only || exit 1
+# Every process from here on (the driver and the worker it spawns) sees a card of CAP_GIB.
+CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout 500 \
+  python3 bench/size_menu.py --models "$models" --steps "$STEPS" --cases "$cases" --out "$OUT/$1" \
+  | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
