@@ -193,10 +193,10 @@ def test_a14b_720p_plan_compiles_its_streamed_experts_without_whole_graph_captur
     monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
     monkeypatch.setattr(costs, "triton_installed", lambda: True)
     compiled = []
-    monkeypatch.setattr(type(pipe.transformer), "compile_repeated_blocks",
-                        lambda self, **kw: compiled.append(kw), raising=False)
+    # streamed blocks compile below their offload hooks, each block (the tiny model has 2)
+    monkeypatch.setattr(accel, "compile_below_hooks", lambda block, **kw: compiled.append(kw))
     record = accel.apply_speed(pipe, accel.transformer_offload(plan), plan.storage)
-    assert record["compile"] is True and compiled == [{"fullgraph": False}]
+    assert record["compile"] is True and compiled == [{"fullgraph": False}] * 2
 
 
 def test_a_transformer_without_named_blocks_stays_eager():
