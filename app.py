@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Wan Studio cannot reach the Ray cluster: {e}", file=sys.stderr)
             return 2
         raise
+    for notice in studio.notices:  # the job list was moved out of outputs, or damaged and rebuilt
+        print(notice, flush=True)
     for job in studio.queue.swept:
         print(f"job {job.id}: {job.status} after restart ({job.error})", flush=True)
     app = build_app(studio)

@@ -25,7 +25,7 @@ from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.access import Caller
 from wan_studio.jobs.queue import GROUP, JobQueue
-from wan_studio.jobs.store import JobStore
+from wan_studio.jobs.state import open_store
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
 from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
@@ -92,6 +92,8 @@ class Studio:
     limits: UserLimits = field(default_factory=UserLimits)
     hardware: Hardware = field(default_factory=Hardware)
     memory_limits: Limits = field(default_factory=Limits)
+    # Sentences about how the job database was opened (moved, damaged, rebuilt): console and UI.
+    notices: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
@@ -101,7 +103,8 @@ class Studio:
 
         Jobs run in worker processes (one per GPU), or — when ``manager`` is given — on a thread of
         this process with that manager. Workers start on ``start()`` (or the first job); the
-        sampler starts here; ``close()`` stops both. Raises ``StoreError`` for a damaged job database.
+        sampler starts here; ``close()`` stops both. Raises ``StoreError`` when the job database cannot be used
+        (a damaged one is moved aside and rebuilt from the sidecars: ``notices`` says so).
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         injected = manager is not None
@@ -132,9 +135,12 @@ class Studio:
                 memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit},
                 loras_dir=settings.loras_dir,
                 speed=settings.speed.to_dict())
-        studio.jobs = JobQueue(JobStore(settings.jobs_db), executor, settings.outputs_dir,
+        opened = open_store(settings.outputs_dir, settings.jobs_db)  # moved out of outputs, repaired
+        studio.notices = opened.notices
+        studio.jobs = JobQueue(opened.store, executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
+        studio.jobs.disk_reserve_bytes = settings.disk_reserve_mb * 2**20
         return studio
 
     def _inline_executor(self) -> Executor:

@@ -54,6 +54,10 @@ class Settings:
     compile: str = "auto"
     # LoRA files (*.safetensors) offered by the Advanced tab and accepted in requests.
     loras_dir: Path = Path("loras")
+    # The job database and its lock, kept out of the served outputs folder (None: "<outputs>-state"
+    # beside it). New jobs are refused while the outputs disk has less than this free, MB.
+    state_dir: Path | None = None
+    disk_reserve_mb: int = 64
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
@@ -61,6 +65,8 @@ class Settings:
         self.loras_dir = Path(self.loras_dir).expanduser()
         if self.accounts_file is not None:
             self.accounts_file = Path(self.accounts_file).expanduser()
+        if self.state_dir is not None:
+            self.state_dir = Path(self.state_dir).expanduser()
 
     @property
     def speed(self) -> SpeedOptions:
@@ -75,9 +81,17 @@ class Settings:
         return self.share or self.accounts_file is not None or self.host not in ("127.0.0.1", "localhost", "::1")
 
     @property
+    def state_folder(self) -> Path:
+        """Where the app keeps what it never serves: the job database, its WAL and lock."""
+        if self.state_dir is not None:
+            return self.state_dir
+        outputs = self.outputs_dir.resolve()
+        return outputs.with_name(f"{outputs.name or 'outputs'}-state")
+
+    @property
     def jobs_db(self) -> Path:
-        """The job queue database (SQLite) inside the outputs folder."""
-        return self.outputs_dir / "jobs.db"
+        """The job queue database (SQLite), beside the outputs folder rather than in it."""
+        return self.state_folder / "jobs.db"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]] | None:
@@ -108,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for videos and their JSON sidecars (default ./outputs)")
     p.add_argument("--loras-dir", type=Path, default=Path(env("WAN_STUDIO_LORAS_DIR", "loras")),
                    help="folder of LoRA files (*.safetensors) for the Advanced tab (default ./loras)")
+    p.add_argument("--state-dir", type=Path, default=env("WAN_STUDIO_STATE_DIR"),
+                   help="folder for the job database (default: <outputs-dir>-state beside the outputs; never served)")
     p.add_argument("--share", action="store_true",
                    help="open a public link (always password-protected)")
     p.add_argument("--auth", type=parse_auth, default=None, metavar="USER:PASS",
@@ -196,4 +212,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         attention=ns.attention,
         compile=ns.compile,
         loras_dir=ns.loras_dir,
+        state_dir=ns.state_dir,
     )

@@ -33,7 +33,7 @@ def test_disk_full_while_writing_fails_the_job_with_the_reason(tmp_path: Path, m
     runner.run("full", {**request.to_dict(), "seed": 2}, threading.Event())
     last = sent[-1]
     assert (last["ev"], last["job_id"]) == ("failed", "full")
-    assert last["error"].startswith("the disk is full while writing") and "free space" in last["error"]
+    assert last["error"].startswith("the disk holding ") and " is full (" in last["error"] and "free space" in last["error"]
     assert all(p.exists() for p in earlier)
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == sorted(p.name for p in earlier)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from wan_studio.jobs.store import (ALLOWED, MIGRATIONS, AppLock, IllegalTransition, JobStore, NewJob, QueueFull,
-                                   StoreError)
+from wan_studio.jobs.store import (ALLOWED, MIGRATIONS, AppLock, DamagedStore, IllegalTransition, JobStore, NewJob,
+                                   QueueFull, StoreError)
 
 
 def _new(n: int = 1, **kw: object) -> list[NewJob]:
@@ -141,16 +142,32 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         JobStore(path)
 
 
-def test_damaged_file_is_refused_and_backed_up_not_overwritten(tmp_path: Path) -> None:
+def test_damaged_file_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     garbage = b"this is not a database at all" * 100
     path.write_bytes(garbage)
-    with pytest.raises(StoreError, match="cannot be read") as err:
+    with pytest.raises(DamagedStore, match="cannot be read"):
         JobStore(path)
-    assert path.read_bytes() == garbage
-    backups = list(tmp_path.glob("jobs.db.damaged-*"))
-    assert len(backups) == 1 and backups[0].read_bytes() == garbage
-    assert str(backups[0]) in str(err.value)
+    assert path.read_bytes() == garbage  # jobs.state.open_store moves it aside
+
+
+def test_an_empty_file_is_damaged_not_a_new_database(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    path.write_bytes(b"")
+    with pytest.raises(DamagedStore, match="empty"):
+        JobStore(path)
+
+
+def test_a_stored_row_with_bad_text_or_json_still_lists(store: JobStore) -> None:
+    good, bad = store.add(_new(2))
+    with store._tx() as c:  # what an older version or a hand edit could leave: bad JSON, bad UTF-8
+        c.execute("UPDATE jobs SET request = ?, outputs = 'not json', error = CAST(? AS TEXT) WHERE id = ?",
+                  ('{"prompt": "a fox \\ud800", "model": "demo"}', b"bad \xed\xa0\x80 text", bad.id))
+    listed = {j.id: j for j in store.list()}
+    assert listed[good.id].request == good.request
+    assert listed[bad.id].request["prompt"] == "a fox \ufffd" and listed[bad.id].outputs == []
+    assert listed[bad.id].error.startswith("bad ") and listed[bad.id].error.endswith(" text")
+    json.dumps([j.to_dict() for j in listed.values()]).encode("utf-8")  # encodes for any response
 
 
 def test_truncated_database_is_refused(tmp_path: Path) -> None:
@@ -160,7 +177,7 @@ def test_truncated_database_is_refused(tmp_path: Path) -> None:
     s.close()
     data = path.read_bytes()
     path.write_bytes(data[:100] + b"\x00" * (len(data) - 100))  # header kept, pages wiped
-    with pytest.raises(StoreError):
+    with pytest.raises(DamagedStore):
         JobStore(path)
 
 

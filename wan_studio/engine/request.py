@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from wan_studio.catalog.specs import ModelSpec, get_spec
+from wan_studio.engine.text import TextError, check_text
 
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
@@ -150,6 +151,7 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         spec = get_spec(request.model)
     except KeyError as e:
         raise RequestError(str(e.args[0])) from None
+    _check_texts(request)
     _check_prompt(request.prompt, max_prompt_chars)
     if request.negative_prompt is not None and len(request.negative_prompt) > max_prompt_chars:
         raise RequestError(
@@ -269,6 +271,15 @@ def _check_extra_inputs(spec: ModelSpec, r: GenerationRequest) -> None:
             raise RequestError(str(e)) from None
         if r.pose_video is not None:
             check_pose_video(r.pose_video)
+
+
+def _check_texts(request: GenerationRequest) -> None:
+    """Every text field is valid Unicode without NUL, before anything is stored (``engine.text``)."""
+    for f in dataclasses.fields(request):
+        try:
+            check_text(getattr(request, f.name), f.name.replace("_", " "))
+        except TextError as e:
+            raise RequestError(str(e)) from None
 
 
 def _check_prompt(prompt: object, limit: int) -> None:

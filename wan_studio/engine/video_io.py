@@ -13,6 +13,8 @@ from typing import Any
 import imageio_ffmpeg
 import numpy as np
 
+from wan_studio.engine.disk import disk_full_text, free_bytes
+
 
 class OutputWriteError(OSError):
     """The video or its sidecar could not be written; the message says why and what to do."""
@@ -35,10 +37,15 @@ def _discard(path: Path) -> None:
 def _explain(e: OSError, path: Path) -> OutputWriteError:
     # The encoder runs in an ffmpeg subprocess: a full disk reaches us as a broken pipe, so the
     # free space decides.
-    free = _free_bytes(path.parent)
+    free = free_bytes(path.parent)
     if e.errno == errno.ENOSPC or "No space left" in str(e) or (free is not None and free < 1024 * 1024):
-        return OutputWriteError(errno.ENOSPC, f"the disk is full while writing {path.name}; free space in {path.parent} and try again")
+        return _disk_full(path)
     return OutputWriteError(e.errno or errno.EIO, f"could not write {path}: {e.strerror or e}")
+
+
+def _disk_full(path: Path) -> OutputWriteError:
+    return OutputWriteError(errno.ENOSPC, f"{disk_full_text(path.parent)} while writing {path.name}; free space "
+                                          "and retry the job (finished windows of a long clip are kept)")
 
 
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -88,20 +95,12 @@ def write_mp4(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: int) -
         _discard(tmp)
         # imageio-ffmpeg reports a failed encoder (disk full included) as RuntimeError/BrokenPipe.
         if isinstance(e, (RuntimeError, BrokenPipeError)):
-            free = _free_bytes(path.parent)
+            free = free_bytes(path.parent)
             if free is not None and free < 1024 * 1024:
-                raise OutputWriteError(errno.ENOSPC, f"the disk is full while writing {path.name}; free space in {path.parent} and try again") from e
+                raise _disk_full(path) from e
             raise OutputWriteError(errno.EIO, f"the video encoder failed writing {path.name}: {e}") from e
         raise
     return path
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -119,6 +118,9 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     except OSError as e:
         _discard(tmp)
         raise _explain(e, path) from e
+    except BaseException:
+        _discard(tmp)  # e.g. text JSON cannot encode: no half-written sidecar stays behind
+        raise
     return path
 
 

@@ -19,10 +19,11 @@ from typing import Any, Callable, Literal
 from wan_studio.cluster.executor import Executor, JobEvent, WorkerGone, WorkerInfo
 from wan_studio.engine.generate import Progress
 from wan_studio.engine.job import drop_claimed_outputs, finished_earlier, work_dir_of
+from wan_studio.engine.disk import DEFAULT_RESERVE_BYTES, check_free_space
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
 from wan_studio.jobs.cleanup import IDLE_S, remove_stale_temp_files
 from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
-                                   QueueFull)
+                                   QueueFull, StoreError)
 
 __all__ = ["JobQueue", "QueueFull", "QueuedProgress", "Move"]
 
@@ -31,6 +32,8 @@ Move = Literal["top", "up", "down", "bottom"]
 RequestCheck = Callable[[GenerationRequest], None]
 
 
+# How often an outcome the database could not record (disk full) is tried again, seconds.
+STORE_RETRY_S = 2.0
 # Longest a job waits for a waiting caller to take one step report, seconds.
 LISTENER_TIMEOUT_S = 10.0
 # Key in a job's ``extra``: jobs sharing its value stand or fall together (a scene + talk pair).
@@ -98,6 +101,8 @@ class JobQueue:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.swept: list[Job] = []
+        # New jobs are refused while the outputs disk has less than this free, bytes.
+        self.disk_reserve_bytes = DEFAULT_RESERVE_BYTES
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,17 +149,27 @@ class JobQueue:
                     extra: dict[str, Any] | None = None) -> list[Job]:
         """Queue several requests atomically (all or none); see ``submit``."""
         self.start()
-        new = []
-        for request in requests:
-            r = validate(request, self.max_prompt_chars)
-            if self._check is not None:
-                self._check(r)
-            job_id = uuid.uuid4().hex[:12]
-            if r.image is not None:
-                r.image = self._keep_input(r.image, job_id)
-            new.append(NewJob(r.to_dict(), owner=owner, priority=priority, batch_id=batch_id,
-                              max_attempts=self.max_attempts, id=job_id, user=user, extra=dict(extra or {})))
-        jobs = self.store.add(new, max_active=self.max_length)
+        check_free_space(self.outputs_dir, self.disk_reserve_bytes)
+        new: list[NewJob] = []
+        try:
+            for request in requests:
+                r = validate(request, self.max_prompt_chars)
+                if self._check is not None:
+                    self._check(r)
+                job_id = uuid.uuid4().hex[:12]
+                if r.image is not None:
+                    r.image = self._keep_input(r.image, job_id)
+                new.append(NewJob(r.to_dict(), owner=owner, priority=priority, batch_id=batch_id,
+                                  max_attempts=self.max_attempts, id=job_id, user=user,
+                                  # The sidecar names its user, so a rebuilt job list keeps who owns it.
+                                  extra={**(extra or {}), **({"user": user} if user else {})}))
+            jobs = self.store.add(new, max_active=self.max_length)
+        except BaseException:
+            # A refused submission (bad row, queue full, disk full) keeps no copy of its images.
+            for job in new:
+                if job.request.get("image"):
+                    Path(job.request["image"]).unlink(missing_ok=True)
+            raise
         self._changed()
         return jobs
 
@@ -166,6 +181,7 @@ class JobQueue:
         try:
             shutil.copyfile(image, target)
         except OSError as e:
+            target.unlink(missing_ok=True)
             raise RequestError(f"could not keep a copy of the image for the queue: {e.strerror or e}") from None
         return str(target)
 
@@ -362,6 +378,9 @@ class JobQueue:
             if not self._stopping.is_set():
                 try:
                     self._dispatch_once()
+                except StoreError as e:  # e.g. the database's disk is full: try again each second
+                    log.warning("dispatch waits: %s", e)
+                    self._dirty = True
                 except Exception:  # noqa: BLE001 - the dispatcher must outlive any one bad job
                     log.exception("dispatch failed")
 
@@ -404,6 +423,14 @@ class JobQueue:
             self._apply(ev)
         except (IllegalTransition, JobNotFound) as e:
             log.warning("ignored %s event for job %s: %s", ev.kind, ev.job_id, e)
+        except StoreError as e:
+            # The database's disk is full. A progress report can go; an outcome is applied again
+            # every few seconds until space returns. Raising here would stop the worker's supervisor.
+            if ev.kind not in ("progress", "started"):
+                log.warning("%s event for job %s waits: %s", ev.kind, ev.job_id, e)
+                retry = threading.Timer(STORE_RETRY_S, self._on_event, args=(ev,))
+                retry.daemon = True
+                retry.start()
         finally:
             if ev.kind != "progress" or ev.job_id:
                 self._changed()
@@ -435,7 +462,8 @@ class JobQueue:
         elif ev.kind == "lost":
             self._live.pop(ev.job_id, None)
             self._requeue_lost(self.store.get(ev.job_id), ev.error or "the worker process stopped")
-            # Once the dead worker's half-written files have gone idle, remove them.
+        if ev.kind in ("done", "failed", "cancelled", "lost"):
+            # Once what the job (or a dead worker) left half-written has gone idle, remove it.
             sweep = threading.Timer(IDLE_S + 1.0, remove_stale_temp_files, args=(self.outputs_dir,))
             sweep.daemon = True
             sweep.start()

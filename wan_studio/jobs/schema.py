@@ -64,7 +64,20 @@ SQL_MAX_POSITION = "SELECT COALESCE(MAX(position), 0) FROM jobs"
 SQL_INSERT = ("INSERT INTO jobs (id, request, status, priority, position, attempts, max_attempts, owner, batch_id,"
               " created_at, updated_at, user, extra) VALUES (?, ?, 'queued', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)")
 SQL_RUNNING = "SELECT * FROM jobs WHERE status = 'running'"
+# A finished job rebuilt from its sidecar after the database was lost (an id already present wins).
+SQL_INSERT_DONE = ("INSERT OR IGNORE INTO jobs (id, request, status, priority, position, progress, progress_text,"
+                   " attempts, max_attempts, owner, outputs, created_at, updated_at, finished_at, user, extra)"
+                   " VALUES (?, ?, 'done', 0, 0, 1.0, 'done', 1, 1, ?, ?, ?, ?, ?, ?, '{}')")
+SQL_DONE_WITH_OUTPUT = "SELECT * FROM jobs WHERE status = 'done' AND instr(outputs, ?) > 0"
 
 
 class StoreError(RuntimeError):
     """The job database cannot be used; the message says why and what to do."""
+
+
+class DamagedStore(StoreError):
+    """The job database exists but cannot be read (empty, truncated, not SQLite, unreadable)."""
+
+
+class StoreUnwritable(StoreError):
+    """A write to the job database failed because its disk is full; the message says how full."""

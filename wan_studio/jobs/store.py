@@ -7,9 +7,7 @@ start-up and puts jobs that a dead process left ``running`` back in the queue.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import shutil
 import sqlite3
 import threading
 import time
@@ -19,13 +17,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wan_studio.engine.request import RequestError
+from wan_studio.engine.disk import disk_full_text
+from wan_studio.engine.text import clean_text
 from wan_studio.jobs.lock import AppLock
 from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT,
-                                    SQL_MAX_POSITION, SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES,
-                                    JobStatus, StoreError)
+                                    SQL_DONE_WITH_OUTPUT, SQL_INSERT_DONE, SQL_MAX_POSITION,
+                                    SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES,
+                                    DamagedStore, JobStatus, StoreError, StoreUnwritable)
 
 __all__ = ["ACTIVE", "ALLOWED", "FINISHED", "MIGRATIONS", "STATUSES", "JobStatus", "Job", "NewJob", "JobStore",
-           "AppLock", "StoreError", "IllegalTransition", "QueueFull", "JobNotFound"]
+           "AppLock", "RestoredJob", "StoreError", "DamagedStore", "StoreUnwritable", "IllegalTransition", "QueueFull", "JobNotFound"]
 
 
 class IllegalTransition(ValueError):
@@ -92,11 +93,34 @@ class NewJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RestoredJob:
+    """A finished job read back from its sidecar: ``outputs`` are the mp4 and sidecar paths,
+    ``finished_at`` Unix seconds (the sidecar's mtime)."""
+
+    id: str
+    request: dict[str, Any]
+    outputs: list[str]
+    finished_at: float
+    user: str | None = None
+    owner: str = ""
+
+
+def _loads(text: Any, default: Any) -> Any:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return default
+    return value if isinstance(value, type(default)) else default
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
-    d = dict(row)
-    d["request"] = json.loads(d["request"])
-    d["outputs"] = json.loads(d["outputs"])
-    d["extra"] = json.loads(d["extra"])
+    # A row written by an older version (or by hand) must never break listing for everyone: bad
+    # JSON reads as empty, and text that cannot be encoded is shown with U+FFFD in its place.
+    d = clean_text(dict(row))
+    d["request"] = clean_text(_loads(d["request"], {}))
+    d["outputs"] = [str(o) for o in clean_text(_loads(d["outputs"], []))]
+    d["extra"] = clean_text(_loads(d["extra"], {}))
     d["cancel_requested"] = bool(d["cancel_requested"])
     return Job(**d)
 
@@ -118,13 +142,19 @@ class JobStore:
     # --- opening -------------------------------------------------------------------------------
     def _open_checked(self) -> sqlite3.Connection:
         existed = self.path.exists()
+        conn: sqlite3.Connection | None = None
         try:
+            if existed and self.path.stat().st_size == 0:
+                # SQLite would take an empty file for a new database and start a silent, empty queue.
+                raise sqlite3.DatabaseError("the file is empty (0 bytes)")
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             conn.row_factory = sqlite3.Row
+            # Text that is not UTF-8 (a hand edit, a torn page) reads with U+FFFD instead of failing
+            # every query that touches its row.
+            conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
             # An unreadable or foreign file fails on the first statement that touches the pages.
             problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
-                conn.close()
                 raise sqlite3.DatabaseError("; ".join(problems[:3]))
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives an application crash (only an OS crash can lose the last
@@ -132,24 +162,14 @@ class JobStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
             return conn
-        except sqlite3.DatabaseError as e:
-            raise self._damaged(e, existed) from None
-
-    def _damaged(self, e: Exception, existed: bool) -> StoreError:
-        if not existed:
-            return StoreError(f"cannot create the job database {self.path}: {e}; check that the folder is writable")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        backup = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
-        try:
-            shutil.copy2(self.path, backup)
-            kept = f"A copy was saved as {backup}."
-        except OSError as copy_error:
-            kept = f"No copy could be made ({copy_error.strerror or copy_error}); the file was left as it is."
-        return StoreError(
-            f"The job database {self.path} cannot be read ({e}). Wan Studio will not start, so that "
-            f"no queued job is lost by overwriting it. {kept} To start with an empty queue, move "
-            f"{self.path.name} out of the folder; your videos are not affected."
-        )
+        except (sqlite3.DatabaseError, OSError) as e:
+            if conn is not None:
+                conn.close()
+            if not existed:
+                raise StoreError(f"cannot create the job database {self.path}: {e}; check that the folder "
+                                 "is writable") from None
+            # The file is left exactly as it is; ``jobs.state.open_store`` moves it aside.
+            raise DamagedStore(f"the job database {self.path} cannot be read ({e})") from None
 
     def _migrate(self) -> None:
         with self._tx() as c:
@@ -172,7 +192,7 @@ class JobStore:
 
     # --- plumbing ------------------------------------------------------------------------------
     def _tx(self) -> "_Transaction":
-        return _Transaction(self._conn, self._lock)
+        return _Transaction(self._conn, self._lock, self.path.parent)
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -223,6 +243,13 @@ class JobStore:
             row = self._conn.execute(SQL_NEXT_QUEUED).fetchone()
         return _row_to_job(row) if row else None
 
+    def done_with_output(self, name: str) -> list[Job]:
+        """Finished jobs whose outputs include a file called ``name`` (the caller compares paths)."""
+        needle = json.dumps(name)[1:-1]  # as the outputs column spells it
+        with self._lock:
+            rows = self._conn.execute(SQL_DONE_WITH_OUTPUT, (needle,)).fetchall()
+        return [_row_to_job(r) for r in rows]
+
     # --- writes --------------------------------------------------------------------------------
     def add(self, jobs: list[NewJob], max_active: int | None = None) -> list[Job]:
         """Insert ``jobs`` as ``queued`` in one transaction; all or none.
@@ -249,6 +276,15 @@ class JobStore:
                      j.batch_id, now, now, j.user, json.dumps(j.extra)),
                 )
         return [self.get(j.id) for j in jobs]
+
+    def restore_done(self, jobs: list[RestoredJob]) -> int:
+        """Insert finished jobs rebuilt from their sidecars; returns how many were new."""
+        with self._tx() as c:
+            before = c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            for j in jobs:
+                c.execute(SQL_INSERT_DONE, (j.id, json.dumps(j.request), j.owner, json.dumps(j.outputs),
+                                            j.finished_at, j.finished_at, j.finished_at, j.user))
+            return int(c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] - before)
 
     def transition(self, job_id: str, to: JobStatus, expect: tuple[str, ...] | None = None, **fields: Any) -> Job:
         """Move ``job_id`` to status ``to`` and set ``fields``, or raise ``IllegalTransition``.
@@ -343,16 +379,21 @@ class JobStore:
 
 
 class _Transaction:
-    """``with store._tx() as c:`` — BEGIN IMMEDIATE ... COMMIT under the store's thread lock."""
+    """``with store._tx() as c:`` — BEGIN IMMEDIATE ... COMMIT under the store's thread lock.
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+    A write refused for lack of space raises ``StoreUnwritable`` with the free space in words, so a
+    caller can tell the user and try again once space returns.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, folder: Path) -> None:
         self._conn = conn
         self._lock = lock
+        self._folder = folder
 
     def __enter__(self) -> _Transaction:
         self._lock.acquire()
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._run("BEGIN IMMEDIATE")
         except BaseException:
             self._lock.release()
             raise
@@ -360,11 +401,29 @@ class _Transaction:
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """Run one statement inside the transaction."""
-        return self._conn.execute(sql, params)
+        return self._run(sql, params)
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            if "full" in str(e) or "disk I/O" in str(e):
+                raise StoreUnwritable(f"{disk_full_text(self._folder)}; the job list cannot be updated "
+                                      "until space is freed") from None
+            raise
 
     def __exit__(self, exc_type: type | None, *_: Any) -> None:
         try:
-            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type:
+                self._conn.execute("ROLLBACK")
+            else:
+                self._run("COMMIT")
+        except StoreUnwritable:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass  # SQLite already rolled back the failed commit
+            raise
         finally:
             self._lock.release()
 

@@ -17,6 +17,8 @@ def build_app(studio: Studio) -> gr.Blocks:
     """The whole UI for ``studio``; launch it with ``launch_kwargs(studio)``."""
     with gr.Blocks(title="Wan Studio") as app:
         gr.Markdown("# Wan Studio\nWan2.2 video models on your own GPUs.", elem_id="title")
+        if studio.notices:  # e.g. the job list was damaged and rebuilt from the sidecars
+            gr.Markdown("\n".join(f"> **Note:** {n}" for n in studio.notices), elem_id="store-notice")
         gpus = gpu_panel.render(studio)  # above the tabs, so every tab shows it
         with gr.Tabs():
             with gr.Tab("Beginner", id="beginner") as beginner_page:
