@@ -66,13 +66,16 @@ class Accounts:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._mtime: tuple[int, int, int] | None = None
         self._accounts: dict[str, Account] = {}
         self._load()
 
     def _load(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
+            # Size and inode too: an edit within the clock's resolution, or a file replaced by a
+            # rename (``add_account``), still reads as a change.
+            mtime = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             raise AccountsError(f"accounts file {self.path} does not exist; create it with "
                                 f"python app.py --accounts {self.path} --add-user NAME") from None
@@ -93,10 +96,22 @@ class Accounts:
         self._accounts, self._mtime = accounts, mtime
 
     def get(self, name: str | None) -> Account | None:
-        """The account called ``name``, or None."""
+        """The account called ``name``, or None (also while the file is missing or malformed: a
+        half-saved edit logs nobody in rather than answering with a server error)."""
+        return self._current().get(name or "")
+
+    def _current(self) -> dict[str, Account]:
         with self._lock:
-            self._load()
-            return self._accounts.get(name or "")
+            try:
+                self._load()
+            except (AccountsError, OSError, UnicodeDecodeError):
+                return {}
+            return self._accounts
+
+    def secrets(self) -> dict[str, str]:
+        """Every account's name and stored hash as the file says now (re-read when it changed); a
+        file that became unreadable or empty counts as no accounts, so nobody stays logged in."""
+        return {a.name: a.secret for a in self._current().values()}
 
     def check(self, name: str, password: str) -> bool:
         """Gradio's ``auth`` callable: True when ``name`` exists and ``password`` matches."""

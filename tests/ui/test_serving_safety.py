@@ -50,10 +50,10 @@ def test_a_server_path_passed_as_the_image_is_refused(server, tmp_path: Path):
                                 "demo-fast", 1]}).encode()
     req = urllib.request.Request(server.url + "gradio_api/call/generate", data=body,
                                  headers={"Content-Type": "application/json"})
-    event = json.loads(urllib.request.urlopen(req, timeout=10).read())["event_id"]
-    with urllib.request.urlopen(server.url + f"gradio_api/call/generate/{event}", timeout=60) as r:
-        reply = r.read().decode()
-    assert "event: error" in reply and "complete" not in reply
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    reply = refused.value.read().decode()
+    assert refused.value.code == 400 and "only uploaded files are read" in reply
     assert str(secret) not in reply and "Traceback" not in reply
     time.sleep(1)
     assert sorted(server.outputs.rglob("*.mp4")) == before

@@ -8,6 +8,7 @@ import gradio as gr
 
 from wan_studio.services import Studio
 from wan_studio.ui import advanced, beginner, gpu_panel, intermediate, jobs_api, queue_tab
+from wan_studio.ui.guard import guard_app_kwargs
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_PATH = ASSETS / "style.css"
@@ -43,8 +44,11 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch_kwargs(studio: Studio) -> dict[str, object]:
     """Arguments for ``Blocks.launch`` common to the CLI and the tests."""
     return {
-        # Files are served from the outputs folder only (plus Gradio's own upload cache).
+        # Gradio copies a finished video from here into its cache to play it; ``ui.guard`` decides
+        # what of this folder the file route itself may hand out.
         "allowed_paths": [str(studio.settings.outputs_dir.resolve())],
         "max_file_size": f"{studio.settings.max_upload_mb}mb",
         "css_paths": [CSS_PATH] if CSS_PATH.exists() else None,
+        # Under the outputs folder only finished videos of the caller's jobs; API bodies checked.
+        "app_kwargs": guard_app_kwargs(studio),
     }

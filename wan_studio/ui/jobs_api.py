@@ -129,6 +129,8 @@ def register(studio: Studio) -> None:
     def list_jobs(status: str = "", limit: int = 100,
                   request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Jobs in queue order; ``status`` filters (comma-separated, e.g. ``queued,running``)."""
+        if not isinstance(status, str) and status is not None:
+            raise _user_error("status must be text, e.g. queued,running")
         wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
         unknown = sorted(set(wanted) - set(STATUSES))
         if unknown:
@@ -156,6 +158,8 @@ def register(studio: Studio) -> None:
             return video, sidecar, json.load(f)
 
     def _get(job_id: str) -> Job:
+        if not isinstance(job_id, str) and job_id is not None:
+            raise _user_error("job_id must be text: the id that /submit returned")
         try:
             return q.get((job_id or "").strip())
         except JobNotFound:

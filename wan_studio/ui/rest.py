@@ -21,7 +21,7 @@ import json
 import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 from fastapi import HTTPException, Request
@@ -45,10 +45,13 @@ MAX_REMEMBERED = 1024
 class _Credentials:
     """Checks a request's login against the app's: Gradio's login cookie, or HTTP Basic."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, secret_of: Callable[[str], str | None] | None = None) -> None:
         self.server = server
+        # The account's stored hash now: a remembered password stops working once it changes or
+        # the account is removed from the accounts file.
+        self.secret_of = secret_of
         self._salt = secrets.token_bytes(16)
-        self._ok: dict[bytes, tuple[str, float]] = {}
+        self._ok: dict[bytes, tuple[str, float, str | None]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -77,8 +80,11 @@ class _Credentials:
         now = time.monotonic()
         with self._lock:
             hit = self._ok.get(key)
-            if hit is not None and now - hit[1] < CREDENTIAL_TTL_S:
+        if hit is not None and now - hit[1] < CREDENTIAL_TTL_S:
+            if self.secret_of is None or self.secret_of(hit[0]) == hit[2]:
                 return hit[0]
+            with self._lock:
+                self._ok.pop(key, None)
         try:
             user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
@@ -88,7 +94,7 @@ class _Credentials:
         with self._lock:
             if len(self._ok) >= MAX_REMEMBERED:
                 self._ok.clear()
-            self._ok[key] = (user.strip(), now)
+            self._ok[key] = (user.strip(), now, self.secret_of(user.strip()) if self.secret_of else None)
         return user.strip()
 
     def _check(self, user: str, password: str) -> bool:
@@ -109,7 +115,13 @@ def _error(status: int, message: str) -> JSONResponse:
 def mount(app: gr.Blocks, studio: Studio) -> None:
     """Add the routes to a launched app (``app.app`` exists once ``launch`` has run)."""
     server = app.app
-    credentials = _Credentials(server)
+    accounts = studio.accounts
+
+    def secret_of(name: str) -> str | None:
+        account = accounts.get(name) if accounts is not None else None
+        return account.secret if account is not None else None
+
+    credentials = _Credentials(server, secret_of if accounts is not None else None)
 
     def caller(request: Request) -> Caller:
         user = credentials.user(request)
