@@ -145,8 +145,11 @@ class _Writer:
                 torch.save(snap.__dict__, tmp)
                 os.replace(tmp, self.path)  # a kill mid-write leaves the previous checkpoint whole
                 self.written += 1
-            except OSError as e:  # a full disk costs the checkpoint, never the job
+            except (OSError, RuntimeError) as e:
+                # A full disk costs the checkpoint, never the job; torch.save reports it as a
+                # RuntimeError of its zip writer. The thread must live on: flush() waits on it.
                 self._error = e
+                tmp.unlink(missing_ok=True)
             finally:
                 with self._cv:
                     self._busy = False

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wan_studio.engine.request import RequestError
-from wan_studio.engine.disk import disk_full_text
 from wan_studio.engine.text import clean_text
 from wan_studio.jobs.lock import AppLock
+from wan_studio.jobs.transaction import Transaction
 from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT,
                                     SQL_DONE_WITH_OUTPUT, SQL_INSERT_DONE, SQL_MAX_POSITION,
                                     SQL_NEXT_QUEUED, SQL_QUEUED_ORDER, SQL_RUNNING, STATUSES,
@@ -128,8 +128,8 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 class JobStore:
     """SQLite job table at ``path``; safe to share between the threads of one process.
 
-    Opening checks the file: a damaged database stops the app (``StoreError``) after a backup copy
-    is made beside it; the original is never overwritten or deleted.
+    Opening checks the file: an empty, truncated, foreign or unreadable one raises ``DamagedStore``
+    and is left exactly as it is (``jobs.state.open_store`` moves it aside and starts afresh).
     """
 
     def __init__(self, path: Path) -> None:
@@ -191,8 +191,8 @@ class JobStore:
             return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     # --- plumbing ------------------------------------------------------------------------------
-    def _tx(self) -> "_Transaction":
-        return _Transaction(self._conn, self._lock, self.path.parent)
+    def _tx(self) -> Transaction:
+        return Transaction(self._conn, self._lock, self.path.parent)
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -330,7 +330,7 @@ class JobStore:
             return True
 
     @staticmethod
-    def _update(c: "_Transaction", job_id: str, values: dict[str, Any]) -> None:
+    def _update(c: Transaction, job_id: str, values: dict[str, Any]) -> None:
         for k, v in list(values.items()):
             if k not in Job.__dataclass_fields__ or k == "id":
                 raise ValueError(f"unknown job field {k!r}")
@@ -376,56 +376,6 @@ class JobStore:
                 swept.append(self.transition(
                     job.id, "queued", error=f"requeued after the app stopped during attempt {job.attempts}"))
         return swept
-
-
-class _Transaction:
-    """``with store._tx() as c:`` — BEGIN IMMEDIATE ... COMMIT under the store's thread lock.
-
-    A write refused for lack of space raises ``StoreUnwritable`` with the free space in words, so a
-    caller can tell the user and try again once space returns.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, folder: Path) -> None:
-        self._conn = conn
-        self._lock = lock
-        self._folder = folder
-
-    def __enter__(self) -> _Transaction:
-        self._lock.acquire()
-        try:
-            self._run("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        """Run one statement inside the transaction."""
-        return self._run(sql, params)
-
-    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        try:
-            return self._conn.execute(sql, params)
-        except sqlite3.OperationalError as e:
-            if "full" in str(e) or "disk I/O" in str(e):
-                raise StoreUnwritable(f"{disk_full_text(self._folder)}; the job list cannot be updated "
-                                      "until space is freed") from None
-            raise
-
-    def __exit__(self, exc_type: type | None, *_: Any) -> None:
-        try:
-            if exc_type:
-                self._conn.execute("ROLLBACK")
-            else:
-                self._run("COMMIT")
-        except StoreUnwritable:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.OperationalError:
-                pass  # SQLite already rolled back the failed commit
-            raise
-        finally:
-            self._lock.release()
 
 
 def _statements(script: str) -> Iterator[str]:
