@@ -21,7 +21,7 @@ BASE: dict[str, Any] = dict(
     seed=11, steps=2, shift=5.0, guidance=5.0, guidance_2=0, width=64, height=64, frames=5, fps=8,
     long_clip=False, total_seconds=2, overlap=0, window_prompts="", loras="", step_cache="off", cache_threshold=0,
     storage="auto", offload="auto", text_encoder="auto", gpu="auto", attention="auto", compile="auto",
-    decode="auto")
+    decode="auto", fast="off", motion_steps=0)
 
 
 def values(**changes: Any) -> list[Any]:
@@ -151,3 +151,17 @@ def test_bf16_decode_pin_is_applied_and_recorded(client) -> None:
     assert side["speed"]["vae_decode"] == "bf16"
     assert exact.shape == fast.shape and not np.array_equal(exact, fast)
     assert np.abs(exact.astype(int) - fast.astype(int)).mean() < 8  # the same video, slightly different pixels
+
+
+def test_a_fast_recipe_makes_a_4_step_one_pass_job_and_says_so_before_generate(client) -> None:
+    line, _ = client.predict(*values(fast="demo-distilled", steps=30, guidance=5.0), api_name="/advanced_cost")
+    assert "4 steps, one pass each (guidance 1)" in line
+    plain, _ = client.predict(*values(steps=4), api_name="/advanced_cost")
+    assert "two passes each" in plain and _ms(line) < _ms(plain)
+    _video, files, _sidecar, status = client.predict(*values(fast="demo-distilled", motion_steps=1),
+                                                     api_name="/advanced_generate")
+    assert "Done in" in status
+    side = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert side["request"]["steps"] == 4 and side["request"]["guidance"] == 1.0
+    assert side["fast"] == {"recipe": "demo-distilled", "motion_steps": 1,
+                            "trades": "quality and motion for speed (docs/FAST.md)"}

@@ -15,7 +15,7 @@ from wan_studio.engine.generate import GenerationCancelled
 from wan_studio.engine.lora import list_loras
 from wan_studio.engine.request import RequestError, validate
 from wan_studio.services import JobFailed, Studio, result_of
-from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
+from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
                                          batch_requests, build_request, cost_line, gpu_choices, knob_choices,
                                          model_choices, size_choices)
 
@@ -100,6 +100,12 @@ def render(studio: Studio) -> AdvancedTab:
                                         label=f"Add a LoRA from {studio.settings.loras_dir}", elem_id="adv-lora-pick")
                 f["loras"] = gr.Textbox(label="LoRAs, one per line: file.safetensors:weight[:low-noise expert weight]",
                                         lines=2, elem_id="adv-loras")
+            with gr.Accordion("Fast: step-distilled recipe (4 steps, guidance 1; docs/FAST.md)", open=False):
+                f["fast"] = gr.Dropdown(FAST_CHOICES, value="off", elem_id="adv-fast",
+                                        label="Recipe (sets steps, shift and guidance; adds its distill LoRAs)")
+                f["motion_steps"] = gr.Number(label="Motion steps: first steps on the base model with guidance "
+                                              "(more motion, each costs two passes)", value=0, precision=0,
+                                              elem_id="adv-motion-steps")
             with gr.Accordion("Step cache (trades quality for speed)", open=False):
                 f["step_cache"] = gr.Radio(CACHE_CHOICES, value="off", label="Step cache", elem_id="adv-cache")
                 f["cache_threshold"] = gr.Number(label="Threshold (0 = default)", value=0, elem_id="adv-threshold")

@@ -6,17 +6,19 @@ in ``FORM_FIELDS`` order and hands their values to these functions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.accel import choose_attention_backend
 from wan_studio.engine.caches import CACHE_LABELS
+from wan_studio.engine.distill import RECIPES
 from wan_studio.engine.lora import LoraChoice
 from wan_studio.engine.request import GenerationRequest, RequestError, default_overlap, validate
 from wan_studio.jobs.batch import RowProblem, read_rows
 from wan_studio.memory.overrides import OFFLOAD_CHOICES, STORAGE_CHOICES, TEXT_ENCODER_CHOICES
-from wan_studio.memory.plan import Plan
+from wan_studio.memory.plan import Plan, Workload
 from wan_studio.services import Studio
 
 AUTO = "auto"
@@ -62,9 +64,13 @@ class AdvancedForm:
     attention: str
     compile: str
     decode: str = "auto"
+    fast: str = "off"
+    motion_steps: float = 0
 
 
 FORM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm))
+FAST_CHOICES: list[tuple[str, str]] = [("off (the model's own steps and guidance)", "off")] + [
+    (f"{r.label} — {get_spec(r.model).title.split(' (')[0]}", r.key) for r in RECIPES.values()]
 
 
 def model_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -126,6 +132,9 @@ def build_request(form: AdvancedForm, prompt: str | None = None, seed: int | Non
         windows = lines or None
     seed_value = seed if seed is not None else (None if form.seed is None or form.seed < 0 else int(form.seed))
     cache = None if form.step_cache in (None, "", "off") else form.step_cache
+    fast = None if form.fast in (None, "", "off") else form.fast
+    if fast is not None:  # the recipe's steps, shift and guidance, not the form's model defaults
+        form = dataclasses.replace(form, steps=0, shift=0, guidance=0, guidance_2=0)
     return GenerationRequest(
         prompt=prompt if prompt is not None else form.prompt,
         model=spec.key,
@@ -140,7 +149,7 @@ def build_request(form: AdvancedForm, prompt: str | None = None, seed: int | Non
         total_frames=total, window_overlap=overlap, window_prompts=windows,
         loras=parse_loras(form.loras), step_cache=cache,
         cache_threshold=_optf(form.cache_threshold) if cache else None,
-        overrides=overrides_of_form(form),
+        overrides=overrides_of_form(form), fast=fast, motion_steps=_opt(form.motion_steps) if fast else None,
     )
 
 
@@ -182,7 +191,18 @@ def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
     tiled = f" · VAE decode in {plan.vae_tile[0]} px tiles" if plan.vae_tiling else ""
     return (f"**This will cost:** peak VRAM {vram} · host RAM {plan.host_ram_bytes / 2**30:.1f} GiB · "
             f"about {_duration(plan.job_s * windows)} of denoising{per} · {r.width}×{r.height}, "
-            f"{r.total_frames or r.num_frames} frames, {r.steps} steps · plan: {plan.label}{tiled}")
+            f"{r.total_frames or r.num_frames} frames, {r.steps} steps, {passes_text(r)} · plan: {plan.label}{tiled}")
+
+
+def passes_text(r: GenerationRequest) -> str:
+    """How many transformer passes the steps take, e.g. ``one pass each (guidance 1)``."""
+    work = Workload.from_request(r)
+    if work.passes_per_step == 1.0:
+        return "one pass each (guidance 1)"
+    if work.passes_per_step == 2.0:
+        return "two passes each (guidance)"
+    n = work.guided_steps or 0
+    return f"the first {n} step{'s' if n > 1 else ''} with two passes (motion phase), the rest one each"
 
 
 def automatic_text(studio: Studio, form: AdvancedForm) -> str:
