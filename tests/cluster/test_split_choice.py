@@ -1,5 +1,6 @@
 """Which split a job gets: an unguided (guidance 1) job never takes the CFG split; a two-expert model
-takes the expert split instead. The split itself runs on a real Ray cluster in test_ray_backend.py."""
+takes the expert split instead; a job with LoRAs is not split. The split itself runs on a real Ray
+cluster in test_ray_backend.py."""
 
 from __future__ import annotations
 
@@ -37,3 +38,10 @@ def test_a_guided_job_and_a_motion_phase_still_take_the_cfg_split() -> None:
     assert ex._plan_split(a, "job", {"model": "ti2v-5b", "guidance": 5.0})["mode"] == "cfg"
     ex, a = executor("cfg")
     assert ex._plan_split(a, "job", {"model": "ti2v-5b", "guidance": 1.0, "motion_steps": 1})["mode"] == "cfg"
+
+
+@pytest.mark.parametrize("extra", [{"fast": "lightning-t2v-a14b"}, {"loras": [{"file": "style.safetensors"}]}])
+def test_a_job_with_loras_runs_whole_on_one_worker(extra: dict) -> None:
+    # The peer would compute with its plain weights, without the job's LoRAs.
+    ex, a = executor("auto")
+    assert ex._plan_split(a, "job", {"model": "t2v-a14b", "guidance": 1.0, **extra}) is None

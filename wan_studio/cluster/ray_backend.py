@@ -295,7 +295,9 @@ class RayExecutor(Executor):
 
     # -- split planning ----------------------------------------------------------------------
     def _plan_split(self, w: _Worker, job_id: str, request: dict[str, Any]) -> dict[str, Any] | None:
-        if self.split == "off":
+        if self.split == "off" or request.get("loras") or request.get("fast"):
+            # A peer computes with its own plain weights: a job's LoRAs (a fast job's distill LoRAs)
+            # live only in this worker's pipeline, so such a job runs whole here.
             return None
         spec = get_spec(request["model"])
         # diffusers runs the unconditional pass only when the high-noise guidance is above 1 (a fast
