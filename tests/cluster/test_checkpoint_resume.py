@@ -8,35 +8,21 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import pytest
 import torch
 
-from wan_studio.cluster.local import LocalExecutor
+from tests.cluster.test_local import queue  # noqa: F401  (a real worker process on the demo model)
 from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.video_io import read_mp4
 from wan_studio.jobs.queue import JobQueue
-from wan_studio.jobs.store import JobStore
 
 # Enough short steps to be caught mid-way by a kill.
 SLOW = dict(prompt="a red fox in snow", width=128, height=128, num_frames=9, steps=60, seed=21)
 
 
-@pytest.fixture(scope="module")
-def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobQueue]:
-    root = tmp_path_factory.mktemp("queue")
-    q = JobQueue(JobStore(root / "outputs" / "jobs.db"), LocalExecutor(root / "models", root / "outputs", ["cpu"]),
-                 root / "outputs")
-    q.start()
-    yield q
-    q.close()
-    q.store.close()
-
-
-def _kept_step(folder: Path, at_least: int, timeout_s: float = 120) -> int:
+def _kept_step(folder: Path, at_least: int, timeout_s: float = 600) -> int:
     """The step of the checkpoint in ``folder`` once one after ``at_least`` steps is on disk."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -58,13 +44,13 @@ def test_kill_9_mid_job_resumes_from_the_checkpoint_with_the_same_video(queue: J
     job = queue.submit(GenerationRequest(**SLOW))
     kept = _kept_step(work_dir_of(queue.outputs_dir, job.id), at_least=20)
     os.kill(queue.executor.workers()[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
-    job = queue.wait(job.id, timeout_s=180)
+    job = queue.wait(job.id, timeout_s=600)
     assert job.status == "done" and job.attempts == 2, job.error
     resumed = _sidecar(job.outputs)["checkpoints"]["resumed_from_step"]
     assert kept <= resumed < SLOW["steps"]
     assert not work_dir_of(queue.outputs_dir, job.id).exists()  # checkpoints removed with the job
 
-    again = queue.wait(queue.submit(GenerationRequest(**SLOW)).id, timeout_s=180)
+    again = queue.wait(queue.submit(GenerationRequest(**SLOW)).id, timeout_s=600)
     assert again.status == "done" and _sidecar(again.outputs)["checkpoints"]["resumed_from_step"] is None
     a, _ = read_mp4(Path(job.outputs[0]))
     b, _ = read_mp4(Path(again.outputs[0]))
