@@ -45,3 +45,21 @@ def test_offloaded_blocks_share_one_graph_below_the_hooks() -> None:
     assert whole == 2  # hooks traced: one graph per block (2 blocks)
     assert below == 1
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, eager))
+
+
+def test_a_model_compiled_whole_then_streamed_runs_under_its_new_hooks() -> None:
+    # A cached pipeline keeps its modules between jobs: a 5 s clip compiled its blocks whole
+    # (model offload), a 10 s clip of the same model then streams them (block offload).
+    model = build_transformer(48, 48).eval()
+    eager = _run(model)
+    torch._dynamo.reset()
+    for block in model.blocks:
+        block.compile(backend="eager", fullgraph=True)
+    _run(model)
+    cpu = torch.device("cpu")
+    apply_group_offloading(model, onload_device=cpu, offload_device=cpu, offload_type="block_level",
+                           num_blocks_per_group=1)
+    for block in model.blocks:
+        compile_below_hooks(block, backend="eager", fullgraph=True)
+    out = _run(model)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, eager))

@@ -171,6 +171,10 @@ def compile_below_hooks(block: Any, **compile_kwargs: Any) -> None:
     """
     import torch
 
+    # A cached pipeline compiled whole under an earlier plan (resident or model offload) and now
+    # re-placed under block offload would run that whole-block graph through the new hooks; with
+    # fullgraph it fails at the hook's compiler-disabled onload. Drop it: this compile replaces it.
+    block._compiled_call_impl = None
     refs = getattr(getattr(block, "_diffusers_hook", None), "_fn_refs", None)
     if not refs or refs[0].original_forward is not None:  # no hooks, or the first replaces the forward
         block.compile(**compile_kwargs)
