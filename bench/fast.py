@@ -2,7 +2,7 @@
 
 Full-size random weights on the GPU under an emulated ``--cap-gb`` card; one plan from the planner
 (``apply_plan``) and the worker's speed options (``apply_speed``), then each job runs through
-``engine.job.execute`` inside the worker's per-job knobs (``cluster.runner.speed_knobs``: the VAE
+``engine.job.execute`` inside the worker's per-job knobs (``cluster.job_path.speed_knobs``: the VAE
 decode precision a fast job asks for), exactly as a worker process runs a queued job:
 
   official  the model's own recipe: ``--official-steps`` (default: the official 40 / 50) with CFG
@@ -41,7 +41,7 @@ import wan_studio  # noqa: E402,F401
 from measure import matmul_peak_tflops  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
-from wan_studio.cluster.runner import speed_knobs  # noqa: E402
+from wan_studio.cluster.job_path import speed_knobs  # noqa: E402
 from wan_studio.engine.accel import apply_speed, transformer_offload  # noqa: E402
 from wan_studio.engine.distill import recipes_for  # noqa: E402
 from wan_studio.engine.job import execute  # noqa: E402

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from wan_studio.cluster.local import LocalExecutor
+    from wan_studio.cluster.runtime import RuntimeConfig
     from wan_studio.engine.request import GenerationRequest
     from wan_studio.jobs.queue import JobQueue
     from wan_studio.jobs.store import JobStore
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.tiny else 20)
     device = "cpu" if args.tiny else "cuda:0"
     root = Path(tempfile.mkdtemp(prefix="gpu-idle-"))
-    queue = JobQueue(JobStore(root / "jobs.db"), LocalExecutor(root / "models", root, [device]), root)
+    executor = LocalExecutor(RuntimeConfig(models_dir=str(root / "models"), outputs_dir=str(root)), [device])
+    queue = JobQueue(JobStore(root / "jobs.db"), executor, root)
     queue.start()
     try:
         # Warm-up job: loads the model into the worker (excluded from the gaps).

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.devices import detect_devices
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.access import Caller
@@ -28,7 +27,7 @@ from wan_studio.jobs.queue import GROUP, JobQueue
 from wan_studio.jobs.state import open_store
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
-from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, ThermalSession, check_vram, make_sampler
+from wan_studio.gpu import TelemetrySampler, ThermalGuard, ThermalLimits, check_vram, make_sampler
 from wan_studio.limits import UserLimits, check_job_cost, check_queue_quota
 from wan_studio.memory import hardware as hardware_mod
 from wan_studio.memory.costs import HOST_OVERHEAD_BYTES
@@ -120,21 +119,24 @@ class Studio:
                      thermal=ThermalGuard(telemetry.latest, limits),
                      accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
                      limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
+        # One configuration for every worker: planner limits, RAM share, speed, thermal, folders.
+        devices = worker_devices(settings) if not injected and not settings.ray_address else ["in-process"]
+        # Every local worker process holds its own models: they share this machine's RAM budget.
+        config = RuntimeConfig.from_settings(settings, ram_share=len(devices))
         if injected:
-            executor = studio._inline_executor()
+            from wan_studio.cluster.inline import InlineExecutor
+            from wan_studio.cluster.runtime import WorkerRuntime
+
+            executor: Executor = InlineExecutor(WorkerRuntime(
+                "in-process", config, manager=manager, hardware=hardware, samples=telemetry.latest,
+                host=telemetry.host))
         elif settings.ray_address:
             # Imported only when chosen; an unreachable cluster raises ClusterUnavailable at start.
             from wan_studio.cluster.ray_backend import executor_from_settings
 
-            executor = executor_from_settings(settings, on_samples=telemetry.ingest)
+            executor = executor_from_settings(settings, config, on_samples=telemetry.ingest)
         else:
-            executor = LocalExecutor(
-                settings.models_dir, settings.outputs_dir, worker_devices(settings),
-                thermal={"pause_c": settings.thermal_pause_c, "resume_c": settings.thermal_resume_c,
-                         "enabled": settings.thermal_guard, "interval_s": settings.telemetry_interval_s},
-                memory={"allow_fp8": settings.allow_fp8, "allow_8bit": settings.allow_8bit},
-                loras_dir=settings.loras_dir,
-                speed=settings.speed.to_dict())
+            executor = LocalExecutor(config, devices)
         opened = open_store(settings.outputs_dir, settings.jobs_db)  # moved out of outputs, repaired
         studio.notices = opened.notices
         studio.jobs = JobQueue(opened.store, executor, settings.outputs_dir,
@@ -142,17 +144,6 @@ class Studio:
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)
         studio.jobs.disk_reserve_bytes = settings.disk_reserve_mb * 2**20
         return studio
-
-    def _inline_executor(self) -> Executor:
-        from wan_studio.cluster.inline import InlineExecutor
-        from wan_studio.cluster.runner import JobRunner
-
-        def guard(total: int, report: ProgressFn, cancel: threading.Event) -> ThermalSession | None:
-            return self._thermal_session(total, report, time.perf_counter(), cancel)
-
-        return InlineExecutor(JobRunner("in-process", self.manager, self.settings.outputs_dir, lambda m: None, guard,
-                                        plans=lambda request: self.plans(request),
-                                        loras_dir=self.settings.loras_dir))
 
     @property
     def queue(self) -> JobQueue:
@@ -180,13 +171,14 @@ class Studio:
             raise DoesNotFit(str(e)) from None
 
     def unload_models(self, user: str | None = None) -> str:
-        """Free every model nobody is using (admins only); a line for the UI."""
+        """Free every model no job uses, on every worker (admins only); one line per worker saying
+        what was freed there, for the UI."""
         if not self.is_admin(user):
             return "Only an admin can unload models."
-        dropped = self.manager.unload_all()
-        busy = self.manager.loaded()
-        text = f"Unloaded {len(dropped)} component(s)." if dropped else "Nothing to unload."
-        return text + (f" In use, kept: {', '.join(busy)}." if busy else "")
+        freed = self.queue.executor.unload()
+        if not freed:
+            return "No worker is running; nothing to unload."
+        return "\n".join(f"- {f.describe()}" for f in freed)
 
     def is_admin(self, user: str | None) -> bool:
         """Whether ``user`` may unload models and act on other people's jobs.
@@ -242,18 +234,6 @@ class Studio:
             return []  # the demo runs on the CPU
         check = check_vram(self.vram_need_bytes(request), self.telemetry.latest(self.telemetry.host), index=0)
         return [check.message] if check is not None and not check.fits else []
-
-    def _thermal_session(self, total_steps: int, report: ProgressFn, t0: float,
-                         cancel: threading.Event) -> ThermalSession | None:
-        if self.thermal is None or self.telemetry is None or not self.telemetry.has_local_gpus:
-            return None
-
-        def note(step: int, text: str) -> None:
-            report(Progress("paused", step, total_steps, time.perf_counter() - t0, note=text))
-
-        # Every local GPU is watched (the manager may spread a model over all of them); GPUs of other
-        # hosts run their own jobs and their own guards.
-        return self.thermal.session(self.telemetry.host, on_note=note, cancel=cancel)
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""

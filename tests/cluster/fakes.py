@@ -23,7 +23,7 @@ class FlagNvml(FakeNvml):
 
 @dataclass(frozen=True)
 class FlagTelemetryFactory:
-    """``WorkerOptions.telemetry_factory``: each worker's fake GPU carries the host name
+    """``RuntimeConfig.telemetry_factory``: each worker's fake GPU carries the host name
     ``pc-<first 6 hex of its Ray node id>``, so the two nodes look like two PCs."""
 
     hot_flag: str

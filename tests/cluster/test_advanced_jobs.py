@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.video_io import read_mp4
@@ -36,7 +37,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def queue(root: Path) -> Iterator[JobQueue]:
     q = JobQueue(JobStore(root / "outputs" / "jobs.db"),
-                 LocalExecutor(root / "models", root / "outputs", ["cpu"], loras_dir=root / "loras"),
+                 LocalExecutor(RuntimeConfig(models_dir=str(root / "models"), outputs_dir=str(root / "outputs"),
+                                             loras_dir=str(root / "loras")), ["cpu"]),
                  root / "outputs")
     q.start()
     yield q
@@ -81,7 +83,7 @@ def test_lora_step_cache_and_overrides_are_listed_in_the_sidecar(queue: JobQueue
     req = GenerationRequest(prompt="a lantern", seed=5, width=64, height=64, num_frames=5, steps=4,
                             loras=[{"file": "style.safetensors", "weight": 0.7}], step_cache="first_block",
                             cache_threshold=0.2, overrides={"offload": "cpu", "attention": "sdpa"})
-    job = queue.wait(queue.submit(req).id, timeout_s=120)
+    job = queue.wait(queue.submit(req).id, timeout_s=600)
     assert job.status == "done", job.error
     side = _sidecar(job)
     assert side["loras"] == [{"file": "style.safetensors", "weight": 0.7, "layout": "diffusers"}]
@@ -94,6 +96,6 @@ def test_lora_step_cache_and_overrides_are_listed_in_the_sidecar(queue: JobQueue
 def test_a_lora_missing_from_the_folder_fails_the_job_with_its_name(queue: JobQueue) -> None:
     req = GenerationRequest(prompt="a lantern", seed=6, width=64, height=64, num_frames=5, steps=2,
                             loras=["nope.safetensors:1.0"])
-    job = queue.wait(queue.submit(req).id, timeout_s=120)
+    job = queue.wait(queue.submit(req).id, timeout_s=600)
     assert job.status == "failed"
     assert "nope.safetensors" in (job.error or "") and "style.safetensors" in (job.error or "")

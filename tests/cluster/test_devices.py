@@ -10,6 +10,7 @@ import pytest
 
 from wan_studio.cluster.devices import MASK_VARIABLE, mask_for
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 
 # Loaded by every Python process started with this folder on PYTHONPATH: records each torch.cuda
 # entry point called and the device mask the process had at that moment.
@@ -60,7 +61,8 @@ def test_worker_sees_its_mask_from_its_first_instruction(tmp_path: Path, monkeyp
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("CUDA_CALLS_RECORD", str(record))
     monkeypatch.delenv(MASK_VARIABLE, raising=False)
-    executor = LocalExecutor(tmp_path / "models", tmp_path / "outputs", ["cuda:1"])
+    executor = LocalExecutor(RuntimeConfig(models_dir=str(tmp_path / "models"), outputs_dir=str(tmp_path / "outputs")),
+                             ["cuda:1"])
     executor.start(lambda e: None)
     try:
         # The worker reads its hardware while it starts: wait for those calls, not for the whole start.

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.video_io import read_mp4
 from wan_studio.jobs.queue import JobQueue
@@ -29,7 +30,7 @@ SLOW = dict(width=128, height=128, num_frames=9, steps=100)
 @pytest.fixture(scope="module")
 def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobQueue]:
     root = tmp_path_factory.mktemp("queue")
-    q = JobQueue(JobStore(root / "outputs" / "jobs.db"), LocalExecutor(root / "models", root / "outputs", ["cpu"]),
+    q = JobQueue(JobStore(root / "outputs" / "jobs.db"), LocalExecutor(RuntimeConfig(models_dir=str(root / "models"), outputs_dir=str(root / "outputs")), ["cpu"]),
                  root / "outputs")
     q.start()
     yield q

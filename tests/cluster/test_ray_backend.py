@@ -27,7 +27,7 @@ import tests.cluster.fakes as fakes  # noqa: E402
 import tests.gpu.fake_nvml as fake_nvml  # noqa: E402
 from wan_studio.cluster.executor import JobEvent, WorkerGone  # noqa: E402
 from wan_studio.cluster.ray_backend import ClusterUnavailable, RayExecutor, import_ray  # noqa: E402
-from wan_studio.cluster.ray_worker import WorkerOptions  # noqa: E402
+from wan_studio.cluster.runtime import RuntimeConfig, ThermalConfig  # noqa: E402
 from wan_studio.engine.request import GenerationRequest  # noqa: E402
 from wan_studio.engine.video_io import read_mp4  # noqa: E402
 from wan_studio.gpu import NoGpuTelemetry, TelemetrySampler  # noqa: E402
@@ -82,9 +82,11 @@ def hot_flag(tmp_path_factory) -> Path:
 def setup(cluster, hot_flag, tmp_path_factory):
     sampler = TelemetrySampler(NoGpuTelemetry("no local GPU in tests"), interval_s=0.5)
     events = Events()
-    options = WorkerOptions(tiny_models=True, telemetry_factory=fakes.FlagTelemetryFactory(str(hot_flag)),
-                            thermal_poll_s=0.2)
-    ex = RayExecutor(cluster.address, tmp_path_factory.mktemp("outputs"), options, heartbeat_s=0.5,
+    outputs = tmp_path_factory.mktemp("outputs")
+    options = RuntimeConfig(outputs_dir=str(outputs), tiny_models=True,
+                            telemetry_factory=fakes.FlagTelemetryFactory(str(hot_flag)),
+                            thermal=ThermalConfig(interval_s=0.2))
+    ex = RayExecutor(cluster.address, outputs, options, heartbeat_s=0.5,
                      on_samples=sampler.ingest)
     ex.start(events)
     deadline = time.monotonic() + 120

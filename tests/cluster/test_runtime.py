@@ -1,5 +1,6 @@
-"""The job runner (worker processes and the in-process executor share it): the disk fills (ENOSPC injected);
-the worker stops at the worst moments (after the video, before the sidecar or the done report)."""
+"""The worker runtime every executor shares: the disk fills (ENOSPC injected); the worker stops at the
+worst moments (after the video, before the sidecar or the done report); GPU pins map to this
+process's own GPU names or are refused in words."""
 
 from __future__ import annotations
 
@@ -11,17 +12,30 @@ from typing import Any
 
 import pytest
 
-from wan_studio.cluster.runner import JobRunner
+from wan_studio.cluster.runtime import RuntimeConfig, WorkerRuntime
 from wan_studio.engine import generate as generate_module
 from wan_studio.engine import video_io
 from wan_studio.engine.job import WORK_FOLDER
-from wan_studio.engine.request import GenerationRequest, validate
+from wan_studio.engine.request import GenerationRequest, RequestError, validate
 from wan_studio.memory.manager import ModelManager, default_loader
+
+
+class _Worker:
+    """A runtime on the demo model with ``send`` bound, as a transport holds it."""
+
+    def __init__(self, name: str, out: Path, send: Any) -> None:
+        models = out.parent / "m"
+        config = RuntimeConfig(models_dir=str(models), outputs_dir=str(out))
+        self.runtime = WorkerRuntime(name, config, manager=ModelManager(default_loader(models)))
+        self.send = send
+
+    def run(self, job_id: str, request: dict[str, Any], cancel: threading.Event) -> None:
+        self.runtime.run_job(job_id, request, cancel, self.send)
 
 
 def test_disk_full_while_writing_fails_the_job_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[dict[str, Any]] = []
-    runner = JobRunner("w", ModelManager(default_loader(tmp_path / "m")), tmp_path / "out", sent.append)
+    runner = _Worker("w", tmp_path / "out", sent.append)
     request = validate(GenerationRequest(prompt="a fox", width=64, height=64, num_frames=5, steps=1, seed=1))
     runner.run("ok", request.to_dict(), threading.Event())
     earlier = [Path(p) for p in sent[-1]["outputs"]]
@@ -60,12 +74,12 @@ def test_worker_stopped_before_reporting_done_leaves_one_video_and_the_retry_ado
             raise _Died
 
     with pytest.raises(_Died):
-        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, die_on_done).run("j1", _tiny(3),
+        _Worker("w", out, die_on_done).run("j1", _tiny(3),
                                                                                             threading.Event())
     written = _videos(out)
     assert len(written) == 1
     sent: list[dict[str, Any]] = []
-    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j1", _tiny(3),
+    _Worker("w2", out, sent.append).run("j1", _tiny(3),
                                                                                       threading.Event())
     assert sent[-1]["ev"] == "done" and Path(sent[-1]["outputs"][0]) == written[0]
     assert not any(m["ev"] == "progress" and m["progress"]["stage"] == "denoising" for m in sent)  # not rendered again
@@ -83,13 +97,13 @@ def test_worker_stopped_between_video_and_sidecar_is_rewritten_under_the_same_na
 
     monkeypatch.setattr(generate_module, "write_json", die_on_sidecar)
     with pytest.raises(_Died):
-        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, lambda m: None).run("j2", _tiny(4),
+        _Worker("w", out, lambda m: None).run("j2", _tiny(4),
                                                                                              threading.Event())
     first = _videos(out)
     assert len(first) == 1 and not first[0].with_suffix(".json").exists()
     monkeypatch.setattr(generate_module, "write_json", real_write_json)
     sent: list[dict[str, Any]] = []
-    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j2", _tiny(4),
+    _Worker("w2", out, sent.append).run("j2", _tiny(4),
                                                                                       threading.Event())
     assert sent[-1]["ev"] == "done"
     assert _videos(out) == first == [Path(sent[-1]["outputs"][0])]
@@ -101,13 +115,32 @@ def test_a_job_that_fails_after_an_interrupted_attempt_leaves_no_video(tmp_path:
     out = tmp_path / "out"
     monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(_Died()))
     with pytest.raises(_Died):
-        JobRunner("w", ModelManager(default_loader(tmp_path / "m")), out, lambda m: None).run("j3", _tiny(5),
+        _Worker("w", out, lambda m: None).run("j3", _tiny(5),
                                                                                              threading.Event())
     assert len(_videos(out)) == 1
     monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(
         OSError(errno.EIO, "Input/output error")))
     sent: list[dict[str, Any]] = []
-    JobRunner("w2", ModelManager(default_loader(tmp_path / "m")), out, sent.append).run("j3", _tiny(5),
+    _Worker("w2", out, sent.append).run("j3", _tiny(5),
                                                                                       threading.Event())
     assert sent[-1]["ev"] == "failed"
     assert _videos(out) == []
+
+
+def _pinned(gpu: str) -> GenerationRequest:
+    return validate(GenerationRequest(prompt="a fox", model="t2v-a14b", width=832, height=480, num_frames=81,
+                                      steps=4, seed=1, overrides={"gpu": gpu}))
+
+
+def test_a_pin_to_the_apps_gpu_runs_on_the_workers_own_name_for_it(tmp_path: Path) -> None:
+    from wan_studio.catalog.specs import get_spec
+    from wan_studio.memory.hardware import GIB, GpuInfo, Hardware
+
+    # A worker started with CUDA_VISIBLE_DEVICES=1 sees the app's GPU 1 as its only GPU, cuda:0.
+    hw = Hardware((GpuInfo(0, "RTX 3090", 24 * GIB, 23 * GIB),), 64 * GIB, 60 * GIB)
+    runtime = WorkerRuntime("worker-1", RuntimeConfig(outputs_dir=str(tmp_path)), hardware=hw,
+                            manager=ModelManager(default_loader(tmp_path)), pins={"cuda:1": "cuda:0"})
+    plan = runtime.plans(get_spec("t2v-a14b"), _pinned("cuda:1"))[0]
+    assert plan.placement("transformer").devices[0] == "cuda:0"
+    with pytest.raises(RequestError, match=r"pinned to cuda:2, which worker worker-1 .* has cuda:0"):
+        runtime.plans(get_spec("t2v-a14b"), _pinned("cuda:2"))

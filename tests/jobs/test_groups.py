@@ -10,6 +10,7 @@ import pytest
 
 from wan_studio.cluster.executor import JobEvent
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.jobs.queue import GROUP, JobQueue
 from wan_studio.jobs.store import Job, JobStore
@@ -18,7 +19,8 @@ from wan_studio.jobs.store import Job, JobStore
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[JobQueue]:
     """A queue with no workers: jobs only move when the test sends executor events."""
-    q = JobQueue(JobStore(tmp_path / "jobs.db"), LocalExecutor(tmp_path / "m", tmp_path, devices=[]), tmp_path)
+    executor = LocalExecutor(RuntimeConfig(models_dir=str(tmp_path / "m"), outputs_dir=str(tmp_path)), devices=[])
+    q = JobQueue(JobStore(tmp_path / "jobs.db"), executor, tmp_path)
     q.start()
     yield q
     q.close()

@@ -10,6 +10,7 @@ import pytest
 
 from wan_studio.cluster.executor import JobEvent
 from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.job import claim_outputs, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.jobs.queue import JobQueue, QueuedProgress
@@ -18,7 +19,8 @@ from wan_studio.jobs.store import IllegalTransition, JobStore, QueueFull
 
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    q = JobQueue(JobStore(tmp_path / "jobs.db"), LocalExecutor(tmp_path / "m", tmp_path, devices=[]), tmp_path,
+    executor = LocalExecutor(RuntimeConfig(models_dir=str(tmp_path / "m"), outputs_dir=str(tmp_path)), devices=[])
+    q = JobQueue(JobStore(tmp_path / "jobs.db"), executor, tmp_path,
                  max_length=5)
     q.start()
     yield q

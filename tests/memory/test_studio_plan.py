@@ -19,8 +19,8 @@ def test_demo_job_records_its_plan_and_the_tab_shows_it(studio: Any) -> None:
     assert sidecar["plan"]["model"] == "demo" and sidecar["plan_retries"] == 0
     text = plan_text(sidecar)
     assert sidecar["plan"]["label"] in text and "predicted" in text and "Why:" in text
-    assert studio.unload_models() == "Unloaded 3 component(s)."
-    assert studio.unload_models() == "Nothing to unload."
+    assert studio.unload_models().startswith("- in-process (this process): freed demo, ")
+    assert studio.unload_models() == "- in-process (this process): nothing to free"
 
 
 def test_plan_text_shows_predicted_and_actual_vram_and_retries() -> None:

@@ -49,6 +49,34 @@ class WorkerInfo:
     last_exit: str | None = None
 
 
+@dataclass(frozen=True)
+class Freed:
+    """What ``Executor.unload`` freed on one worker: model keys dropped, components and GiB of cached
+    weights freed, models kept because a job uses them, or ``error`` when the worker could not answer."""
+
+    worker: str
+    device: str
+    models: tuple[str, ...] = ()
+    components: int = 0
+    freed_gib: float = 0.0
+    kept: tuple[str, ...] = ()
+    error: str | None = None
+
+    @classmethod
+    def from_report(cls, worker: str, device: str, report: dict[str, Any]) -> Freed:
+        """From a runtime's ``unload`` report (see ``WorkerRuntime.unload``)."""
+        return cls(worker, device, tuple(report["models"]), int(report["components"]), float(report["freed_gib"]),
+                   tuple(report["kept"]))
+
+    def describe(self) -> str:
+        """One line for the UI, e.g. ``worker-0 (cuda:0): freed ti2v-5b, 9.8 GiB``."""
+        head = f"{self.worker} ({self.device})"
+        if self.error is not None:
+            return f"{head}: {self.error}"
+        text = f"freed {', '.join(self.models)}, {self.freed_gib:.1f} GiB" if self.components else "nothing to free"
+        return f"{head}: {text}" + (f"; in use, kept: {', '.join(self.kept)}" if self.kept else "")
+
+
 EventSink = Callable[[JobEvent], None]
 
 
@@ -95,9 +123,19 @@ class Executor(abc.ABC):
         """Executor-specific numbers for the UI (empty by default)."""
         return {}
 
+    def unload(self, timeout_s: float = 30.0) -> list[Freed]:
+        """Ask every worker to free the models no job uses; what each freed (one ``Freed`` per worker,
+        waiting up to ``timeout_s`` seconds for each). An executor whose workers hold no models frees
+        nothing."""
+        return [Freed(w.name, w.device, error="holds no models it can free") for w in self.workers()]
+
+    def loaded(self) -> dict[str, tuple[str, ...]]:
+        """What is loaded where: worker name -> model keys it holds."""
+        return {w.name: w.loaded for w in self.workers()}
+
 
 def event_from_message(msg: dict[str, Any], worker: str) -> JobEvent:
-    """The ``JobEvent`` for one message of a job runner (see ``cluster/runner.py``)."""
+    """The ``JobEvent`` for one message of a worker runtime (see ``cluster/runtime.py``)."""
     return JobEvent(kind=msg["ev"], job_id=msg.get("job_id", ""), worker=worker, at=msg.get("at", time.time()),
                     progress=msg.get("progress"), outputs=tuple(msg.get("outputs", ())),
                     error=msg.get("error"), plan=msg.get("plan", ""))

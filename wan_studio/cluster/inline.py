@@ -1,8 +1,8 @@
-"""In-process executor: one thread runs jobs on a model manager the caller provides.
+"""In-process executor: one thread runs jobs on a ``WorkerRuntime`` of this process.
 
-For tests and embedding (a ``Studio`` built with an injected manager): the same queue, store and
-events as the worker processes, without their isolation. ``app.py`` never uses it — there the web
-process holds no pipeline.
+For tests and embedding (a ``Studio`` built with an injected manager): the same runtime, queue, store
+and events as the worker processes, without their isolation. ``app.py`` never uses it — there the
+web process holds no pipeline.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ import queue
 import threading
 from typing import Any
 
-from wan_studio.cluster.executor import EventSink, Executor, WorkerGone, WorkerInfo, event_from_message
-from wan_studio.cluster.runner import JobRunner
+from wan_studio.cluster.executor import EventSink, Executor, Freed, WorkerGone, WorkerInfo, event_from_message
+from wan_studio.cluster.runtime import WorkerRuntime
 
 _STOP = object()
 
 
 class InlineExecutor(Executor):
-    """One worker thread named ``name`` running ``runner``'s jobs one at a time."""
+    """One worker thread running ``runtime``'s jobs one at a time."""
 
-    def __init__(self, runner: JobRunner, name: str = "in-process") -> None:
-        self._runner = runner
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self._runtime = runtime
+        name = runtime.name
         self._name = name
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
@@ -33,7 +34,6 @@ class InlineExecutor(Executor):
     def start(self, on_event: EventSink) -> None:
         """Start the worker thread."""
         self._sink = on_event
-        self._runner.send = self._forward
         self._thread = threading.Thread(target=self._loop, name=f"{self._name}-jobs", daemon=True)
         self._thread.start()
 
@@ -45,7 +45,7 @@ class InlineExecutor(Executor):
         while (item := self._jobs.get()) is not _STOP:
             job_id, request, extra, cancel = item
             try:
-                self._runner.run(job_id, request, cancel, extra)
+                self._runtime.run_job(job_id, request, cancel, self._forward, extra)
             finally:
                 with self._lock:
                     self._job_id, self._cancel = None, None
@@ -77,10 +77,14 @@ class InlineExecutor(Executor):
         with self._lock:
             return [self._info()]
 
+    def unload(self, timeout_s: float = 30.0) -> list[Freed]:
+        """Free the models no job of this thread uses."""
+        return [Freed.from_report(self._name, "this process", self._runtime.unload())]
+
     def _info(self) -> WorkerInfo:
         state = "stopped" if self._thread is None else ("busy" if self._job_id else "idle")
         return WorkerInfo(self._name, "this process", state, None, self._job_id,
-                          tuple(self._runner.manager.loaded()), 0)
+                          tuple(self._runtime.loaded()), 0)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Cancel the running job and stop the thread."""

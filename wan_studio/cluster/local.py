@@ -13,15 +13,16 @@ import os
 import signal
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
-from wan_studio.cluster.executor import (EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState,
-                                         event_from_message)
+from wan_studio.cluster.executor import (EventSink, Executor, Freed, JobEvent, WorkerGone, WorkerInfo,
+                                         WorkerState, event_from_message)
 from wan_studio.cluster.devices import detect_devices, mask_for, start_masked
+from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.cluster.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -69,22 +70,13 @@ class _Worker:
 class LocalExecutor(Executor):
     """Worker processes on this machine. ``devices`` defaults to every GPU (or one CPU worker)."""
 
-    def __init__(self, models_dir: Path, outputs_dir: Path, devices: list[str] | None = None,
-                 backoff_s: tuple[float, ...] = BACKOFF_S, thermal: dict[str, Any] | None = None,
-                 memory: dict[str, Any] | None = None, loras_dir: Path | None = None,
-                 speed: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: RuntimeConfig, devices: list[str] | None = None,
+                 backoff_s: tuple[float, ...] = BACKOFF_S) -> None:
         self._devices = devices if devices is not None else detect_devices()
         cpu_workers = self._devices.count("cpu")
-        self._config = {"models_dir": str(models_dir), "outputs_dir": str(outputs_dir),
-                        "cpu_threads": max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None,
-                        # Thermal limits (pause_c, resume_c, enabled, interval_s): each GPU worker
-                        # watches temperatures with its own NVML sampler and pauses between steps.
-                        "thermal": thermal,
-                        # Planner options (allow_fp8, allow_8bit) and how many workers share the RAM.
-                        "memory": memory, "workers": len(self._devices),
-                        "loras_dir": str(loras_dir) if loras_dir is not None else None,
-                        # Attention kernel and compile choices (engine.accel.SpeedOptions fields).
-                        "speed": speed}
+        # CPU workers share the cores (the RAM budget's share is the config's: ``ram_share``).
+        self._config = dataclasses.replace(
+            config, cpu_threads=max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None)
         self._backoff = backoff_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
@@ -92,6 +84,8 @@ class LocalExecutor(Executor):
         self._sink: EventSink | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._ticket = 0  # unload requests: ticket -> (answered, the worker's report)
+        self._answers: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
 
     # --- Executor interface --------------------------------------------------------------------
     def start(self, on_event: EventSink) -> None:
@@ -136,6 +130,38 @@ class LocalExecutor(Executor):
         """Every worker, in device order."""
         with self._lock:
             return [w.info() for w in self._workers]
+
+    def unload(self, timeout_s: float = 30.0) -> list[Freed]:
+        """Ask every running worker process to free the models no job uses, and wait for the answers."""
+        asked: list[tuple[_Worker, int, threading.Event]] = []
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            if w.state not in ("idle", "busy"):
+                continue
+            with self._lock:
+                self._ticket += 1
+                ticket, answered = self._ticket, threading.Event()
+                self._answers[ticket] = (answered, {})
+            try:
+                self._send(w, {"op": "unload", "ticket": ticket})
+            except (OSError, ValueError):
+                continue
+            asked.append((w, ticket, answered))
+        freed = []
+        deadline = time.monotonic() + timeout_s
+        for w in workers:
+            mine = next(((t, e) for x, t, e in asked if x is w), None)
+            if mine is None:
+                freed.append(Freed(w.name, w.device, error=f"not running ({w.state}); it holds nothing"))
+                continue
+            ticket, answered = mine
+            ok = answered.wait(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                report = self._answers.pop(ticket)[1]
+            freed.append(Freed.from_report(w.name, w.device, report) if ok
+                         else Freed(w.name, w.device, error=f"did not answer within {timeout_s:.0f} s"))
+        return freed
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Ask each worker to stop after its job, then kill what is left after ``timeout_s``."""
@@ -206,6 +232,13 @@ class LocalExecutor(Executor):
             return
         if "loaded" in msg:
             w.loaded = tuple(msg["loaded"])
+        if ev == "unloaded":
+            with self._lock:
+                answer = self._answers.get(msg["ticket"])
+            if answer is not None:
+                answer[1].update(msg["report"])
+                answer[0].set()
+            return
         event = event_from_message(msg, w.name)
         if ev in ("done", "failed", "cancelled"):
             with self._lock:

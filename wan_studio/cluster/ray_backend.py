@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from wan_studio.catalog.specs import get_spec
-from wan_studio.cluster.executor import EventSink, Executor, JobEvent, WorkerGone, WorkerInfo, WorkerState
-from wan_studio.cluster.ray_worker import GpuWorker, WorkerOptions
+from wan_studio.cluster.executor import (EventSink, Executor, Freed, JobEvent, WorkerGone, WorkerInfo,
+                                         WorkerState, event_from_message)
+from wan_studio.cluster.ray_worker import GpuWorker
+from wan_studio.cluster.runtime import RuntimeConfig, ThermalConfig
 from wan_studio.gpu.telemetry import GpuSample
 
 log = logging.getLogger(__name__)
@@ -123,14 +125,14 @@ class RayExecutor(Executor):
     ``heartbeat_s`` seconds between heartbeats (GPU samples, liveness).
     """
 
-    def __init__(self, address: str, outputs_dir: Path, options: WorkerOptions | None = None,
+    def __init__(self, address: str, outputs_dir: Path, options: RuntimeConfig | None = None,
                  split: SplitMode = "off", on_samples: SamplesSink | None = None,
                  heartbeat_s: float = 1.0, ship_code: bool = True) -> None:
         if split not in ("off", "cfg", "experts", "auto"):
             raise ValueError(f"unknown split mode {split!r}; choose off, cfg, experts or auto")
         self.address = address
         self.outputs_dir = Path(outputs_dir)
-        self.options = options or WorkerOptions()
+        self.options = options or RuntimeConfig(outputs_dir=str(outputs_dir))
         self.split = split
         self.on_samples = on_samples
         self.heartbeat_s = heartbeat_s
@@ -200,6 +202,25 @@ class RayExecutor(Executor):
                 pass
         for t in list(self._jobs.values()):
             t.join(timeout=timeout_s)
+
+    def unload(self, timeout_s: float = 30.0) -> list[Freed]:
+        """Ask every live actor to free the models no job uses (see ``GpuWorker.unload``)."""
+        with self._lock:
+            workers = self._sorted()
+        refs = {w.name: w.handle.unload.remote() for w in workers if w.state in ("idle", "busy")}
+        freed = []
+        for w in workers:
+            if w.name not in refs:
+                freed.append(Freed(w.name, w.device, error=f"not running ({w.state}); it holds nothing"))
+                continue
+            try:
+                report = self._ray.get(refs[w.name], timeout=timeout_s)
+            except Exception as e:  # noqa: BLE001 - a dead or stuck actor is reported, not raised
+                freed.append(Freed(w.name, w.device, error=f"did not answer ({type(e).__name__})"))
+                continue
+            w.loaded = tuple(report["kept"])
+            freed.append(Freed.from_report(w.name, w.device, report))
+        return freed
 
     def telemetry(self) -> dict[str, Any]:
         """Nodes and workers known, split mode, network bytes per step of recent split jobs."""
@@ -358,14 +379,14 @@ class RayExecutor(Executor):
                     x.helping = None
 
     def _event(self, w: _Worker, job_id: str, item: dict[str, Any]) -> JobEvent:
-        kind = item["kind"]
-        if kind == "done":
-            paths = tuple(str(self._store(rel, data)) for rel, data in item["files"].items())
+        """The event of one runtime message; a ``done`` one's files are stored under the head's outputs."""
+        if item["ev"] == "done":
+            paths = [str(self._store(rel, data)) for rel, data in item["files"].items()]
             sidecar = next((json.loads(d) for rel, d in item["files"].items() if rel.endswith(".json")), {})
             if sidecar.get("split"):
                 self.bytes_per_step[job_id] = int(sidecar["split"]["bytes_per_step"])
-            return JobEvent("done", job_id, w.name, outputs=paths)
-        return JobEvent(kind, job_id, w.name, progress=item.get("progress"), error=item.get("error"))
+            item = {**item, "outputs": paths}
+        return event_from_message({**item, "job_id": job_id}, w.name)
 
     def _store(self, rel: str, data: bytes) -> Path:
         """Write one returned file under the head's outputs folder atomically."""
@@ -379,13 +400,12 @@ class RayExecutor(Executor):
         return target
 
 
-def executor_from_settings(settings: Any, on_samples: SamplesSink | None = None) -> RayExecutor:
-    """The Ray executor for the app's ``settings`` (``--ray-address``, thermal limits, folders)."""
-    options = WorkerOptions(models_dir=str(settings.models_dir), thermal_enabled=settings.thermal_guard,
-                            thermal_pause_c=settings.thermal_pause_c, thermal_resume_c=settings.thermal_resume_c,
-                            thermal_poll_s=settings.telemetry_interval_s, loras_dir=str(settings.loras_dir))
-    return RayExecutor(settings.ray_address, settings.outputs_dir, options, split=settings.split, on_samples=on_samples,
+def executor_from_settings(settings: Any, config: RuntimeConfig, on_samples: SamplesSink | None = None) -> RayExecutor:
+    """The Ray executor for the app's ``settings`` (``--ray-address``, split, heartbeat); every actor
+    runs with the app's worker ``config`` (planner limits, speed, thermal limits, folders)."""
+    return RayExecutor(settings.ray_address, settings.outputs_dir, config, split=settings.split, on_samples=on_samples,
                        heartbeat_s=max(0.5, settings.telemetry_interval_s))
 
 
-__all__ = ["RayExecutor", "ClusterUnavailable", "WorkerOptions", "connect", "import_ray", "executor_from_settings"]
+__all__ = ["RayExecutor", "ClusterUnavailable", "RuntimeConfig", "ThermalConfig", "connect", "import_ray",
+           "executor_from_settings"]

@@ -1,0 +1,204 @@
+"""One job on a ``WorkerRuntime``: claim the outputs, plan, borrow the pipeline, apply the job's
+speed knobs, run (or calibrate MagCache), recover from out-of-memory with a lighter plan, and send
+exactly one terminal message. Every executor's jobs take this path (see ``runtime.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.generate import GenerationCancelled, Progress
+from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, finished_earlier, work_dir_of
+from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.engine.video_io import write_json
+from wan_studio.memory.overrides import PlanOverrides, overrides_of
+from wan_studio.memory.plan import Plan
+from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
+
+if TYPE_CHECKING:
+    from wan_studio.cluster.runtime import JobHooks, Send, WorkerRuntime
+
+
+class JobPath:
+    """The state of one job while it runs on ``runtime`` (built and run by ``run_job``)."""
+
+    def __init__(self, runtime: WorkerRuntime, job_id: str, request: Any, cancel: threading.Event, send: Send,
+                 extra: dict[str, Any], hooks: JobHooks) -> None:
+        self.rt, self.job_id, self.raw, self.cancel, self.send, self.hooks = runtime, job_id, request, cancel, send, hooks
+        self.outputs_dir = hooks.outputs_dir or runtime.outputs_dir
+        self.work_dir = hooks.work_dir or work_dir_of(self.outputs_dir, job_id)
+        self.sidecar: dict[str, Any] = {**extra, "job_id": job_id, "worker": runtime.name, "host": runtime.host,
+                                        "worker_settings": runtime.settings()}
+        self.t0 = time.perf_counter()
+
+    def _msg(self, ev: str, **fields: Any) -> None:
+        self.send({"ev": ev, "job_id": self.job_id, "at": time.time(), **fields})
+
+    def report(self, p: Progress) -> None:
+        """Send one progress message."""
+        self._msg("progress", progress=dataclasses.asdict(p))
+
+    def run(self) -> None:
+        """Run the job; never raises (every ending is a message)."""
+        self._msg("started", loaded=self.rt.loaded())
+        try:
+            req = self.raw if isinstance(self.raw, GenerationRequest) else GenerationRequest.from_dict(self.raw)
+            earlier = finished_earlier(self.work_dir, self.job_id)
+            if earlier is not None:
+                # A previous attempt wrote everything and was stopped before the job was recorded done.
+                self._done(earlier[0], earlier[1], "")
+                return
+            result = self._generate(req)
+            self._done(result.video_path, result.sidecar_path, str(self.sidecar.get("placement", "")))
+        except GenerationCancelled as e:
+            drop_claimed_outputs(self.work_dir)
+            self._msg("cancelled", error=str(e))
+        except self.hooks.lost_on as e:
+            self._msg("lost", error=str(e))
+        except (RequestError, KeyError, FileNotFoundError, OSError) as e:
+            # OSError carries the disk-full wording of the video writer; a user can act on these.
+            drop_claimed_outputs(self.work_dir)
+            self._msg("failed", error=_user_text(e))
+        except Exception as e:  # noqa: BLE001 - any model error must reach the user, not kill the worker
+            traceback.print_exc()
+            drop_claimed_outputs(self.work_dir)
+            self._msg("failed", error=f"{type(e).__name__}: {e}")
+
+    def _done(self, video: Path, sidecar: Path, plan: str) -> None:
+        fields = self.hooks.on_done(video, sidecar) if self.hooks.on_done else {}
+        self._msg("done", plan=plan, outputs=[str(video), str(sidecar)], loaded=self.rt.loaded(), **fields)
+        # Only now: until the job is reported done, a retry must find the claimed output names.
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _generate(self, req: GenerationRequest) -> Any:
+        spec = get_spec(req.model)
+        mine = self.hooks.variant(spec) if self.hooks.variant else spec
+        self.report(Progress("loading", 0, req.steps or 0, 0.0))
+        self.sidecar["model_was_loaded"] = mine.key in self.rt.loaded()
+        pinned = overrides_of(req)
+        if pinned.to_dict():
+            self.sidecar["overrides"] = pinned.to_dict()
+        guard = self._guard_session(req)
+        paths = claim_outputs(self.outputs_dir, self.work_dir, req)
+        borrow = self.hooks.borrow or self.rt.manager.use
+
+        def attempt(plan: Plan, before: tuple[Attempt, ...] = ()) -> Any:
+            self.sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
+                                plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
+            with borrow(mine, plan) as pipe, speed_knobs(pipe, pinned, plan, self.sidecar):
+                with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
+                    return self._attempt(runner, req, guard, paths)
+
+        try:
+            # An out-of-memory error retries the job with the next, lighter plan.
+            return run_with_recovery(self.rt.plans(mine, req), attempt).value
+        except OutOfMemoryEverywhere as e:
+            raise RequestError(str(e)) from None
+
+    def _guard_session(self, req: GenerationRequest) -> Any:
+        """The thermal guard's session for this job's GPUs (None without samples)."""
+        guard = self.rt.guard
+        if guard is None or not guard.read():
+            return None
+
+        def note(step: int, text: str) -> None:
+            self.report(Progress("paused", step, req.steps or 0, time.perf_counter() - self.t0, note=text))
+
+        session = guard.session(self.rt.host, on_note=note, cancel=self.cancel)
+        self.sidecar["thermal_pauses"] = session.records
+        return session
+
+    def _attempt(self, pipe: Any, req: GenerationRequest, guard: Any, paths: tuple[Path, Path]) -> Any:
+        hook = self.hooks.between
+
+        def between(step: int) -> None:
+            if hook is not None:
+                hook(step)
+            if guard is not None:
+                guard(step)
+
+        if self.sidecar.get("calibrate_magcache"):
+            return self._calibrate(pipe, req, between, paths)
+        return execute(pipe, req, self.outputs_dir, loras_dir=self.rt.loras_dir, work_dir=self.work_dir,
+                       ratios=self.rt.ratios, on_progress=self.report, cancel=self.cancel, between_steps=between,
+                       extra_sidecar=self.sidecar, paths=paths)
+
+    def _calibrate(self, pipe: Any, req: GenerationRequest, between: Any, paths: tuple[Path, Path]) -> Any:
+        """Run ``req`` in MagCache calibration mode and store the measured ratios for its model."""
+        from wan_studio.engine.caches import expert_steps, magcache_calibration, mode_of, ratios_from_capture
+        from wan_studio.engine.generate import generate
+
+        if req.step_cache or req.total_frames is not None:
+            raise RequestError("calibrate with a plain clip: no step cache, no long clip")
+        spec = get_spec(req.model)
+        with magcache_calibration(pipe, req) as capture:
+            result = generate(pipe, req, self.outputs_dir, self.report, self.cancel, extra_sidecar=self.sidecar,
+                              between_steps=between, paths=paths)
+        ratios = ratios_from_capture(capture, len(expert_steps(pipe, spec, req)))
+        path = self.rt.ratios.save(spec.key, mode_of(req), ratios, req.steps)
+        data = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
+        data["magcache_calibration"] = {"model": spec.key, "mode": mode_of(req), "steps": req.steps,
+                                        "file": str(path), "ratios": ratios}
+        write_json(result.sidecar_path, data)
+        return result
+
+
+@contextmanager
+def _as_is(pipe: Any) -> Iterator[Any]:
+    yield pipe
+
+
+@contextmanager
+def speed_knobs(pipe: Any, pinned: PlanOverrides, plan: Plan | None, sidecar: dict[str, Any]) -> Iterator[None]:
+    """Apply a job's pinned attention kernel, compile choice and VAE decode precision on top of the
+    worker's speed options (``engine.accel.apply_speed``, run when the plan was applied), and put the
+    worker's kernel and fp32 decode back after the job, since the pipeline is cached. Compiled blocks
+    stay compiled (same maths)."""
+    from wan_studio.engine.accel import apply_attention_backend, compile_transformers, decode_precision
+
+    before = getattr(pipe, "wan_speed", None)
+    record = dict(before or {"attention": "sdpa", "compile": False})
+    if pinned.attention is not None:
+        try:
+            apply_attention_backend(pipe, pinned.attention)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        record.update(attention=pinned.attention, attention_why="pinned for this job (Advanced tab)")
+        sidecar["attention_backend"] = pinned.attention
+    if pinned.compile and not record.get("compile"):
+        main = plan.placement("transformer") if plan is not None else None
+        offload = {"model_offload": "model", "resident": "resident"}.get(main.offload if main else "resident", "group")
+        compile_transformers(pipe, offload)
+        record["compile"] = True
+    elif pinned.compile is False and record.get("compile"):
+        record["compile_note"] = "already compiled when the model was loaded; compile off applies to a fresh load"
+    if pinned.decode is not None:
+        record["vae_decode"] = pinned.decode
+        sidecar["vae_decode"] = pinned.decode
+    pipe.wan_speed = record  # the sidecar's "speed" reports what this job ran with
+    try:
+        with decode_precision(pipe, pinned.decode or "fp32"):
+            yield
+    finally:
+        if pinned.attention is not None:
+            apply_attention_backend(pipe, (before or {}).get("attention", "sdpa"))
+        # The kernel is the worker's again; a compile done here stays with the cached pipeline.
+        pipe.wan_speed = {**before, "compile": bool(before.get("compile") or record["compile"])} if before else (
+            {"attention": "sdpa", "compile": True} if record["compile"] else None)
+
+
+def _user_text(e: BaseException) -> str:
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, OSError) and e.strerror and not e.filename:
+        return e.strerror
+    return str(e)
