@@ -17,6 +17,7 @@ decode, whole job (seconds), peak memory, the planner's predicted job time; then
 
   python3 bench/fast.py --model ti2v-5b --size 1280x704x121 --cap-gb 24
   python3 bench/fast.py --model t2v-a14b --size 832x480x81 --cap-gb 24 --official-steps 10
+  bash bench/run_fast.sh ti2v | a14b                 # the same on the device (carry .whl, .ffmpeg)
   python bench/fast.py --tiny --model t2v-a14b       # CPU smoke test (tests/bench/test_fast.py)
 Prints one ``RESULT {json}`` line.
 """
