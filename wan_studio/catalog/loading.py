@@ -7,6 +7,7 @@ through huggingface_hub. Missing or damaged files are reported by name before an
 from __future__ import annotations
 
 import json
+import shlex
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,15 @@ class Availability:
         return f"{self.spec.title} — {self.status}"
 
 
+def download_command(spec: ModelSpec, models_dir: Path) -> str:
+    """The command that fetches ``spec`` into ``models_dir``, the folder this app reads: the
+    ``--models-dir`` part is left out only for the default ``./models``."""
+    models_dir = Path(models_dir)
+    if models_dir == Path("models"):
+        return spec.download_command
+    return f"{spec.download_command} --models-dir {shlex.quote(str(models_dir))}"
+
+
 def model_folder(spec: ModelSpec, models_dir: Path) -> Path:
     """Where ``spec`` is expected on disk."""
     return Path(models_dir) / spec.folder
@@ -61,7 +71,7 @@ def availability(spec: ModelSpec, models_dir: Path) -> Availability:
     if not folder.exists():
         return Availability(
             spec, "not downloaded", folder,
-            f"not downloaded; fetch it with: {spec.download_command} "
+            f"not downloaded; fetch it with: {download_command(spec, models_dir)} "
             f"(or: hf download {spec.hub_id} --local-dir {folder})",
         )
     try:
@@ -77,7 +87,7 @@ def availability(spec: ModelSpec, models_dir: Path) -> Availability:
 def check_folder(folder: Path, spec: ModelSpec | None = None) -> None:
     """Raise ``IncompleteModel`` naming the first missing or truncated file of a Diffusers folder."""
     folder = Path(folder)
-    hint = f"; re-download with: {spec.download_command}" if spec else ""
+    hint = f"; re-download with: {download_command(spec, folder.parent)}" if spec else ""
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise IncompleteModel(f"{index_path} is missing: {folder} is not a model in Diffusers layout{hint}")
@@ -163,7 +173,7 @@ S2V_TOKENIZER = "google/umt5-xxl"
 def check_s2v_folder(folder: Path, spec: ModelSpec | None = None) -> None:
     """Raise ``IncompleteModel`` naming the first missing or truncated file of an official S2V folder."""
     folder = Path(folder)
-    hint = f"; re-download with: {spec.download_command}" if spec else ""
+    hint = f"; re-download with: {download_command(spec, folder.parent)}" if spec else ""
     for name in S2V_FILES:
         _require(folder / name, hint)
     tok = folder / S2V_TOKENIZER
@@ -208,7 +218,8 @@ def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any
         if isinstance(source, Path):
             if not source.exists():
                 raise ModelNotDownloaded(
-                    f"{spec.title} is not downloaded ({source} does not exist); fetch it with: {spec.download_command}"
+                    f"{spec.title} is not downloaded ({source} does not exist); "
+                    f"fetch it with: {download_command(spec, source.parent)}"
                 )
             check_s2v_folder(source, spec)
         else:
@@ -224,7 +235,8 @@ def load_pipeline(spec: ModelSpec, source: Path | str, dtype: Any = None) -> Any
     if isinstance(source, Path):
         if not source.exists():
             raise ModelNotDownloaded(
-                f"{spec.title} is not downloaded ({source} does not exist); fetch it with: {spec.download_command}"
+                f"{spec.title} is not downloaded ({source} does not exist); "
+                f"fetch it with: {download_command(spec, source.parent)}"
             )
         check_folder(source, spec)
     where = str(source)

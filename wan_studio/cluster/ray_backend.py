@@ -50,7 +50,7 @@ def import_ray() -> Any:
     except ImportError:
         raise ClusterUnavailable(
             "--ray-address needs Ray, which is not installed. Install the same version on every PC: "
-            "pip install -r requirements.txt (or: pip install 'ray[default]'), then start the cluster "
+            "pip install -r requirements-cluster.txt, then start the cluster "
             "as docs/CLUSTER.md describes."
         ) from None
     return ray

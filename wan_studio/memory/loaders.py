@@ -75,7 +75,8 @@ class FolderLoader:
         folder = loading.model_folder(spec, self.models_dir)
         if not folder.exists():
             raise loading.ModelNotDownloaded(
-                f"{spec.title} is not downloaded ({folder} does not exist); fetch it with: {spec.download_command}")
+                f"{spec.title} is not downloaded ({folder} does not exist); "
+                f"fetch it with: {loading.download_command(spec, self.models_dir)}")
         return folder
 
     def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
