@@ -1,11 +1,28 @@
-"""Wan Studio: ``python app.py`` serves the web UI (the built-in demo model needs no GPU, no download)."""
+"""Wan Studio: ``python app.py`` serves the web UI (the built-in demo model needs no GPU, no download).
+
+Flags are parsed before anything heavy is imported, so ``--help``, ``--version`` and a mistyped
+flag answer at once. A start-up problem the user can fix is one sentence and a non-zero exit
+status; ``--debug`` adds the traceback for bug reports.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import secrets
+import signal
 import sys
+import time
+import traceback
+from typing import TYPE_CHECKING
 
 from wan_studio.settings import Settings, settings_from_args
+from wan_studio.startup import StartupError
+
+if TYPE_CHECKING:  # heavy: imported only once the flags are known
+    import gradio as gr
+
+    from wan_studio.services import Studio
 
 
 def share_credentials(settings: Settings) -> tuple[str, str] | None:
@@ -49,68 +66,122 @@ def add_user(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, build the services, launch the UI (or download a model and exit)."""
-    from wan_studio.bootstrap import bootstrap
-
-    bootstrap()  # before anything imports diffusers
+    """Parse flags, then serve the UI (or download a model, or add a user, and exit)."""
     settings = settings_from_args(argv)
-    if settings.download:
-        from wan_studio.catalog import loading
-        from wan_studio.catalog.specs import get_spec
+    from wan_studio.startup import configure_logging
 
-        try:
-            spec = get_spec(settings.download)
-        except KeyError as e:
-            print(e.args[0], file=sys.stderr)
-            return 2
-        folder = loading.download(spec, settings.models_dir)
-        print(f"{spec.title} is ready in {folder}")
-        return 0
-
-    if settings.add_user:
-        return add_user(settings)
-
-    from wan_studio.jobs.store import StoreError
-    from wan_studio.services import Studio
-    from wan_studio.ui import rest
-    from wan_studio.ui.blocks import build_app, launch_kwargs
-
-    settings.auth = share_credentials(settings)
+    configure_logging(settings.debug)
+    # SIGTERM stops the app as Ctrl-C does: workers stop and running jobs are handed back.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        studio = Studio.create(settings)
-        studio.start()  # requeues what a crash left running, starts the worker processes
-    except StoreError as e:
-        print(f"Wan Studio cannot start: {e}", file=sys.stderr)
-        return 3
-    except RuntimeError as e:
-        if settings.ray_address:  # the cluster (or Ray itself) is missing: ClusterUnavailable says which
-            print(f"Wan Studio cannot reach the Ray cluster: {e}", file=sys.stderr)
-            return 2
-        raise
-    for notice in studio.notices:  # the job list was moved out of outputs, or damaged and rebuilt
-        print(notice, flush=True)
-    for job in studio.queue.swept:
-        print(f"job {job.id}: {job.status} after restart ({job.error})", flush=True)
-    app = build_app(studio)
-    app.launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        share=settings.share,
-        auth=studio.accounts.check if studio.accounts else settings.auth_pairs,
-        prevent_thread_lock=True,
-        **launch_kwargs(studio),
-    )
-    rest.mount(app, studio)  # POST /api/v1/jobs and friends, beside Gradio's own routes
-    if settings.share and not app.share_url:
-        print(f"Could not open a public link (no internet?); still serving locally at {app.local_url}",
-              flush=True)
-    try:
-        app.block_thread()
+        from wan_studio.bootstrap import bootstrap
+
+        bootstrap()  # after parsing (it imports torch), before anything imports diffusers
+        if settings.download:
+            from wan_studio.startup import download_model
+
+            print(download_model(settings))
+            return 0
+        if settings.add_user:
+            return add_user(settings)
+        return serve(settings)
+    except StartupError as e:
+        if settings.debug:
+            traceback.print_exc()
+        print(e, file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
-        pass
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one sentence, the traceback under --debug
+        if settings.debug:
+            raise
+        print(f"Wan Studio stopped on an unexpected error ({type(e).__name__}: {e}); run the same command "
+              "with --debug for the traceback to attach to a bug report", file=sys.stderr)
+        return 1
+
+
+def serve(settings: Settings) -> int:
+    """Check the folders, port and extras, build the services and serve until Ctrl-C / SIGTERM."""
+    from wan_studio import startup
+
+    startup.check_model_key(settings.default_model, "--model")
+    startup.check_extras(settings)
+    startup.check_port(settings.host, settings.port)
+    startup.check_accounts(settings.accounts_file)
+    created = startup.check_outputs_dir(settings.outputs_dir)
+    if created:
+        startup.log.info(created)
+    warning = startup.models_dir_warning(settings.models_dir)
+    if warning:
+        startup.log.warning(warning)
+    startup.log.info("Starting Wan Studio on http://%s:%d ...", settings.host, settings.port)
+    settings.auth = share_credentials(settings)
+    studio = build_studio(settings)
+    try:
+        for notice in studio.notices:  # the job list was moved out of outputs, or damaged and rebuilt
+            startup.log.warning(notice)
+        app = launch(studio)
+        for line in startup.served_lines(settings, app.local_url, app.share_url,
+                                         studio.default_preset("beginner").fields["model"]):
+            print(line, flush=True)
+        try:
+            while app.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            startup.log.info("Stopping: running jobs go back to the queue and resume at the next start")
+            with contextlib.nullcontext() if settings.debug else contextlib.redirect_stdout(io.StringIO()):
+                app.close()  # Gradio says "Closing server" on stdout
     finally:
         studio.close()
     return 0
+
+
+def build_studio(settings: Settings) -> Studio:
+    """The services, started; the start-up problems they can meet become one sentence."""
+    from wan_studio.accounts import AccountsError
+    from wan_studio.jobs.store import StoreError
+    from wan_studio.services import Studio
+
+    try:
+        studio = Studio.create(settings)
+    except (StoreError, AccountsError) as e:
+        raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
+    except RuntimeError as e:
+        if settings.ray_address:  # ClusterUnavailable says what is missing and how to fix it
+            raise StartupError(f"Wan Studio cannot reach the Ray cluster: {e}") from e
+        raise
+    try:
+        studio.start()  # requeues what a crash left running, starts the worker processes
+    except StoreError as e:
+        studio.close()
+        raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
+    except BaseException:
+        studio.close()
+        raise
+    return studio
+
+
+def launch(studio: Studio) -> gr.Blocks:
+    """Serve the UI and the JSON routes; Gradio's own hints are replaced by ours (kept under --debug)."""
+    from wan_studio.startup import port_in_use
+    from wan_studio.ui import rest
+    from wan_studio.ui.blocks import build_app, launch_kwargs
+
+    settings = studio.settings
+    app = build_app(studio)
+    gradio_says = io.StringIO()
+    quiet = contextlib.nullcontext() if settings.debug else contextlib.redirect_stdout(gradio_says)
+    try:
+        with quiet:
+            app.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
+                       auth=studio.accounts.check if studio.accounts else settings.auth_pairs,
+                       prevent_thread_lock=True, quiet=not settings.debug, **launch_kwargs(studio))
+    except OSError as e:
+        if "port" in str(e).lower():  # taken between our check and Gradio's bind
+            raise StartupError(port_in_use(settings.host, settings.port)) from e
+        raise
+    rest.mount(app, studio)  # POST /api/v1/jobs and friends, beside Gradio's own routes
+    return app
 
 
 if __name__ == "__main__":

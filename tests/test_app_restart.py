@@ -97,7 +97,7 @@ def test_kill_9_app_mid_job_then_restart_finishes_every_job_once(tmp_path: Path)
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("*.json")]
     assert sorted(s["job_id"] for s in sidecars) == sorted([slow, tiny])  # none lost, none twice
     assert len(list((tmp_path / "outputs").rglob("*.mp4"))) == 2
-    assert f"job {slow}: queued after restart" in (tmp_path / f"app-{port2}.log").read_text()
+    assert f"job {slow} requeued after the app stopped during attempt 1" in (tmp_path / f"app-{port2}.log").read_text()
 
 
 def _damaged_start(tmp_path: Path, damage: bytes, mode: int | None = None) -> tuple[Path, str, str]:

@@ -58,6 +58,8 @@ class Settings:
     # beside it). New jobs are refused while the outputs disk has less than this free, MB.
     state_dir: Path | None = None
     disk_reserve_mb: int = 64
+    # Show tracebacks (and Gradio's own messages) for bug reports instead of one sentence.
+    debug: bool = False
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
@@ -110,9 +112,14 @@ def parse_auth(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``app.py``."""
     env = os.environ.get
+    from wan_studio import __version__
+
     p = argparse.ArgumentParser(
         prog="app.py", description="Wan Studio: run the Wan2.2 video models on consumer GPUs."
     )
+    p.add_argument("--version", action="version", version=f"Wan Studio {__version__}")
+    p.add_argument("--debug", action="store_true", default=env("WAN_STUDIO_DEBUG", "") not in ("", "0"),
+                   help="print full tracebacks and Gradio's own messages (for bug reports)")
     p.add_argument("--host", default=env("WAN_STUDIO_HOST", "127.0.0.1"),
                    help="address to listen on (0.0.0.0 for the local network)")
     p.add_argument("--port", type=int, default=int(env("WAN_STUDIO_PORT", "7860")))
@@ -213,4 +220,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         compile=ns.compile,
         loras_dir=ns.loras_dir,
         state_dir=ns.state_dir,
+        debug=ns.debug,
     )

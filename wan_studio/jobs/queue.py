@@ -128,9 +128,21 @@ class JobQueue:
         self._changed()
         if self._thread is not None:
             self._thread.join(5.0)
+        running = {j.id: j.attempts for j in self.store.list(("running",))}
         self.executor.shutdown(timeout_s)
+        self._give_back(running)
         self._lock.release()
         self._started = False
+
+    def _give_back(self, running: dict[str, int]) -> None:
+        """A clean stop is not the jobs' fault: what was running goes back to the queue with the
+        attempt it was on handed back (a crash still counts, through the start-up sweep)."""
+        for job_id, attempts in running.items():
+            fields = {"attempts": max(attempts - 1, 0), "error": "requeued: the app was stopped"}
+            try:
+                self.store.transition(job_id, "queued", expect=("running",), **fields)
+            except (IllegalTransition, JobNotFound):
+                self.store.update(job_id, when_status=("queued",), **fields)  # a lost event requeued it
 
     # --- submitting ----------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, owner: str = "", priority: int = 0, user: str | None = None,
@@ -461,6 +473,8 @@ class JobQueue:
                                                      eta_s=None, finished_at=ev.at))
         elif ev.kind == "lost":
             self._live.pop(ev.job_id, None)
+            if self._stopping.is_set():
+                return  # stopped by close(), which hands the job back without using an attempt
             self._requeue_lost(self.store.get(ev.job_id), ev.error or "the worker process stopped")
         if ev.kind in ("done", "failed", "cancelled", "lost"):
             # Once what the job (or a dead worker) left half-written has gone idle, remove it.

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from wan_studio.engine.request import RequestError
 from wan_studio.engine.text import clean_text
+from wan_studio.jobs import journal
 from wan_studio.jobs.lock import AppLock
 from wan_studio.jobs.transaction import Transaction
 from wan_studio.jobs.schema import (ACTIVE, ALLOWED, FINISHED, MIGRATIONS, SQL_COUNT_ACTIVE, SQL_INSERT,
@@ -275,7 +276,10 @@ class JobStore:
                     (j.id, json.dumps(j.request), j.priority, position, j.max_attempts, j.owner,
                      j.batch_id, now, now, j.user, json.dumps(j.extra)),
                 )
-        return [self.get(j.id) for j in jobs]
+        added = [self.get(j.id) for j in jobs]
+        for job in added:
+            journal.queued(job)
+        return added
 
     def restore_done(self, jobs: list[RestoredJob]) -> int:
         """Insert finished jobs rebuilt from their sidecars; returns how many were new."""
@@ -312,7 +316,9 @@ class JobStore:
             elif to in FINISHED:
                 values.setdefault("finished_at", now)
             self._update(c, job_id, values)
-        return self.get(job_id)
+        job = self.get(job_id)
+        journal.changed(current, job)
+        return job
 
     def update(self, job_id: str, when_status: tuple[str, ...] = ("running",), **fields: Any) -> bool:
         """Set non-status ``fields`` (progress, plan, ...) if the job is in ``when_status``.

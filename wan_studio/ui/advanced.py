@@ -18,6 +18,7 @@ from wan_studio.services import JobFailed, Studio, result_of
 from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
                                          batch_requests, build_request, cost_line, gpu_choices, knob_choices,
                                          model_choices, size_choices)
+from wan_studio.ui.errors import user_error
 
 
 @dataclass
@@ -187,11 +188,11 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
                                 extra={"calibrate_magcache": True} if calibrate else None)
             result = _wait(studio, job, progress)
         except RequestError as e:
-            raise gr.Error(str(e), duration=None) from None
+            raise user_error(str(e), duration=None) from None
         except GenerationCancelled as e:
             return None, None, None, f"Cancelled ({e}). Finished windows of a long clip are kept for a retry."
         except JobFailed as e:
-            raise gr.Error(f"The video could not be made: {e}", duration=None) from None
+            raise user_error(f"The video could not be made: {e}", duration=None) from None
         sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
         clip = sidecar.get("long_clip")
         what = f"{clip['windows']} windows, " if clip else ""
@@ -225,7 +226,7 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
         try:
             reqs, problems = batch_requests(_form(tuple(values)), prompts, int(seeds or 1), int(first or 0))
         except RequestError as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(str(e)) from None
         queued, lines = 0, [str(p) for p in problems]
         for r in reqs:
             try:

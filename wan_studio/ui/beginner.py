@@ -13,6 +13,7 @@ from wan_studio.engine.generate import GenerationCancelled
 from wan_studio.engine.request import RequestError
 from wan_studio.ui.safe_inputs import ImageInput
 from wan_studio.services import JobFailed, Studio
+from wan_studio.ui.errors import user_error
 
 
 @dataclass
@@ -113,7 +114,7 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
                     request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         preset = studio.presets.get(preset_name)
         if preset is None:
-            raise gr.Error(f"unknown preset {preset_name!r}; choose one of {', '.join(studio.presets)}")
+            raise user_error(f"unknown preset {preset_name!r}; choose one of {', '.join(studio.presets)}")
         seed_value = None if seed is None or seed < 0 else int(seed)
         req = preset.request(prompt, image=image or None, seed=seed_value)
         owner = getattr(request, "session_hash", None) or "api"
@@ -123,13 +124,13 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
             result = studio.run(req, owner=owner, on_progress=lambda p: progress(p.fraction, desc=p.message),
                                 user=getattr(request, "username", None))
         except RequestError as e:
-            raise gr.Error(str(e), duration=None) from None
+            raise user_error(str(e), duration=None) from None
         except GenerationCancelled as e:
             return None, None, None, f"Cancelled ({e}). Nothing was saved."
         except FileNotFoundError as e:  # model folder damaged between check and load
-            raise gr.Error(str(e), duration=None) from None
+            raise user_error(str(e), duration=None) from None
         except JobFailed as e:  # the worker's reason, e.g. the disk is full
-            raise gr.Error(f"The video could not be made: {e}", duration=None) from None
+            raise user_error(f"The video could not be made: {e}", duration=None) from None
         sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
         t = result.timings
         status = (f"Done in {t['total_s']:.1f} s — seed {result.request.seed}, "

@@ -14,6 +14,7 @@ from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.safe_inputs import AudioInput, ImageInput
+from wan_studio.ui.errors import user_error
 
 # Mode -> (scene model and size/frames, talking model and pixel budget). 241 frames at 24 fps is
 # the 10-second scene; the talking clip's length follows the speech (chunks of 5 s).
@@ -129,11 +130,11 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
             result = studio.run_scene_and_talk(scene, talk, bool(join), owner=owner, on_progress=report,
                                                user=getattr(request, "username", None))
         except RequestError as e:
-            raise gr.Error(str(e), duration=None) from None
+            raise user_error(str(e), duration=None) from None
         except GenerationCancelled as e:
             return None, None, None, None, f"Cancelled ({e})."
         except (FileNotFoundError, JobFailed) as e:  # JobFailed: the worker's reason, e.g. the disk is full
-            raise gr.Error(str(e), duration=None) from None
+            raise user_error(str(e), duration=None) from None
         params = {part: json.loads(r.sidecar_path.read_text(encoding="utf-8"))
                   for part, r in (("scene", result.scene), ("talk", result.talk))}
         joined = str(result.joined) if result.joined else None

@@ -13,17 +13,13 @@ from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.jobs.access import HIDDEN, Caller, NotYourJob, check_may_act, may_act, owns, redact_request
 from wan_studio.jobs.store import FINISHED, STATUSES, IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
+from wan_studio.ui.errors import user_error
 from wan_studio.ui.identity import caller_of
 
 # Request fields an API client may set besides prompt/seed. ``image`` is left out on purpose: a
 # server-side path from a remote client would let it read files on this machine.
 API_FIELDS = ("model", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance",
               "guidance_2", "shift")
-
-
-def _user_error(message: str) -> gr.Error:
-    """An error shown to the caller as is; no traceback in the server log (nothing went wrong here)."""
-    return gr.Error(message, print_exception=False)
 
 
 def public_view(job: Job, ahead: int | None = None) -> dict[str, Any]:
@@ -105,9 +101,9 @@ def register(studio: Studio) -> None:
             # Through the studio so the per-user size and queue limits apply to API clients too.
             return studio.submit(req, owner=caller.session, user=caller.key, priority=priority_value).id
         except RequestError as e:
-            raise _user_error(str(e)) from None
+            raise user_error(str(e)) from None
         except (TypeError, ValueError) as e:  # a field of the wrong type reaching validation
-            raise _user_error(f"invalid settings: {e}") from None
+            raise user_error(f"invalid settings: {e}") from None
 
     def job_status(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
         """Status, progress (0..1), ETA (seconds) and error text of a job (another user's job: no
@@ -124,7 +120,7 @@ def register(studio: Studio) -> None:
             check_may_act(caller, job, "cancel")
             return view_for(caller, q.cancel(job.id))
         except (IllegalTransition, NotYourJob) as e:
-            raise _user_error(str(e)) from None
+            raise user_error(str(e)) from None
 
     def list_jobs(status: str = "", limit: int = 100,
                   request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
@@ -134,12 +130,12 @@ def register(studio: Studio) -> None:
         wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
         unknown = sorted(set(wanted) - set(STATUSES))
         if unknown:
-            raise _user_error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
+            raise user_error(f"unknown status {', '.join(unknown)}; use {', '.join(STATUSES)}")
         caller = caller_of(studio, request, "api:")
         try:
             n = max(1, min(int(limit), 1000))
         except (TypeError, ValueError, OverflowError):
-            raise _user_error(f"limit must be a whole number, not {limit!r}") from None
+            raise user_error(f"limit must be a whole number, not {limit!r}") from None
         return [view_for(caller, j) for j in q.store.list(wanted or None, limit=n)]
 
     def job_result(job_id: str, request: gr.Request = None) -> tuple[str, str, dict[str, Any]]:  # type: ignore[assignment]
@@ -148,10 +144,10 @@ def register(studio: Studio) -> None:
         try:
             check_may_act(caller_of(studio, request, "api:"), job, "download")
         except NotYourJob as e:
-            raise _user_error(str(e)) from None
+            raise user_error(str(e)) from None
         if job.status != "done":
             hint = f": {job.error}" if job.error and job.status in FINISHED else ""
-            raise _user_error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")
+            raise user_error(f"job {job.id} is {job.status}{hint}; the result exists once it is done")
         video = next(o for o in job.outputs if o.endswith(".mp4"))
         sidecar = next(o for o in job.outputs if o.endswith(".json"))
         with open(sidecar, encoding="utf-8") as f:
@@ -163,7 +159,7 @@ def register(studio: Studio) -> None:
         try:
             return q.get((job_id or "").strip())
         except JobNotFound:
-            raise _user_error(f"no job with id {job_id!r} (it may have been deleted)") from None
+            raise user_error(f"no job with id {job_id!r} (it may have been deleted)") from None
 
     # Submissions must never wait behind a running /generate: their own unlimited concurrency group.
     # queue=False also opens the direct one-request route POST /gradio_api/run/submit (no SSE).

@@ -20,6 +20,7 @@ from wan_studio.jobs.batch import BatchError, format_of, plan_batch, read_rows
 from wan_studio.jobs.store import IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
 from wan_studio.ui.identity import caller_of
+from wan_studio.ui.errors import user_error
 
 COLUMNS = ["id", "status", "progress", "ETA", "model", "prompt", "seed", "attempts", "worker / plan", "note"]
 GALLERY_SIZE = 60
@@ -253,7 +254,7 @@ def listen(tab: QueueTab, studio: Studio) -> None:
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not isinstance(sidecars, list) or not isinstance(index, int) or not 0 <= index < len(sidecars) \
                 or sidecars[index] not in allowed:
-            raise gr.Error("That video is no longer in your gallery; wait for the list to refresh.")
+            raise user_error("That video is no longer in your gallery; wait for the list to refresh.")
         sidecar = Path(sidecars[index])
         data = json.loads(sidecar.read_text(encoding="utf-8"))
         video = sidecar.with_name(data["video"]["file"])
@@ -271,7 +272,7 @@ def listen(tab: QueueTab, studio: Studio) -> None:
 def settings_from_sidecar(sidecar: dict[str, Any] | None) -> str:
     """The request recorded in a sidecar, as editable JSON (same seed: re-running repeats the video)."""
     if not sidecar or "request" not in sidecar:
-        raise gr.Error("Pick a finished video in the gallery first.")
+        raise user_error("Pick a finished video in the gallery first.")
     return json.dumps(sidecar["request"], indent=2, ensure_ascii=False)
 
 
