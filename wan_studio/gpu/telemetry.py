@@ -329,7 +329,10 @@ def open_telemetry(nvml: Any | None = None, host: str | None = None) -> GpuTelem
     try:
         source = NvmlTelemetry(nvml, host=host)
     except nvml.NVMLError as e:
-        return NoGpuTelemetry(f"No NVIDIA GPU found on this machine (NVML: {e}).", host)
+        # The library's own words ("NVML Shared Library Not Found") mean nothing to most users.
+        log.debug("NVML could not start: %s", e)
+        return NoGpuTelemetry("No NVIDIA GPU found on this machine (no NVIDIA driver is installed or "
+                              "running).", host)
     if source.gpu_count == 0:
         source.close()
         return NoGpuTelemetry("No NVIDIA GPU found on this machine (the driver reports none).", host)

@@ -257,10 +257,11 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
 
     f = tab.form
     outputs = [tab.video, tab.file, tab.params, tab.status]
+    # Progress, and a refusal, show on the video panel alone: an error marks one place, not all four.
     tab.generate.click(generate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_generate",
-                       concurrency_limit=4, concurrency_id="advanced")
+                       concurrency_limit=4, concurrency_id="advanced", show_progress_on=[tab.video])
     tab.calibrate.click(calibrate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_calibrate",
-                        concurrency_limit=1, concurrency_id="advanced-calibrate")
+                        concurrency_limit=1, concurrency_id="advanced-calibrate", show_progress_on=[tab.video])
     def on_cancel(request: gr.Request) -> str:
         return "Cancelling after the current step…" if studio.cancel(_owner(request)) else "Nothing is running."
 
@@ -273,9 +274,9 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     tab.size.change(on_size, inputs=[tab.size], outputs=[f["width"], f["height"]], api_name=False, queue=False)
     tab.lora_pick.change(on_lora_pick, inputs=[tab.lora_pick, f["loras"]], outputs=[f["loras"], tab.lora_pick],
                          api_name=False, queue=False)
-    # The cost line follows every setting that changes the plan or the time.
-    watched = [f[n] for n in FORM_FIELDS if n not in ("prompt", "negative_prompt", "image", "last_image", "audio",
-                                                      "seed", "window_prompts")]
+    # The cost line follows every field that changes the plan, the time or whether Generate can run
+    # (the prompt too: an empty one is said there before Generate); only the seed changes nothing.
+    watched = [f[n] for n in FORM_FIELDS if n != "seed"]
     gr.on([w.change for w in watched], on_cost, inputs=tab.inputs, outputs=[tab.cost, tab.automatic],
           api_name="advanced_cost", queue=False)
 

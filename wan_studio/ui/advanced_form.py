@@ -174,14 +174,26 @@ def windows_of(request: GenerationRequest) -> int:
 
 
 def cost_line(studio: Studio, form: AdvancedForm) -> str:
-    """Markdown: predicted peak VRAM and time of the current settings, or why they cannot run."""
+    """Markdown: predicted peak VRAM and time of the current settings, or why they cannot run.
+
+    What Generate would refuse is said first (a model not downloaded, an empty prompt), but the cost
+    is still shown: it does not depend on the prompt's words, and it helps to choose a model to fetch.
+    """
     try:
-        r = validate(build_request(form, seed=0), studio.settings.max_prompt_chars)
+        request = build_request(form, seed=0)
+        blank = not (request.prompt or "").strip()
+        if blank:
+            request.prompt = "cost"  # any words cost the same; the note below asks for the real ones
+        r = validate(request, studio.settings.max_prompt_chars)
         plan = studio.plans(r)[0]
         n = windows_of(r)
     except RequestError as e:
         return f"**Cannot run as set:** {e}"
-    return _cost_text(plan, r, n)
+    spec = get_spec(r.model)
+    avail = studio.availability(spec)
+    first = "" if avail.usable else f"**{spec.title} is {avail.status}:** {avail.detail}  \n"
+    last = "  \n*Type a prompt to Generate.*" if blank else ""
+    return first + _cost_text(plan, r, n) + last
 
 
 def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:

@@ -133,7 +133,8 @@ def render(studio: Studio) -> GpuPanel:
     cards_value, vram, temp, any_gpu = _state(studio)
     with gr.Accordion("GPUs", open=True, elem_id="gpu-panel"):
         cards = gr.HTML(cards_value, elem_id="gpu-cards")
-        with gr.Accordion("History (last 10 minutes)", open=False, elem_id="gpu-history"):
+        # Without a GPU there is no history to plot: the accordion would only open onto nothing.
+        with gr.Accordion("History (last 10 minutes)", open=False, visible=any_gpu, elem_id="gpu-history"):
             with gr.Row():
                 vram_plot = gr.LinePlot(vram, x="time", y="GiB", color="gpu", title="VRAM used (GiB)",
                                         y_lim=[0, None], height=220, visible=any_gpu, elem_id="gpu-vram-plot")
