@@ -74,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM stops the app as Ctrl-C does: workers stop and running jobs are handed back.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        from wan_studio.bootstrap import bootstrap
-
-        bootstrap()  # after parsing (it imports torch), before anything imports diffusers
         if settings.download:
             from wan_studio.startup import download_model
 
@@ -116,6 +113,9 @@ def serve(settings: Settings) -> int:
         startup.log.warning(warning)
     startup.log.info("Starting Wan Studio on http://%s:%d ...", settings.host, settings.port)
     settings.auth = share_credentials(settings)
+    from wan_studio.bootstrap import bootstrap
+
+    bootstrap()  # after the quick checks (it imports torch), before anything imports diffusers
     studio = build_studio(settings)
     try:
         for notice in studio.notices:  # the job list was moved out of outputs, or damaged and rebuilt

@@ -42,7 +42,7 @@ def test_help_version_and_a_mistyped_flag_import_nothing_heavy():
         "sys.argv = ['app.py'] + sys.argv[1:]\n"
         "try:\n    runpy.run_path('app.py', run_name='__main__')\n"
         "except SystemExit as e:\n    code = e.code\n"
-        "heavy = sorted(m for m in ('diffusers', 'gradio', 'transformers', 'huggingface_hub') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'gradio', 'transformers', 'huggingface_hub') if m in sys.modules)\n"
         "print('HEAVY', heavy, 'CODE', code, file=sys.stderr)\n"
     )
     for args, code in ((["--help"], 0), (["--version"], 0), (["--prot", "80"], 2)):
