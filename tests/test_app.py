@@ -31,7 +31,7 @@ def start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/"
 
 
-def wait_for_output(proc: subprocess.Popen, pattern: str, timeout: float = 90) -> str:
+def wait_for_output(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> str:
     seen = ""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -47,8 +47,8 @@ def wait_for_output(proc: subprocess.Popen, pattern: str, timeout: float = 90) -
 def test_run_command_serves_the_page_on_the_demo_model(tmp_path: Path):
     proc, url = start([], tmp_path)
     try:
-        out = wait_for_output(proc, r"Wan Studio is ready at http://127\.0\.0\.1:\d+/")
-        assert "--share opens a public link" in out  # our hint, in place of Gradio's
+        out = wait_for_output(proc, r"--share opens a public link", timeout=300)  # ours, not Gradio's
+        assert re.search(r"Wan Studio is ready at http://127\.0\.0\.1:\d+/", out)
         assert "share=True" not in out and "Running on local URL" not in out
         html = urllib.request.urlopen(url, timeout=10).read().decode()
         assert "Wan Studio" in html
