@@ -142,21 +142,22 @@ def build_studio(settings: Settings) -> Studio:
     from wan_studio.jobs.store import StoreError
     from wan_studio.services import Studio
 
+    cluster_errors: tuple[type[BaseException], ...] = ()
+    if settings.ray_address:  # ClusterUnavailable says what is missing and how to fix it
+        from wan_studio.cluster.ray_backend import ClusterUnavailable
+
+        cluster_errors = (ClusterUnavailable, RuntimeError)
+    studio = None
     try:
         studio = Studio.create(settings)
-    except (StoreError, AccountsError) as e:
-        raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
-    except RuntimeError as e:
-        if settings.ray_address:  # ClusterUnavailable says what is missing and how to fix it
-            raise StartupError(f"Wan Studio cannot reach the Ray cluster: {e}") from e
-        raise
-    try:
         studio.start()  # requeues what a crash left running, starts the worker processes
-    except StoreError as e:
-        studio.close()
-        raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
-    except BaseException:
-        studio.close()
+    except BaseException as e:
+        if studio is not None:
+            studio.close()
+        if isinstance(e, (StoreError, AccountsError)):
+            raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
+        if isinstance(e, cluster_errors):
+            raise StartupError(f"Wan Studio cannot reach the Ray cluster: {e}") from e
         raise
     return studio
 
