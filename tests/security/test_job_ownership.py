@@ -8,7 +8,7 @@ import json
 import gradio as gr
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, AuthenticationError
 
 from tests.security.conftest import AccountsServer
 from wan_studio.ui import queue_tab
@@ -22,9 +22,9 @@ def clients(idle_server: AccountsServer) -> dict[str, Client]:
 
 
 def test_login_is_required(idle_server: AccountsServer):
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="^Could not login to "):
         Client(idle_server.url, auth=("ann", "wrong-password"), verbose=False).predict(api_name="/list_jobs")
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError, match="credentials were not provided. Please login."):
         Client(idle_server.url, verbose=False).predict(api_name="/list_jobs")
 
 
