@@ -12,7 +12,7 @@ Re-record after a deliberate change of the outputs: ``python scripts/record_gold
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -61,9 +61,84 @@ def s2v_motion_chunk() -> np.ndarray:
     return _s2v_forward(motion=True)
 
 
+def _float_frames(module: Any, run: Callable[[], Any]) -> np.ndarray:
+    """The float frames a job hands to ``frames_to_uint8`` in ``module`` (before the 8-bit rounding
+    that would hide a small change): ``run`` runs the job."""
+    seen: list[np.ndarray] = []
+    original = module.frames_to_uint8
+
+    def keep(frames: Any) -> np.ndarray:
+        seen.append(np.asarray(frames, dtype=np.float32).copy())
+        return original(frames)
+
+    module.frames_to_uint8 = keep
+    try:
+        run()
+    finally:
+        module.frames_to_uint8 = original
+    return seen[-1]
+
+
+def _job(model: str, pipe: Any, **fields: Any) -> np.ndarray:
+    """A short job of ``model`` through the engine's render path (request defaults resolved as for
+    a user: sampler, shift, guidance, negative prompt), 64×64, fixed seed."""
+    from wan_studio.engine import generate as generate_module
+    from wan_studio.engine.request import GenerationRequest
+
+    request = GenerationRequest(prompt="a red fox running through snow", model=model, width=64, height=64,
+                                num_frames=5, steps=3, seed=3, **fields).resolved()
+    return _float_frames(generate_module, lambda: generate_module.render(pipe, request))
+
+
+def ti2v_job() -> np.ndarray:
+    """The tiny TI2V-5B pipeline (the demo model), text to video."""
+    from wan_studio.catalog.tiny import build_ti2v_pipeline
+
+    return _job("demo", build_ti2v_pipeline(seed=0))
+
+
+def a14b_job() -> np.ndarray:
+    """The tiny T2V-A14B pipeline: both experts, the guidance pair and the MoE boundary."""
+    from wan_studio.catalog.tiny import build_a14b_pipeline
+
+    return _job("t2v-a14b", build_a14b_pipeline("t2v", seed=0))
+
+
+def s2v_job() -> np.ndarray:
+    """The tiny S2V pipeline: a portrait and 0.6 s of speech-like tone, one chunk, through the
+    engine's speech-to-video job (audio features, reference, motion, decode)."""
+    import tempfile
+
+    from PIL import Image
+
+    from wan_studio.engine.request import GenerationRequest
+    from wan_studio.engine.s2v import runner
+    from wan_studio.engine.s2v.audio_io import write_wav
+    from wan_studio.engine.s2v.tiny import build_s2v_pipeline
+
+    t = np.arange(int(0.6 * 16000)) / 16000
+    voice = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 700), start=1))
+    speech = (0.2 * voice * 0.5 * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        portrait = Path(d) / "portrait.png"
+        x = np.linspace(0, 255, 64, dtype=np.uint8)
+        Image.fromarray(np.stack([np.tile(x, (80, 1)), np.full((80, 64), 120, np.uint8),
+                                  np.tile(x[::-1], (80, 1))], -1)).save(portrait)
+        audio = write_wav(Path(d) / "speech.wav", speech)
+        request = GenerationRequest(prompt="a person talking", model="s2v-14b", image=str(portrait),
+                                    audio=str(audio), width=64, height=64, steps=2, seed=7).resolved()
+        pipe = build_s2v_pipeline(seed=0)
+        return _float_frames(runner, lambda: runner.generate_s2v(pipe, request, Path(d) / "out", chunk_frames=16))
+
+
 CASES: dict[str, Callable[[], np.ndarray]] = {
     "s2v_first_chunk": s2v_first_chunk,
     "s2v_motion_chunk": s2v_motion_chunk,
+    # Whole jobs: these move with any deliberate change of the sampler, its grid, the default
+    # negative prompt or where the noise is drawn; re-record them with that change.
+    "ti2v_job": ti2v_job,
+    "a14b_job": a14b_job,
+    "s2v_job": s2v_job,
 }
 
 
