@@ -109,8 +109,6 @@ def test_the_admin_may_download_anyones_finished_video(finished: Finished) -> No
     assert params["request"]["prompt"] == "ann's private lake"
 
 
-@pytest.mark.xfail(strict=True, reason="the file route serves every file under the outputs folder to any "
-                   "logged-in user; once it checks the job's owner, remove this mark")
 def test_another_user_cannot_fetch_a_finished_video_over_the_file_route(finished: Finished) -> None:
     for path in (finished.video, finished.sidecar):
         status, body = _get(_file_url(finished, path), "bob")
