@@ -23,6 +23,7 @@ from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
 from wan_studio.jobs.access import Caller
+from wan_studio.jobs.prepared import PreparedJob
 from wan_studio.jobs.queue import GROUP, JobQueue
 from wan_studio.jobs.state import open_store
 from wan_studio.accounts import Accounts
@@ -198,9 +199,7 @@ class Studio:
     def submit_batch(self, requests: list[GenerationRequest], caller: Caller, batch_id: str) -> list[Any]:
         """Queue a batch for ``caller`` all or none, under the same per-user limits as ``submit``
         (each job's size; the batch counts in full against the queued-jobs quota)."""
-        resolved = [validate(r, self.settings.max_prompt_chars) for r in requests]
-        for r in resolved:
-            check_job_cost(r, self.limits, caller.admin)
+        resolved = [self.prepare(r, caller.key, admin=caller.admin) for r in requests]
         queued = self.queue.store.count_active(user=caller.key)
         if not caller.admin and self.limits.max_queued_jobs is not None \
                 and queued + len(resolved) > self.limits.max_queued_jobs:
@@ -216,24 +215,47 @@ class Studio:
         if self.telemetry is not None:
             self.telemetry.stop()
 
-    def vram_need_bytes(self, request: GenerationRequest) -> int:
-        """Bytes of GPU memory ``request`` needs on GPU 0: the planner's predicted peak of the chosen
-        plan. Where no plan uses GPU 0 (torch sees no GPU although telemetry does, or nothing fits
-        and the run will refuse with the reason), the largest component plus a quarter."""
+    def vram_need_bytes(self, request: GenerationRequest, plan: Plan | None = None) -> int:
+        """Bytes of GPU memory ``request`` needs on GPU 0: the predicted peak of ``plan`` (the chosen
+        one when not given). Where no plan uses GPU 0 (torch sees no GPU although telemetry does, or
+        nothing fits and the run will refuse with the reason), the largest component plus a quarter."""
         try:
-            need = dict(self.plans(validate(request, self.settings.max_prompt_chars))[0].peak_vram).get("cuda:0")
+            plan = plan or self.plans(validate(request, self.settings.max_prompt_chars))[0]
+            need = dict(plan.peak_vram).get("cuda:0")
         except RequestError:
             need = None
         if need is None:
             return int(max(c.bytes for c in get_spec(request.model).components) * 1.25)
         return need
 
-    def vram_warnings(self, request: GenerationRequest) -> list[str]:
+    def vram_warnings(self, request: GenerationRequest, plan: Plan | None = None) -> list[str]:
         """Sentences for the user when the job would not fit the GPU's memory available now."""
         if self.telemetry is None or get_spec(request.model).is_demo:
             return []  # the demo runs on the CPU
-        check = check_vram(self.vram_need_bytes(request), self.telemetry.latest(self.telemetry.host), index=0)
+        check = check_vram(self.vram_need_bytes(request, plan), self.telemetry.latest(self.telemetry.host), index=0)
         return [check.message] if check is not None and not check.fits else []
+
+    def prepare(self, request: GenerationRequest, user: str | None = None, extra: dict[str, Any] | None = None,
+                admin: bool | None = None) -> PreparedJob:
+        """Check ``request`` once for ``user`` (``admin``: whether limits apply; default from the
+        user): validate and resolve it, its size against the user's limits, the model's files, its
+        LoRAs, and plan it on this machine. Raises ``RequestError`` (``ModelUnavailable``,
+        ``DoesNotFit``) with the reason."""
+        r = validate(request, self.settings.max_prompt_chars)
+        check_job_cost(r, self.limits, self.is_admin(user) if admin is None else admin)
+        self.check_available(r)
+        if r.loras or r.fast:
+            from wan_studio.engine.distill import recipe_loras
+            from wan_studio.engine.lora import LoraChoice, check_choices
+
+            # A fast job whose distill LoRAs are not downloaded is refused here, with the command.
+            found = recipe_loras(r, self.settings.loras_dir) + list(r.loras or [])
+            check_choices([LoraChoice.parse(x) for x in found], self.settings.loras_dir)
+        plan = self.plans(r)[0]  # refuses at once (DoesNotFit) what no memory plan can run here
+        warnings = tuple(self.vram_warnings(r, plan))
+        for warning in warnings:
+            log.warning("VRAM: %s", warning)
+        return PreparedJob(r, get_spec(r.model), plan, warnings, dict(extra or {}))
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
@@ -257,30 +279,17 @@ class Studio:
                 return p
         return candidates[-1]
 
-    def submit(self, request: GenerationRequest, owner: str = "local", user: str | None = None,
+    def submit(self, request: GenerationRequest | PreparedJob, owner: str = "local", user: str | None = None,
                priority: int = 0, extra: dict[str, Any] | None = None) -> Any:
-        """Check ``request`` against the user's limits and queue it; returns the stored job.
+        """Queue ``request`` (prepared here unless it already is, see ``prepare``) under the user's
+        queue quota; returns the stored job. ``extra`` goes into the sidecar, e.g.
+        ``{"calibrate_magcache": True}`` from the Advanced tab.
 
         Raises ``RequestError`` (bad input, model missing, over a limit, queue full).
         """
-        r = validate(request, self.settings.max_prompt_chars)
-        admin = self.is_admin(user)
-        check_job_cost(r, self.limits, admin)
-        check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, admin)
-        self.check_available(r)
-        if r.loras or r.fast:
-            from wan_studio.engine.distill import recipe_loras
-            from wan_studio.engine.lora import LoraChoice, check_choices
-
-            # A fast job whose distill LoRAs are not downloaded is refused here, with the command.
-            found = recipe_loras(r, self.settings.loras_dir) + list(r.loras or [])
-            check_choices([LoraChoice.parse(x) for x in found], self.settings.loras_dir)
-        self.plans(r)  # refuses at once (DoesNotFit) what no memory plan can run on this machine
-        extra = dict(extra or {})  # e.g. {"calibrate_magcache": True} from the Advanced tab
-        for warning in self.vram_warnings(r):
-            log.warning("VRAM: %s", warning)
-            extra.setdefault("vram_warnings", []).append(warning)
-        return self.queue.submit(r, owner=owner, priority=priority, user=user or owner, extra=extra)
+        prepared = request if isinstance(request, PreparedJob) else self.prepare(request, user)
+        check_queue_quota(self.queue.store.count_active(user=user or owner), self.limits, self.is_admin(user))
+        return self.queue.submit(prepared, owner=owner, priority=priority, user=user or owner, extra=extra)
 
     def run(
         self,
@@ -321,22 +330,21 @@ class Studio:
     ) -> PairResult:
         """The intermediate workflow: a scene clip and a talking clip, optionally joined.
 
-        Both requests are validated before either is queued, so a bad audio file is refused before
+        Both requests are prepared before either is queued, so a bad audio file is refused before
         minutes of scene generation. Both jobs are queued at once: with two GPU workers they run side
         by side (one model per GPU; the queue keeps sending each model to the worker that holds it),
         with one they run one after the other. ``on_progress(part, progress)`` names the part
         ("scene" or "talk") and is called from this thread. When one part fails or is cancelled the
         other is cancelled too and the reason is raised (``JobFailed`` / ``GenerationCancelled``).
         """
-        validate(scene, self.settings.max_prompt_chars)
-        validate(talk, self.settings.max_prompt_chars)
+        prepared = {"scene": self.prepare(scene, user), "talk": self.prepare(talk, user)}
         report = on_progress or (lambda part, p: None)
         ids: dict[str, str] = {}
         # One group: the queue cancels the other part the moment one fails or is cancelled.
         pair = {GROUP: uuid.uuid4().hex[:12]}
         try:
-            for part, request in (("scene", scene), ("talk", talk)):
-                ids[part] = self.submit(request, owner=owner, user=user, extra=pair).id
+            for part, job in prepared.items():
+                ids[part] = self.submit(job, owner=owner, user=user, extra=pair).id
             watch = self._pair_watch(ids, report)
             jobs = {part: self.queue.wait(job_id, on_change=watch) for part, job_id in ids.items()}
         except BaseException:

@@ -97,13 +97,13 @@ def setup(cluster, hot_flag, tmp_path_factory):
     ex.shutdown()
 
 
-def request(model: str = "demo", **fields: Any) -> dict[str, Any]:
+def request(model: str = "demo", **fields: Any) -> GenerationRequest:
     base = dict(prompt="a lighthouse at dusk", model=model, width=64, height=64, num_frames=5, steps=4,
                 seed=11, guidance=4.0)
-    return GenerationRequest(**{**base, **fields}).resolved().to_dict()
+    return GenerationRequest(**{**base, **fields}).resolved()
 
 
-def run(ex: RayExecutor, events: Events, worker: str, job_id: str, req: dict[str, Any]) -> JobEvent:
+def run(ex: RayExecutor, events: Events, worker: str, job_id: str, req: GenerationRequest) -> JobEvent:
     ex.submit(worker, job_id, req)
     return events.end_of(job_id)
 
@@ -165,8 +165,8 @@ def test_a_start_image_travels_with_the_job(setup, image_file) -> None:
 def test_a_job_that_fails_on_the_worker_says_why_and_frees_it(setup) -> None:
     ex, events, _ = setup
     worker = names(ex)[0]
-    failed = run(ex, events, worker, "bad", {**request(), "colour": "blue"})
-    assert failed.kind == "failed" and "unknown request field(s): colour" in failed.error
+    failed = run(ex, events, worker, "bad", request(overrides={"gpu": "cuda:3"}))
+    assert failed.kind == "failed" and "pinned to cuda:3" in failed.error and "no GPU" in failed.error
     assert worker in [w.name for w in ex.idle_workers()]
 
 

@@ -28,7 +28,7 @@ class TwoGpus(Executor):
     def idle_workers(self) -> list[WorkerInfo]:
         return [w for w in self._all() if w.state == "idle"]
 
-    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def submit(self, worker: str, job_id: str, request: Any, extra: dict[str, Any] | None = None) -> None:
         self.busy[worker] = job_id
 
     def cancel(self, job_id: str) -> bool:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+if TYPE_CHECKING:
+    from wan_studio.engine.request import GenerationRequest
 
 EventKind = Literal["ready", "started", "progress", "done", "failed", "cancelled", "lost"]
 WorkerState = Literal["starting", "idle", "busy", "restarting", "stopped"]
@@ -101,8 +104,10 @@ class Executor(abc.ABC):
         """Workers ready to take a job right now."""
 
     @abc.abstractmethod
-    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-        """Run the resolved request dict on ``worker``; raises ``WorkerGone`` if it cannot.
+    def submit(self, worker: str, job_id: str, request: GenerationRequest,
+               extra: dict[str, Any] | None = None) -> None:
+        """Run the validated, resolved ``request`` on ``worker``; raises ``WorkerGone`` if it cannot.
+        The request stays a typed object up to the transport (a pipe, a Ray call), which serialises it.
 
         ``extra`` is added to the job's JSON sidecar (e.g. VRAM warnings made at submission).
         """

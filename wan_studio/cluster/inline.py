@@ -11,6 +11,8 @@ import queue
 import threading
 from typing import Any
 
+from wan_studio.engine.request import GenerationRequest
+
 from wan_studio.cluster.executor import EventSink, Executor, Freed, WorkerGone, WorkerInfo, event_from_message
 from wan_studio.cluster.runtime import WorkerRuntime
 
@@ -56,7 +58,8 @@ class InlineExecutor(Executor):
         with self._lock:
             return [] if self._job_id is not None or self._thread is None else [self._info()]
 
-    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def submit(self, worker: str, job_id: str, request: GenerationRequest,
+               extra: dict[str, Any] | None = None) -> None:
         """Queue the job for the thread; raises ``WorkerGone`` if it is busy or stopped."""
         with self._lock:
             if worker != self._name or self._job_id is not None or self._thread is None:

@@ -17,7 +17,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wan_studio.engine.request import GenerationRequest
 
 from wan_studio.cluster.executor import (EventSink, Executor, Freed, JobEvent, WorkerGone, WorkerInfo,
                                          WorkerState, event_from_message)
@@ -101,7 +104,8 @@ class LocalExecutor(Executor):
         with self._lock:
             return [w.info() for w in self._workers if w.state == "idle"]
 
-    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def submit(self, worker: str, job_id: str, request: GenerationRequest,
+               extra: dict[str, Any] | None = None) -> None:
         """Send the job to ``worker``; raises ``WorkerGone`` if it is not idle and alive."""
         with self._lock:
             w = next((w for w in self._workers if w.name == worker), None)
@@ -109,7 +113,8 @@ class LocalExecutor(Executor):
                 raise WorkerGone(f"{worker} cannot take a job now")
             w.state, w.job_id = "busy", job_id
         try:
-            self._send(w, {"op": "run", "job_id": job_id, "request": request, "extra": extra or {}})
+            # The transport edge: the request crosses the pipe as its plain dict.
+            self._send(w, {"op": "run", "job_id": job_id, "request": request.to_dict(), "extra": extra or {}})
         except (OSError, ValueError) as e:
             # The supervisor will see the death and report the job lost; do not report it twice.
             raise WorkerGone(f"{worker} stopped before taking the job: {e}") from None

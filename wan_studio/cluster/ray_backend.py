@@ -30,6 +30,7 @@ from wan_studio.cluster.executor import (EventSink, Executor, Freed, JobEvent, W
                                          WorkerState, event_from_message)
 from wan_studio.cluster.ray_worker import GpuWorker
 from wan_studio.cluster.runtime import RuntimeConfig, ThermalConfig
+from wan_studio.engine.request import GenerationRequest
 from wan_studio.gpu.telemetry import GpuSample
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,18 @@ class RayExecutor(Executor):
         with self._lock:
             return [w.info() for w in self._sorted()]
 
-    def submit(self, worker: str, job_id: str, request: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def submit(self, worker: str, job_id: str, request: GenerationRequest,
+               extra: dict[str, Any] | None = None) -> None:
         # The start image travels as bytes: the worker's PC cannot read the head's paths.
-        image = Path(request["image"]).read_bytes() if request.get("image") else None
+        image = Path(request.image).read_bytes() if request.image else None
         with self._lock:
             w = self._workers.get(worker)
             if w is None or w.state != "idle" or w.helping:
                 raise WorkerGone(f"worker {worker} cannot take a job now ({w.state if w else 'gone'})")
-            split = self._plan_split(w, job_id, request)
+            split = self._plan_split(w, job_id, request.to_dict())
             w.state, w.job_id = "busy", job_id
-        thread = threading.Thread(target=self._drive, args=(w, job_id, request, split, image, extra),
+        # The transport edge: the request crosses to the actor as its plain dict.
+        thread = threading.Thread(target=self._drive, args=(w, job_id, request.to_dict(), split, image, extra),
                                   name=f"drive-{job_id}", daemon=True)
         self._jobs[job_id] = thread
         thread.start()

@@ -7,6 +7,7 @@ priority order and turns executor events into store transitions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import shutil
@@ -22,6 +23,7 @@ from wan_studio.engine.job import drop_claimed_outputs, finished_earlier, work_d
 from wan_studio.engine.disk import DEFAULT_RESERVE_BYTES, check_free_space
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
 from wan_studio.jobs.cleanup import IDLE_S, remove_stale_temp_files
+from wan_studio.jobs.prepared import PreparedJob
 from wan_studio.jobs.store import (ACTIVE, AppLock, IllegalTransition, Job, JobNotFound, JobStore, NewJob,
                                    QueueFull, StoreError)
 
@@ -145,7 +147,8 @@ class JobQueue:
                 self.store.update(job_id, when_status=("queued",), **fields)  # a lost event requeued it
 
     # --- submitting ----------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner: str = "", priority: int = 0, user: str | None = None,
+    def submit(self, request: GenerationRequest | PreparedJob, owner: str = "", priority: int = 0,
+               user: str | None = None,
                extra: dict[str, Any] | None = None) -> Job:
         """Validate ``request`` and queue it; returns the stored job (status ``queued``).
 
@@ -156,25 +159,29 @@ class JobQueue:
         """
         return self.submit_many([request], owner=owner, priority=priority, user=user, extra=extra)[0]
 
-    def submit_many(self, requests: list[GenerationRequest], owner: str = "", priority: int = 0,
+    def submit_many(self, requests: list[GenerationRequest | PreparedJob], owner: str = "", priority: int = 0,
                     batch_id: str | None = None, user: str | None = None,
                     extra: dict[str, Any] | None = None) -> list[Job]:
-        """Queue several requests atomically (all or none); see ``submit``."""
+        """Queue several requests atomically (all or none); see ``submit``. A ``PreparedJob`` was
+        checked when it was prepared and is stored as it is; a plain request is validated here."""
         self.start()
         check_free_space(self.outputs_dir, self.disk_reserve_bytes)
         new: list[NewJob] = []
         try:
-            for request in requests:
-                r = validate(request, self.max_prompt_chars)
-                if self._check is not None:
-                    self._check(r)
+            for item in requests:
+                if isinstance(item, PreparedJob):
+                    r, notes = dataclasses.replace(item.request), item.sidecar_notes()
+                else:
+                    r, notes = validate(item, self.max_prompt_chars), {}
+                    if self._check is not None:
+                        self._check(r)
                 job_id = uuid.uuid4().hex[:12]
                 if r.image is not None:
                     r.image = self._keep_input(r.image, job_id)
                 new.append(NewJob(r.to_dict(), owner=owner, priority=priority, batch_id=batch_id,
                                   max_attempts=self.max_attempts, id=job_id, user=user,
                                   # The sidecar names its user, so a rebuilt job list keeps who owns it.
-                                  extra={**(extra or {}), **({"user": user} if user else {})}))
+                                  extra={**notes, **(extra or {}), **({"user": user} if user else {})}))
             jobs = self.store.add(new, max_active=self.max_length)
         except BaseException:
             # A refused submission (bad row, queue full, disk full) keeps no copy of its images.
@@ -416,7 +423,7 @@ class JobQueue:
             except IllegalTransition:
                 continue
             try:
-                self.executor.submit(worker.name, job.id, job.request, job.extra)
+                self.executor.submit(worker.name, job.id, GenerationRequest.from_dict(job.request), job.extra)
             except WorkerGone as e:
                 self.store.transition(job.id, "queued", attempts=job.attempts - 1, error=str(e))
             self._changed()
