@@ -47,3 +47,26 @@ def test_vae_kind_and_size_multiple():
 def test_unknown_model_lists_the_known_ones():
     with pytest.raises(KeyError, match="ti2v-5b"):
         get_spec("wan3")
+
+
+@pytest.mark.parametrize("key", ["ti2v-5b", "t2v-a14b", "i2v-a14b", "s2v-14b"])
+def test_every_model_offers_a_portrait_size(key):
+    sizes = get_spec(key).sizes
+    assert any(h > w for w, h in sizes)
+    if key != "ti2v-5b":  # the official 720p and 480p portrait sizes
+        assert {(720, 1280), (480, 832)} <= set(sizes)
+
+
+@pytest.mark.parametrize("key, head, tail", [
+    ("ti2v-5b", "色调艳丽，过曝，静态", "三条腿，背景人很多，倒着走"),
+    ("t2v-a14b", "色调艳丽，过曝，静态", "三条腿，背景人很多，倒着走"),
+    ("i2v-a14b", "色调艳丽，过曝，静态", "三条腿，背景人很多，倒着走"),
+    ("s2v-14b", "画面模糊，最差质量，画面模糊", "三条腿，背景人很多，倒着走"),
+])
+def test_default_negative_prompt_is_the_official_chinese_one_with_an_english_gloss(key, head, tail):
+    s = get_spec(key)
+    assert s.negative_prompt.startswith(head) and s.negative_prompt.endswith(tail)
+    # Only the "JPEG" of the general one is Latin script; the gloss is English help text.
+    assert sum(c.isascii() and c.isalpha() for c in s.negative_prompt) in (0, 4)
+    assert s.negative_prompt_gloss.isascii() and "walking backwards" in s.negative_prompt_gloss
+    assert len(s.negative_prompt) == (116 if key == "s2v-14b" else 137)  # characters of the official strings

@@ -21,7 +21,7 @@ BASE: dict[str, Any] = dict(
     seed=11, steps=2, shift=5.0, guidance=5.0, guidance_2=0, width=64, height=64, frames=5, fps=8,
     long_clip=False, total_seconds=2, overlap=0, window_prompts="", loras="", step_cache="off", cache_threshold=0,
     storage="auto", offload="auto", text_encoder="auto", gpu="auto", attention="auto", compile="auto",
-    decode="auto", fast="off", motion_steps=0)
+    decode="auto", fast="off", motion_steps=0, framing="official")
 
 
 def values(**changes: Any) -> list[Any]:

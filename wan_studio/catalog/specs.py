@@ -67,6 +67,7 @@ class ModelSpec:
     diffusers_layout: bool = True
     notes: str = ""
     negative_prompt: str = field(default="")
+    negative_prompt_gloss: str = ""  # English help text for ``negative_prompt``; never sent to the model
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -84,19 +85,31 @@ class ModelSpec:
         return f"python app.py --download {self.key}"
 
 
-# Official negative prompt of Wan2.2 (English rendering of the Chinese original).
+# The official default negative prompts (``sample_neg_prompt`` of the Wan2.2 configs), verbatim:
+# the models were trained and tuned with these Chinese strings, so a blank field means them. The
+# English glosses are shown as help text only; they condition the model differently.
 NEGATIVE_PROMPT = (
-    "vivid colors, overexposed, static, blurry details, subtitles, style, artwork, painting, still "
-    "image, overall gray, worst quality, low quality, JPEG artifacts, ugly, mutilated, extra fingers, "
-    "poorly drawn hands, poorly drawn face, deformed, disfigured, malformed limbs, fused fingers, "
-    "motionless frame, cluttered background, three legs, many people in the background, walking "
-    "backwards"
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，"
+    "整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，"
+    "画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+NEGATIVE_PROMPT_GLOSS = (
+    "garish colours, overexposed, static, blurry details, subtitles, style, artwork, painting, picture, "
+    "still, overall greyish, worst quality, low quality, JPEG compression artefacts, ugly, mutilated, extra "
+    "fingers, badly drawn hands, badly drawn face, deformed, disfigured, malformed limbs, fused fingers, "
+    "motionless frame, cluttered background, three legs, many people in the background, walking backwards"
 )
 
-# Speech-to-video has its own official negative prompt (wan_s2v_14B.py), aimed at faces and hands.
+# Speech-to-video has its own (``wan_s2v_14B.py``), aimed at faces and hands.
 S2V_NEGATIVE_PROMPT = (
+    "画面模糊，最差质量，画面模糊，细节模糊不清，情绪激动剧烈，手快速抖动，字幕，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+S2V_NEGATIVE_PROMPT_GLOSS = (
     "blurry picture, worst quality, blurry picture, blurry unclear details, violent emotional agitation, "
-    "fast shaking hands, subtitles, ugly, mutilated, extra fingers, poorly drawn hands, poorly drawn face, "
+    "fast shaking hands, subtitles, ugly, mutilated, extra fingers, badly drawn hands, badly drawn face, "
     "deformed, disfigured, malformed limbs, fused fingers, motionless frame, cluttered background, three "
     "legs, many people in the background, walking backwards"
 )
@@ -127,6 +140,7 @@ TI2V_5B = ModelSpec(
     components=(ComponentSpec("transformer", 5_000_000_000, "bf16"), _UMT5, _VAE22),
     max_frames=241,
     negative_prompt=NEGATIVE_PROMPT,
+    negative_prompt_gloss=NEGATIVE_PROMPT_GLOSS,
 )
 
 T2V_A14B = ModelSpec(
@@ -143,7 +157,7 @@ T2V_A14B = ModelSpec(
     boundary=0.875,
     frames=81,
     fps=16,
-    sizes=((1280, 720), (832, 480)),
+    sizes=((1280, 720), (832, 480), (720, 1280), (480, 832)),
     size_multiple=16,
     vae="wan2.1",
     components=(
@@ -155,6 +169,7 @@ T2V_A14B = ModelSpec(
     max_frames=161,
     accepts_image=False,
     negative_prompt=NEGATIVE_PROMPT,
+    negative_prompt_gloss=NEGATIVE_PROMPT_GLOSS,
 )
 
 I2V_A14B = ModelSpec(
@@ -171,7 +186,7 @@ I2V_A14B = ModelSpec(
     boundary=0.9,
     frames=81,
     fps=16,
-    sizes=((1280, 720), (832, 480)),
+    sizes=((1280, 720), (832, 480), (720, 1280), (480, 832)),
     size_multiple=16,
     vae="wan2.1",
     components=(
@@ -183,6 +198,7 @@ I2V_A14B = ModelSpec(
     max_frames=161,
     requires_image=True,
     negative_prompt=NEGATIVE_PROMPT,
+    negative_prompt_gloss=NEGATIVE_PROMPT_GLOSS,
 )
 
 S2V_14B = ModelSpec(
@@ -199,7 +215,7 @@ S2V_14B = ModelSpec(
     boundary=None,
     frames=80,
     fps=16,
-    sizes=((1024, 704), (1280, 720), (832, 480)),
+    sizes=((1024, 704), (1280, 720), (832, 480), (704, 1024), (720, 1280), (480, 832)),
     size_multiple=16,
     vae="wan2.1",
     components=(
@@ -217,6 +233,7 @@ S2V_14B = ModelSpec(
     diffusers_layout=False,
     notes="Speech-to-video runs through Wan Studio's own pipeline (not part of diffusers).",
     negative_prompt=S2V_NEGATIVE_PROMPT,
+    negative_prompt_gloss=S2V_NEGATIVE_PROMPT_GLOSS,
 )
 
 DEMO = ModelSpec(
@@ -282,6 +299,7 @@ DEMO_S2V = ModelSpec(
     diffusers_layout=False,
     notes="The speech-to-video graph at toy width, built in code; shows the whole flow on a CPU.",
     negative_prompt=S2V_NEGATIVE_PROMPT,
+    negative_prompt_gloss=S2V_NEGATIVE_PROMPT_GLOSS,
 )
 
 CATALOG: dict[str, ModelSpec] = {

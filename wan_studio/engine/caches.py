@@ -98,7 +98,9 @@ def expert_steps(pipe: Any, spec: ModelSpec, request: GenerationRequest) -> list
     """How many of the request's steps each transformer runs (one entry per expert)."""
     if spec.boundary is None or getattr(pipe, "transformer_2", None) is None:
         return [request.steps]
-    scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, flow_shift=request.shift)
+    from wan_studio.engine.sampler import official_scheduler
+
+    scheduler = official_scheduler(pipe.scheduler, request.shift)
     scheduler.set_timesteps(request.steps)
     boundary = spec.boundary * scheduler.config.num_train_timesteps
     high = int(sum(1 for t in scheduler.timesteps if float(t) >= boundary))

@@ -24,7 +24,10 @@ from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.checkpoint import StepCheckpoints, resumed_from
 from wan_studio.engine.decode import decoded_on_host
 from wan_studio.engine.distill import motion_phase, sampler_of
-from wan_studio.engine.request import GenerationRequest, GenerationResult, load_image
+from wan_studio.engine.framing import frame_of, load_framed
+from wan_studio.engine.noise import NoiseSource, seeded_generator
+from wan_studio.engine.request import GenerationRequest, GenerationResult
+from wan_studio.engine.sampler import official_scheduler, sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
 
 Stage = Literal["loading", "encoding", "denoising", "paused", "decoding", "writing", "done"]
@@ -141,6 +144,8 @@ class Rendered:
     timings: dict[str, float]
     peak_vram_bytes: int | None
     resumed_from: int | None = None  # the step a kept checkpoint let this run start after
+    sampler: dict[str, Any] | None = None  # scheduler, shift and the timesteps that ran
+    noise: NoiseSource | None = None
 
 
 def render(
@@ -174,10 +179,13 @@ def render(
     paused = {"between": 0.0, "total": 0.0}
     start = 0  # steps an earlier run finished and checkpointed
 
-    def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    ran: list[Any] = []  # the timestep of every step, as the pipeline ran it
+
+    def on_step_end(_pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if cuda:
             torch.cuda.synchronize()
         step_ends.append(time.perf_counter())
+        ran.append(t)
         done = start + i + 1
         if motion is not None:
             motion.after_step(pipe, _pipe, done)
@@ -206,15 +214,19 @@ def render(
         raise GenerationCancelled("cancelled before start")
     report(Progress("encoding", 0, request.steps, 0.0))
     kwargs = _pipeline_kwargs(spec, request)
+    kwargs["generator"], noise = seeded_generator(request.seed, pipe._execution_device)
     runner = pipe
+    # A start image in memory (a long clip's next window) already has the frame's size.
+    size = start_image.size if start_image is not None else frame_of(request)
+    kwargs["width"], kwargs["height"] = size
     if start_image is None and request.image is not None:
-        start_image = load_image(request.image, request.width, request.height)
+        start_image = load_framed(request.image, spec.task, size, request.framing)
     if start_image is not None:
         runner = image_to_video_twin(pipe)
         kwargs["image"] = start_image
         if request.last_image is not None:
-            kwargs["last_image"] = load_image(request.last_image, request.width, request.height)
-    runner.scheduler = runner.scheduler.__class__.from_config(runner.scheduler.config, flow_shift=request.shift)
+            kwargs["last_image"] = load_framed(request.last_image, spec.task, size, request.framing)
+    runner.scheduler = official_scheduler(runner.scheduler, request.shift)
     # A fast job's sampler first: a saved step checkpoint is read back onto the scheduler that runs.
     with sampler_of(runner, request):
         snap = checkpoints.load(runner.scheduler, request.steps) if checkpoints is not None else None
@@ -230,6 +242,7 @@ def render(
         finally:
             if checkpoints is not None:
                 checkpoints.flush()  # a retry in this process (a lighter plan after OOM) reads it
+        sampler = sampler_record(runner.scheduler, ran)  # a fast job's sampler is still in place here
     t_decoded = time.perf_counter()
     if cancel.is_set():
         raise GenerationCancelled("cancelled during decoding")
@@ -244,7 +257,7 @@ def render(
     if paused["total"] > 0.05:
         timings["paused_s"] = paused["total"]
     return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None,
-                    start if snap is not None else None)
+                    start if snap is not None else None, sampler, noise)
 
 
 def generate(
@@ -281,6 +294,8 @@ def generate(
     t_written = time.perf_counter()
     timings = {**done.timings, "write_s": t_written - t_decoded, "total_s": t_written - t0}
     sidecar = sidecar_for(request, done.frames, request.fps, video_path, timings, done.peak_vram_bytes)
+    sidecar["sampler"] = done.sampler
+    sidecar["noise"] = done.noise.record() if done.noise else None
     if getattr(pipe, "wan_speed", None):  # attention kernel and compile, set when the plan was applied
         sidecar["speed"] = pipe.wan_speed
     if checkpoints is not None:
@@ -327,7 +342,6 @@ def _pipeline_kwargs(spec: ModelSpec, r: GenerationRequest) -> dict[str, Any]:
         num_frames=r.num_frames,
         num_inference_steps=r.steps,
         guidance_scale=r.guidance,
-        generator=torch.Generator(device="cpu").manual_seed(r.seed),
         output_type="np",
     )
     if spec.boundary is not None and r.guidance_2 is not None:

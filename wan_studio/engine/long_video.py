@@ -163,6 +163,7 @@ def generate_long(
     timings: dict[str, float] = {}
     resumed_steps: dict[int, int] = {}  # window -> the step its checkpoint let it start after
     peaks: list[int] = []  # each window's peak allocated VRAM, bytes (render resets it per window)
+    ran: dict[str, Any] = {}  # sampler and noise of the windows made in this run
     for window in windows:
         if window.index in resumed:
             continue
@@ -182,6 +183,7 @@ def generate_long(
             steps_kept.remove()
             if done.resumed_from is not None:
                 resumed_steps[window.index] = done.resumed_from
+        ran = {"sampler": done.sampler, "noise": done.noise.record() if done.noise else None}
         for key, value in done.timings.items():
             timings[key] = timings.get(key, 0.0) + value
         if done.peak_vram_bytes is not None:
@@ -200,6 +202,7 @@ def generate_long(
                             "overlap": clip.overlap, "windows": len(windows),
                             "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
                             "resumed_steps": resumed_steps}
+    sidecar.update(ran)
     write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
     report(Progress("done", request.steps, request.steps, timings["total_s"], window=len(windows) - 1,
                     windows=len(windows)))

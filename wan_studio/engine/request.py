@@ -57,6 +57,9 @@ class GenerationRequest:
     audio: str | None = None
     pose_video: str | None = None
     last_image: str | None = None
+    # Start image framing: "official" (the model's own sizing within width × height; default) or
+    # "crop" (exactly width × height, image centre-cropped). See ``engine.framing``.
+    framing: str | None = None
     # Advanced: a long clip made of windows of ``num_frames`` (``total_frames`` None = one clip),
     # LoRAs from the loras folder, an opt-in step cache.
     total_frames: int | None = None
@@ -174,6 +177,7 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
         raise RequestError(f"{spec.title} needs a start image; add one")
     if r.image is not None:
         check_image(r.image)
+        _check_framing(spec, r)
     _check_extra_inputs(spec, r)
     _check_advanced(spec, r)
     _check_fast(spec, r)
@@ -245,6 +249,21 @@ def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
         for p in r.window_prompts or []:
             _check_prompt(p, MAX_PROMPT_CHARS)
         plan_long_clip(r, r.total_frames, r.window_overlap or default_overlap(r.num_frames), r.window_prompts)
+
+
+def _check_framing(spec: ModelSpec, r: GenerationRequest) -> None:
+    """The framing choice, and the frame it gives for this image within the model's limits."""
+    from wan_studio.engine.framing import FRAMINGS, frame_of
+
+    if r.framing is not None and r.framing not in FRAMINGS:
+        raise RequestError(f"unknown framing {r.framing!r}; choose one of {', '.join(FRAMINGS)}")
+    w, h = frame_of(r)
+    if (w, h) != (r.width, r.height):
+        try:
+            _check_size(spec, w, h)
+        except RequestError as e:
+            raise RequestError(f"the image's shape gives a {w}×{h} frame: {e}; use a less elongated image or "
+                               "framing 'crop' (crop to the chosen size)") from None
 
 
 def _check_extra_inputs(spec: ModelSpec, r: GenerationRequest) -> None:
@@ -370,16 +389,7 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 def load_image(path: str | os.PathLike[str], width: int, height: int) -> Image.Image:
     """Open an image as RGB, centre-cropped to the aspect of ``width``×``height`` and resized to it."""
+    from wan_studio.engine.framing import crop_to_size
+
     with Image.open(path) as im:
-        im = im.convert("RGB")
-    src_w, src_h = im.size
-    target = width / height
-    if src_w / src_h > target:
-        crop_w = round(src_h * target)
-        left = (src_w - crop_w) // 2
-        im = im.crop((left, 0, left + crop_w, src_h))
-    else:
-        crop_h = round(src_w / target)
-        top = (src_h - crop_h) // 2
-        im = im.crop((0, top, src_w, top + crop_h))
-    return im.resize((width, height), Image.Resampling.LANCZOS)
+        return crop_to_size(im.convert("RGB"), (width, height))

@@ -12,12 +12,13 @@ import gradio as gr
 
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled
+from wan_studio.engine.framing import FRAMING_LABELS
 from wan_studio.engine.lora import list_loras
 from wan_studio.engine.request import RequestError, validate
 from wan_studio.services import JobFailed, Studio, result_of
 from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
                                          batch_requests, build_request, cost_line, gpu_choices, knob_choices,
-                                         model_choices, size_choices)
+                                         model_choices, negative_prompt_help, size_choices)
 from wan_studio.ui.errors import user_error
 
 
@@ -55,7 +56,9 @@ def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Componen
     f: dict[str, gr.components.Component] = {}
     f["model"] = gr.Dropdown(model_choices(studio), value=key, label="Model", elem_id="adv-model")
     f["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id="adv-prompt")
-    f["negative_prompt"] = gr.Textbox(label="Negative prompt (blank = the model's)", lines=2, elem_id="adv-negative")
+    placeholder, gloss = negative_prompt_help(spec)
+    f["negative_prompt"] = gr.Textbox(label="Negative prompt (blank = the model's)", lines=2, elem_id="adv-negative",
+                                      placeholder=placeholder, info=gloss)
     with gr.Row():
         f["image"] = gr.Image(label="Start image", type="filepath", sources=["upload"], elem_id="adv-image")
         f["last_image"] = gr.Image(label="Last image (I2V-A14B)", type="filepath", sources=["upload"],
@@ -74,6 +77,9 @@ def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Componen
         f["frames"] = gr.Number(label="Frames (4k+1; one window of a long clip)", value=spec.frames, precision=0,
                                 elem_id="adv-frames")
         f["fps"] = gr.Number(label="fps", value=spec.fps, precision=0, elem_id="adv-fps")
+    f["framing"] = gr.Radio([(label, key) for key, label in FRAMING_LABELS.items()], value="official",
+                            label="Start image framing (width × height is the area the frame fits in)",
+                            elem_id="adv-framing")
     return f
 
 
@@ -240,8 +246,10 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     def on_model(key: str) -> tuple[Any, ...]:
         spec = get_spec(key)
         w, h = spec.default_size
+        placeholder, gloss = negative_prompt_help(spec)
         return (w, h, spec.frames, spec.fps, spec.steps, spec.shift, spec.guidance, spec.guidance_2 or 0,
-                gr.update(choices=size_choices(spec) + ["custom"], value=None))
+                gr.update(choices=size_choices(spec) + ["custom"], value=None),
+                gr.update(placeholder=placeholder, info=gloss))
 
     def on_size(choice: str | None) -> tuple[Any, Any]:
         if not choice or choice == "custom":
@@ -270,7 +278,7 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
                        outputs=[tab.batch_status], api_name="advanced_batch")
     f["model"].change(on_model, inputs=[f["model"]],
                       outputs=[f["width"], f["height"], f["frames"], f["fps"], f["steps"], f["shift"], f["guidance"],
-                               f["guidance_2"], tab.size], api_name=False, queue=False)
+                               f["guidance_2"], tab.size, f["negative_prompt"]], api_name=False, queue=False)
     tab.size.change(on_size, inputs=[tab.size], outputs=[f["width"], f["height"]], api_name=False, queue=False)
     tab.lora_pick.change(on_lora_pick, inputs=[tab.lora_pick, f["loras"]], outputs=[f["loras"], tab.lora_pick],
                          api_name=False, queue=False)

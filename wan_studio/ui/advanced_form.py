@@ -14,6 +14,7 @@ from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.engine.accel import choose_attention_backend
 from wan_studio.engine.caches import CACHE_LABELS
 from wan_studio.engine.distill import RECIPES
+from wan_studio.engine.framing import frame_of
 from wan_studio.engine.lora import LoraChoice
 from wan_studio.engine.request import GenerationRequest, RequestError, default_overlap, validate
 from wan_studio.jobs.batch import RowProblem, read_rows
@@ -66,6 +67,7 @@ class AdvancedForm:
     decode: str = "auto"
     fast: str = "off"
     motion_steps: float = 0
+    framing: str = "official"  # start image: the model's official framing, or "crop" to width × height
 
 
 FORM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm))
@@ -81,6 +83,15 @@ def model_choices(studio: Studio) -> list[tuple[str, str]]:
 def size_choices(spec: ModelSpec) -> list[str]:
     """``W×H`` strings the model is made for, 1080p where the model supports it."""
     return [f"{w}×{h}" for w, h in (*spec.sizes, *HD_SIZES.get(spec.key, ()))]
+
+
+def negative_prompt_help(spec: ModelSpec) -> tuple[str, str]:
+    """(placeholder, help text) of the negative prompt box: the model's own default as the
+    placeholder (what a blank field sends) and its English gloss as help."""
+    if not spec.negative_prompt:
+        return "", "Blank = none (this model has no default negative prompt)."
+    return spec.negative_prompt, (f"Blank = the model's official negative prompt above (in Chinese, as the model "
+                                  f"was trained). In English: {spec.negative_prompt_gloss}")
 
 
 def _opt(value: float | None) -> int | None:
@@ -150,6 +161,7 @@ def build_request(form: AdvancedForm, prompt: str | None = None, seed: int | Non
         loras=parse_loras(form.loras), step_cache=cache,
         cache_threshold=_optf(form.cache_threshold) if cache else None,
         overrides=overrides_of_form(form), fast=fast, motion_steps=_opt(form.motion_steps) if fast else None,
+        framing="crop" if form.framing == "crop" else None,
     )
 
 
@@ -201,8 +213,10 @@ def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
             or "none (runs on the CPU)")
     per = f" ({windows} windows × {_duration(plan.job_s)})" if windows > 1 else ""
     tiled = f" · VAE decode in {plan.vae_tile[0]} px tiles" if plan.vae_tiling else ""
+    w, h = frame_of(r)
+    framed = f" (frame follows the image within {r.width}×{r.height})" if (w, h) != (r.width, r.height) else ""
     return (f"**This will cost:** peak VRAM {vram} · host RAM {plan.host_ram_bytes / 2**30:.1f} GiB · "
-            f"about {_duration(plan.job_s * windows)} of denoising{per} · {r.width}×{r.height}, "
+            f"about {_duration(plan.job_s * windows)} of denoising{per} · {w}×{h}{framed}, "
             f"{r.total_frames or r.num_frames} frames, {r.steps} steps, {passes_text(r)} · plan: {plan.label}{tiled}")
 
 

@@ -9,17 +9,21 @@ chunks continue each other; the first chunk starts from the portrait alone and d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, DiffusionPipeline, UniPCMultistepScheduler
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from PIL import Image
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+from wan_studio.engine.framing import s2v_area_size
+from wan_studio.engine.noise import NoiseSource, draw_noise
 from wan_studio.engine.s2v.audio_features import speech_features
 from wan_studio.engine.s2v.transformer import S2VTransformer
+from wan_studio.engine.sampler import official_scheduler
 
 DROPPED_FIRST_FRAMES = 3
 StepCallback = Callable[[int, int, int, int], None]
@@ -33,19 +37,15 @@ class S2VOutput:
     chunks: int
     width: int
     height: int
+    timesteps: list[int] = field(default_factory=list)  # of one chunk; every chunk runs the same
+    noise: NoiseSource | None = None  # of the first chunk; chunk r is seeded with seed + r
 
 
 def fit_size(width: int, height: int, max_area: int, multiple: int = 64) -> tuple[int, int]:
-    """Largest (width, height), both multiples of ``multiple``, near the image's aspect, with area
-    at most ``max_area`` pixels. The motion packing merges 8×8 latents, hence 64-pixel steps."""
-    top = min(1.0, math.sqrt(max_area / (width * height))) if width * height > max_area else 1.0
-    for i in range(200):
-        s = top * (1 - i / 200)
-        w = math.ceil(width * s / multiple) * multiple
-        h = math.ceil(height * s / multiple) * multiple
-        if w * h <= max_area:
-            return w, h
-    return multiple, multiple
+    """The official S2V frame (width, height) for a ``width``×``height`` portrait within ``max_area``
+    pixels, both multiples of ``multiple`` (``engine.framing.s2v_area_size``). The motion packing
+    merges 8×8 latents, hence 64-pixel steps."""
+    return s2v_area_size(width, height, max_area, multiple)
 
 
 def chunks_for(frames: int, chunk_frames: int) -> int:
@@ -84,9 +84,14 @@ class S2VPipeline(DiffusionPipeline):
     # -- encoders -----------------------------------------------------------------------------
     @torch.no_grad()
     def encode_text(self, prompt: str, device: torch.device) -> torch.Tensor:
-        """UMT5 embedding (1, tokens, text_dim) of ``prompt``, cut to its real length."""
+        """UMT5 embedding (1, tokens, text_dim) of ``prompt``, cut to its real length.
+
+        The prompt is cleaned first as the official tokenizer cleans it (``clean='whitespace'``:
+        ftfy, HTML entities unescaped twice, runs of whitespace made one space), which is what
+        diffusers' Wan pipelines do too.
+        """
         max_len = self.transformer.config.text_len
-        ids = self.tokenizer([prompt], padding="max_length", max_length=max_len, truncation=True,
+        ids = self.tokenizer([prompt_clean(prompt)], padding="max_length", max_length=max_len, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         mask = ids.attention_mask.to(device)
         out = self.text_encoder(ids.input_ids.to(device), attention_mask=mask).last_hidden_state
@@ -133,10 +138,14 @@ class S2VPipeline(DiffusionPipeline):
     # -- sampling -----------------------------------------------------------------------------
     def _denoise_chunk(self, shape: tuple[int, ...], seed: int, steps: int, guidance: float,
                        cond: dict[str, Any], uncond: dict[str, Any], device: torch.device,
-                       on_step: Callable[[int], None]) -> torch.Tensor:
-        """Run the sampler for one chunk from seeded noise; returns normalised latents."""
-        gen = torch.Generator("cpu").manual_seed(seed)
-        latents = torch.randn(shape, generator=gen, dtype=torch.float32).to(device)
+                       on_step: Callable[[int], None]) -> tuple[torch.Tensor, NoiseSource]:
+        """Run the sampler for one chunk from seeded noise; returns normalised latents.
+
+        As in the official code the noise is drawn in the weights' dtype on the GPU (bf16 for the
+        released model) and the latents stay in that dtype between steps.
+        """
+        dtype = self.transformer.dtype
+        latents, source = draw_noise(shape, seed, device, dtype if dtype.itemsize >= 2 else torch.bfloat16)
         self.scheduler.set_timesteps(steps, device=device)
         for i, t in enumerate(self.scheduler.timesteps):
             x = latents.to(self.transformer.dtype)
@@ -147,7 +156,7 @@ class S2VPipeline(DiffusionPipeline):
                 pred = pred_u + guidance * (pred - pred_u)
             latents = self.scheduler.step(pred, t, latents, return_dict=False)[0]
             on_step(i + 1)
-        return latents
+        return latents, source
 
     @torch.no_grad()
     def __call__(
@@ -163,18 +172,22 @@ class S2VPipeline(DiffusionPipeline):
         max_chunks: int | None = None,
         num_inference_steps: int = 40,
         guidance_scale: float = 4.5,
+        shift: float = 3.0,
         seed: int = 0,
         callback: StepCallback | None = None,
+        sigmas: list[float] | None = None,
     ) -> S2VOutput:
         """Make a talking video of ``image`` speaking ``audio`` (16 kHz mono float32).
 
         The output has one frame per 1/``fps`` s of speech (at most ``max_chunks`` chunks' worth);
         ``pose_video`` is uint8 (T, H, W, 3) at ``fps``. ``callback(chunk, chunks, step, steps)``
         runs after every step; raising from it stops the job before anything is decoded.
+        The sampler is the official one at ``shift`` (``engine.sampler``), or runs ``sigmas`` as given.
         """
         if chunk_frames % 4 or chunk_frames < 8:
             raise ValueError(f"chunk_frames must be a multiple of 4 and at least 8, got {chunk_frames}")
         device = self._execution_device
+        self.scheduler = official_scheduler(self.scheduler, shift, sigmas)
         width, height = fit_size(image.width, image.height, max_area)
         wanted = math.ceil(len(audio) / 16000 * fps - 1e-9)
         chunks = chunks_for(wanted, chunk_frames)
@@ -190,6 +203,7 @@ class S2VPipeline(DiffusionPipeline):
         context_pixels = torch.zeros(1, 3, motion_frames, height, width, device=device)
         motion_latents: torch.Tensor | None = None
         out: list[torch.Tensor] = []
+        first_noise: NoiseSource | None = None
         for r in range(chunks):
             audio_in = audio_feats[..., r * chunk_frames:(r + 1) * chunk_frames].to(self.transformer.dtype)
             pose = self._pose_latents(pose_video, r, chunk_frames, width, height, device)
@@ -198,8 +212,9 @@ class S2VPipeline(DiffusionPipeline):
             uncond = dict(common, context=ctx_neg, audio=audio_in * 0)
             shape = (1, self.vae.config.z_dim, chunk_frames // 4, height // 8, width // 8)
             report = (lambda s, r=r: callback(r, chunks, s, num_inference_steps)) if callback else (lambda s: None)
-            latents = self._denoise_chunk(shape, seed + r, num_inference_steps, guidance_scale, cond, uncond,
-                                          device, report)
+            latents, noise = self._denoise_chunk(shape, seed + r, num_inference_steps, guidance_scale, cond, uncond,
+                                                 device, report)
+            first_noise = first_noise or noise
             lead = ref_latents if motion_latents is None else motion_latents
             pixels = self.decode_latents(torch.cat([lead, latents.to(lead.dtype)], dim=2), device)
             pixels = pixels[:, :, -chunk_frames:]
@@ -212,4 +227,5 @@ class S2VPipeline(DiffusionPipeline):
             out.append(pixels.cpu())
         video = torch.cat(out, dim=2)[0, :, :wanted]  # (3, T, H, W)
         frames = video.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1).numpy()
-        return S2VOutput(frames=frames, chunks=chunks, width=width, height=height)
+        return S2VOutput(frames=frames, chunks=chunks, width=width, height=height,
+                         timesteps=[int(t) for t in self.scheduler.timesteps], noise=first_noise)

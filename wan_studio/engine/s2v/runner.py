@@ -19,6 +19,7 @@ from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.s2v.audio_io import load_speech
 from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for
+from wan_studio.engine.sampler import sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_json, write_mp4
 
 CHUNK_FRAMES = 80
@@ -79,8 +80,8 @@ def generate_s2v(
         image = im.convert("RGB")
     out = pipe(image, speech.samples, prompt=request.prompt, negative_prompt=request.negative_prompt or "",
                pose_video=pose, max_area=request.width * request.height, fps=fps, chunk_frames=chunk_frames,
-               num_inference_steps=request.steps, guidance_scale=request.guidance, seed=request.seed,
-               callback=on_step)
+               num_inference_steps=request.steps, guidance_scale=request.guidance, shift=request.shift,
+               seed=request.seed, callback=on_step)
     t_decoded = time.perf_counter()
     report(Progress("writing", total, total, t_decoded - t0))
     frames = frames_to_uint8(out.frames)
@@ -102,6 +103,8 @@ def generate_s2v(
         "request": request.to_dict(), "seed": request.seed,
         "audio": {"file": Path(request.audio).name, "duration_s": round(speech.duration_s, 3)},
         "chunks": out.chunks, "chunk_frames": chunk_frames, "pose": bool(request.pose_video),
+        "sampler": sampler_record(pipe.scheduler, out.timesteps),
+        "noise": out.noise.record() if out.noise else None,
         "video": {"file": video_path.name, "width": out.width, "height": out.height, "frames": int(frames.shape[0]),
                   "fps": fps, "duration_s": round(frames.shape[0] / fps, 3)},
         "timings": {k: round(v, 3) for k, v in timings.items()},
