@@ -116,13 +116,9 @@ def _vae_diffs(g: torch.Generator) -> dict[str, float]:
             "vae_decode_max_diff": (x_official - x_ours).abs().max().item()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official", required=True, help="checkout of Wan-Video/Wan2.2 (the folder holding wan/)")
-    ap.add_argument("--tol", type=float, default=1e-4)
-    args = ap.parse_args()
-    model_s2v, audio_encoder = import_official(os.path.abspath(args.official))
-    from wan_studio.engine.s2v.audio_features import per_video_frame, resample
+def shared_transformers(model_s2v: types.ModuleType) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The official ``WanModel_S2V`` at toy width with non-trivial random weights, and
+    ``S2VTransformer`` loaded from its state dict (25 wav2vec2 layers as released)."""
     from wan_studio.engine.s2v.config import S2VConfig
     from wan_studio.engine.s2v.transformer import S2VTransformer
 
@@ -138,6 +134,17 @@ def main() -> None:
     ours = S2VTransformer(S2VConfig(dim=48, ffn_dim=64, num_heads=2, num_layers=3, text_dim=32, text_len=64,
                                     freq_dim=32, audio_dim=32, audio_layers=25, audio_inject_layers=(0, 2))).eval()
     ours.load_state_dict(official.state_dict(), strict=True)
+    return official, ours
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official", required=True, help="checkout of Wan-Video/Wan2.2 (the folder holding wan/)")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    args = ap.parse_args()
+    model_s2v, audio_encoder = import_official(os.path.abspath(args.official))
+    from wan_studio.engine.s2v.audio_features import per_video_frame, resample
+    official, ours = shared_transformers(model_s2v)
 
     g = torch.Generator().manual_seed(1)
     h, w, t = 16, 24, 4
