@@ -43,6 +43,8 @@ import torch  # noqa: E402
 import wan_studio  # noqa: E402,F401
 from measure import job_arguments, matmul_peak_tflops, psnr, sync  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
+from wan_studio.engine.noise import seeded_generator  # noqa: E402
+from wan_studio.engine.sampler import official_scheduler  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.engine.accel import apply_speed, decode_precision, transformer_offload  # noqa: E402
 from wan_studio.engine.generate import _pipeline_kwargs, render  # noqa: E402
@@ -148,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.reset_peak_memory_stats()
         pipe.vae.enable_tiling()
         kwargs = _pipeline_kwargs(spec, request)
-        pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, flow_shift=request.shift)
+        # The same sampler and noise as the product's job (the official grid, noise drawn where the
+        # official code draws it): the baseline differs only in how the model is placed.
+        pipe.scheduler = official_scheduler(pipe.scheduler, request.shift)
         try:
             with torch.inference_mode():  # first-call set-up (cuBLAS, cuDNN) out of the timed job, as for ours
                 pipe(**{**kwargs, "num_inference_steps": 1, "output_type": "latent"})
-            kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
+            kwargs["generator"], _ = seeded_generator(request.seed, pipe._execution_device)
             with Clock(pipe) as clock:
                 t0 = time.perf_counter()
                 with torch.inference_mode():
