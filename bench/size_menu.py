@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the menu and print the table; exit 1 when a job did not finish."""
     a = parse_args(argv)
     from wan_studio.cluster.local import LocalExecutor
+    from wan_studio.cluster.runtime import RuntimeConfig
     from wan_studio.engine.request import GenerationRequest
     from wan_studio.jobs.queue import JobQueue
     from wan_studio.jobs.store import JobStore
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.save_only:
             return 0
     outputs = root / "outputs"
-    queue = JobQueue(JobStore(outputs / "jobs.db"), LocalExecutor(models, outputs, ["cpu" if a.tiny else "cuda:0"]),
+    queue = JobQueue(JobStore(outputs / "jobs.db"), LocalExecutor(RuntimeConfig(models_dir=str(models), outputs_dir=str(outputs)),
+                                                                  ["cpu" if a.tiny else "cuda:0"]),
                      outputs)
     queue.start()
     rows: list[dict[str, Any]] = []
