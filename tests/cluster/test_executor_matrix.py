@@ -79,9 +79,8 @@ def _executor(kind: str, root: Path, request: pytest.FixtureRequest) -> Any:
 
     from wan_studio.cluster.ray_backend import RayExecutor
 
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=1, include_dashboard=False,
-                                                                node_ip_address="127.0.0.1"))
-    cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=1, include_dashboard=False))
+    cluster.add_node(num_cpus=1, num_gpus=1)
 
     def stop() -> None:
         ray.shutdown()
