@@ -15,12 +15,7 @@ if [ "${1:-}" = --prepare ]; then
   du -sh .whl
   exit 0
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-cp -r .ffmpeg/imageio_ffmpeg /tmp/site/ && xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg || exit 1
-export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
-OUT=${OUT:-bench/out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+. bench/device_env.sh
 case "${1:-ti2v}" in
   ti2v) timeout 570 python3 bench/fast.py --model ti2v-5b --size 1280x704x121 --cap-gb "${CAP_GIB:-24}" \
           ${OFFICIAL_STEPS:+--official-steps "$OFFICIAL_STEPS"} | tee "$OUT/fast-ti2v-5b.log" ;;

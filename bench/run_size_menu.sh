@@ -24,13 +24,8 @@ if [ "${1:-}" = --prepare ]; then
   du -sh .whl .ffmpeg
   exit 0
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-cp -r .ffmpeg/imageio_ffmpeg /tmp/site/ && xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg || exit 1
-export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
-OUT=${OUT:-bench/out}
-mkdir -p "$OUT"
+. bench/device_env.sh
 STEPS=${STEPS:-2}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case "${1:-720p}" in
   720p)  cases="720p 5 s;720p 5 s, image;720p 10 s;portrait 720p 5 s" ;;
   1080p) cases="1080p 5 s;1080p 5 s, image;1080p 10 s;portrait 1080p 10 s" ;;

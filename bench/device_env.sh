@@ -1,0 +1,9 @@
+# Sourced by the device-machine benchmark wrappers (run_fast.sh, run_size_menu.sh): installs the
+# carried wheels (.whl) and imageio-ffmpeg with its xz-compressed binary (.ffmpeg) into /tmp/site,
+# and exports PYTHONPATH, IMAGEIO_FFMPEG_EXE and OUT.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+cp -r .ffmpeg/imageio_ffmpeg /tmp/site/ && xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg || exit 1
+export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
