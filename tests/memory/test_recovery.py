@@ -79,6 +79,8 @@ def test_job_recovers_from_oom_mid_denoising_and_sidecar_says_so(settings: Any, 
     loader = OomOnceLoader()
     studio = Studio.create(settings, manager=ModelManager(loader), hardware=Hardware())
     monkeypatch.setattr(studio, "plans", lambda request: list(PLANS))
+    # The worker runtime plans the job again on its own hardware view: the same ladder there.
+    monkeypatch.setattr(studio.queue.executor._runtime, "plans", lambda spec, request: list(PLANS))
     result = studio.run(GenerationRequest(prompt="a fox", model="demo", width=64, height=64, num_frames=5,
                                           steps=2, seed=3))
     sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
