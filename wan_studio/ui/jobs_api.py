@@ -126,7 +126,7 @@ def register(studio: Studio) -> None:
                   request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Jobs in queue order; ``status`` filters (comma-separated, e.g. ``queued,running``)."""
         if not isinstance(status, str) and status is not None:
-            raise _user_error("status must be text, e.g. queued,running")
+            raise user_error("status must be text, e.g. queued,running")
         wanted = tuple(s.strip() for s in (status or "").split(",") if s.strip())
         unknown = sorted(set(wanted) - set(STATUSES))
         if unknown:
@@ -155,7 +155,7 @@ def register(studio: Studio) -> None:
 
     def _get(job_id: str) -> Job:
         if not isinstance(job_id, str) and job_id is not None:
-            raise _user_error("job_id must be text: the id that /submit returned")
+            raise user_error("job_id must be text: the id that /submit returned")
         try:
             return q.get((job_id or "").strip())
         except JobNotFound:
