@@ -33,6 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wan_studio.jobs.cleanup import IDLE_S  # noqa: E402
+from wan_studio.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {"ann": "ann-password", "bob": "bob-password", "root": "root-password"}
@@ -216,7 +217,8 @@ def run(minutes: float, clients: int, kill_every_s: tuple[float, float], seed: i
         stop.set()
         for t in threads:
             t.join(30)
-        jobs = wait_for_all(root / "outputs" / "jobs.db", accepted, timeout_s=180)
+        # The app keeps its database beside the outputs, never in them (Settings.jobs_db).
+        jobs = wait_for_all(Settings(outputs_dir=root / "outputs").jobs_db, accepted, timeout_s=180)
         time.sleep(IDLE_S + 3.0)  # the app removes a killed worker's half-written files once idle
     finally:
         proc.send_signal(signal.SIGINT)
