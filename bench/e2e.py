@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
-from measure import job_arguments, matmul_peak_tflops, psnr, sync  # noqa: E402
+from measure import job_arguments, peak_then_cap, psnr, sync  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.engine.noise import seeded_generator  # noqa: E402
 from wan_studio.engine.sampler import official_scheduler  # noqa: E402
@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if a.tiny else "cuda"
     pipe = build(spec, a.tiny)
     pipe.set_progress_bar_config(disable=True)
-    peak_tflops = None if a.tiny else matmul_peak_tflops("cuda")
-    if not a.tiny:
-        pipe.to("cpu")
-        torch.cuda.empty_cache()
-        if a.cap_gb:
-            torch.cuda.set_per_process_memory_fraction(a.cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    peak_tflops = peak_then_cap(pipe, a.cap_gb, a.tiny)
     request = GenerationRequest(prompt="a red fox trots through fresh snow at sunrise", model=spec.key, width=w,
                                 height=h, num_frames=f, steps=steps, seed=0).resolved()
     flops = 2 * costs.flops_per_forward(spec, costs.tokens(spec, w, h, f))

@@ -39,7 +39,7 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch  # noqa: E402
 
 import wan_studio  # noqa: E402,F401
-from measure import matmul_peak_tflops  # noqa: E402
+from measure import peak_then_cap  # noqa: E402
 from run_plan import build, cast_transformers_fp8, hardware_for  # noqa: E402
 from wan_studio.catalog.specs import get_spec  # noqa: E402
 from wan_studio.cluster.job_path import speed_knobs  # noqa: E402
@@ -127,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     official = GenerationRequest(**base, steps=official_steps).resolved()
     if fast.fast:
         write_distill_loras(pipe, recipes_for(spec.key)[0], work / "loras")
-    peak_tflops = None if a.tiny else matmul_peak_tflops("cuda")
-    if not a.tiny:
-        pipe.to("cpu")
-        torch.cuda.empty_cache()
-        if a.cap_gb:
-            torch.cuda.set_per_process_memory_fraction(a.cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    peak_tflops = peak_then_cap(pipe, a.cap_gb, a.tiny)
     hw = hardware_for(a.cap_gb, peak_tflops or 0.0, a.tiny)
     plan = None
     if not a.tiny:

@@ -100,6 +100,20 @@ def matmul_peak_tflops(device: str) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
+def peak_then_cap(pipe: Any, cap_gb: float | None, tiny: bool) -> float | None:
+    """Measure the GPU's bf16 matmul peak (TFLOP/s) while the freshly built ``pipe`` is still on it,
+    then move ``pipe`` to the host and cap this process at ``cap_gb`` GiB (an emulated smaller
+    card). Does nothing and returns None for a tiny CPU run."""
+    if tiny:
+        return None
+    peak = matmul_peak_tflops("cuda")
+    pipe.to("cpu")
+    torch.cuda.empty_cache()
+    if cap_gb:
+        torch.cuda.set_per_process_memory_fraction(cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    return peak
+
+
 def force_expert_switch(pipe: Any, steps: int) -> None:
     """Put the MoE boundary between the middle two steps so a short run uses both experts."""
     if getattr(pipe, "transformer_2", None) is None or steps < 2:
