@@ -93,6 +93,8 @@ def row(label: str, job: Any, side: dict[str, Any] | None) -> dict[str, Any]:
         vram_alloc_gib=side.get("peak_vram_gib"), vram_reserved_gib=side.get("peak_vram_reserved_gib"),
         pred_step_s=plan.get("step_s"), step_s=step_s, pred_denoise_s=plan.get("job_s"),
         load_s=round(wall_s - run_s, 2),  # worker start, loading, pinning, placing: before the job's clock
+        place_s=side.get("load_s"),  # the part of load_s spent loading, pinning and placing the model
+        text_s=t.get("text_s"),
         first_step_s=t.get("first_step_s"), denoise_s=t.get("denoise_s"), decode_s=t.get("decode_s"),
         write_s=t.get("write_s"), submit_to_mp4_s=round((job.finished_at or 0) - job.created_at, 2),
         checkpoint_share_of_step=(round(ck["copy_s"] / ck["taken"] / step_s, 5)

@@ -19,6 +19,8 @@ def test_tiny_run_reports_both_jobs_phase_by_phase_and_their_frames_agree() -> N
         r = result[run]
         assert r["job_s"] > 0 and r["s_per_step"] > 0 and r["decode_s"] > 0 and r["text_s"] > 0
         assert 0 < r["fixed_share"] < 1
+        assert r["first_step_s"] > 0
+    assert result["place_s"] >= 0
     assert result["speedup"] > 0
     # Same request, same weights: on the CPU the two paths give the same video up to rounding.
     assert result["frames_vs_baseline"]["max_abs"] <= 2

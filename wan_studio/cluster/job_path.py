@@ -94,7 +94,10 @@ class JobPath:
         def attempt(plan: Plan, before: tuple[Attempt, ...] = ()) -> Any:
             self.sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                 plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
+            t_borrow = time.perf_counter()
             with borrow(mine, plan) as pipe, speed_knobs(pipe, pinned, plan, self.sidecar):
+                # loading, pinning and placing the model (≈ 0 when the worker already holds it so)
+                self.sidecar["load_s"] = round(time.perf_counter() - t_borrow, 3)
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
                     return self._attempt(runner, req, guard, paths)
 

@@ -180,6 +180,7 @@ def render(
     start = 0  # steps an earlier run finished and checkpointed
 
     ran: list[Any] = []  # the timestep of every step, as the pipeline ran it
+    text_spans: list[float] = []  # seconds of each prompt encoding (onloading the text encoder included)
 
     def on_step_end(_pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if cuda:
@@ -237,7 +238,7 @@ def render(
             motion.start(pipe, kwargs)
         try:
             with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
-                  decoded_on_host(runner.vae)):
+                  decoded_on_host(runner.vae), timed_text(runner, text_spans)):
                 out = runner(**kwargs, callback_on_step_end=on_step_end)
         finally:
             if checkpoints is not None:
@@ -251,6 +252,7 @@ def render(
         "first_step_s": (step_ends[0] - t0) if step_ends else 0.0,
         "denoise_s": (step_ends[-1] - t0) if step_ends else 0.0,
         "decode_s": t_decoded - (step_ends[-1] if step_ends else t0),
+        "text_s": sum(text_spans),
     }
     if len(step_ends) >= 2:
         timings["s_per_step"] = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
@@ -258,6 +260,35 @@ def render(
         timings["paused_s"] = paused["total"]
     return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None,
                     start if snap is not None else None, sampler, noise)
+
+
+@contextmanager
+def timed_text(pipe: Any, spans: list[float]) -> Iterator[None]:
+    """Time every ``pipe.encode_prompt`` call of the block into ``spans`` (seconds, device synced);
+    a pipeline without one (speech to video) is left alone."""
+    encode = getattr(pipe, "encode_prompt", None)
+    if encode is None:
+        yield
+        return
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return encode(*args, **kwargs)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            spans.append(time.perf_counter() - t)
+
+    own = vars(pipe).get("encode_prompt")  # an instance's own override, put back after
+    pipe.encode_prompt = timed
+    try:
+        yield
+    finally:
+        if own is not None:
+            pipe.encode_prompt = own
+        else:
+            del pipe.encode_prompt  # the class's method again
 
 
 def generate(
