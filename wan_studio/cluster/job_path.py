@@ -39,6 +39,8 @@ class JobPath:
         self.sidecar: dict[str, Any] = {**extra, "job_id": job_id, "worker": runtime.name, "host": runtime.host,
                                         "worker_settings": runtime.settings()}
         self.t0 = time.perf_counter()
+        # The mp4 write of this job when the runtime writes in the background (``_defer``).
+        self._pending: Any = None
 
     def _msg(self, ev: str, **fields: Any) -> None:
         self.send({"ev": ev, "job_id": self.job_id, "at": time.time(), **fields})
@@ -58,7 +60,32 @@ class JobPath:
                 self._done(earlier[0], earlier[1], "")
                 return
             result = self._generate(req)
+            if self._pending is not None:
+                # The GPU is done with this job: the worker may take the next one while the writer
+                # encodes. The job stays unfinished (and its claim kept) until the write is in place.
+                write, plan = self._pending, str(self.sidecar.get("placement", ""))
+                self._msg("free", loaded=self.rt.loaded())
+                self.rt.writer.submit(lambda: self._write(write, plan))
+                return
             self._done(result.video_path, result.sidecar_path, str(self.sidecar.get("placement", "")))
+        except Exception as e:  # noqa: BLE001 - every ending is a message
+            self._ended(e)
+
+    def _write(self, write: Any, plan: str) -> None:
+        """Run a deferred write on the runtime's writer thread and report the job's ending."""
+        try:
+            result = write()
+            self._done(result.video_path, result.sidecar_path, plan)
+        except Exception as e:  # noqa: BLE001 - every ending is a message
+            self._ended(e)
+
+    def _defer(self, write: Any) -> None:
+        self._pending = write
+
+    def _ended(self, error: Exception) -> None:
+        """The terminal message for a job stopped by ``error``."""
+        try:
+            raise error
         except GenerationCancelled as e:
             drop_claimed_outputs(self.work_dir)
             self._msg("cancelled", error=str(e))
@@ -131,9 +158,10 @@ class JobPath:
 
         if self.sidecar.get("calibrate_magcache"):
             return self._calibrate(pipe, req, between, paths)
+        later = self._defer if self.rt.writer is not None else None
         return execute(pipe, req, self.outputs_dir, loras_dir=self.rt.loras_dir, work_dir=self.work_dir,
                        ratios=self.rt.ratios, on_progress=self.report, cancel=self.cancel, between_steps=between,
-                       extra_sidecar=self.sidecar, paths=paths)
+                       extra_sidecar=self.sidecar, paths=paths, write_later=later)
 
     def _calibrate(self, pipe: Any, req: GenerationRequest, between: Any, paths: tuple[Path, Path]) -> Any:
         """Run ``req`` in MagCache calibration mode and store the measured ratios for its model."""

@@ -57,6 +57,8 @@ class _Worker:
     process: BaseProcess | None = None
     conn: Connection | None = None
     job_id: str | None = None
+    # Jobs whose GPU part ended ("free") and whose mp4 the worker is still writing.
+    writing: set[str] = field(default_factory=set)
     loaded: tuple[str, ...] = ()
     restarts: int = 0
     crashes_in_a_row: int = 0
@@ -244,10 +246,21 @@ class LocalExecutor(Executor):
                 answer[1].update(msg["report"])
                 answer[0].set()
             return
+        if ev == "free":
+            # The job's decode ended; its mp4 is written in the background. The worker takes the
+            # next job now; this one stays its until the terminal message (or its death).
+            with self._lock:
+                if w.job_id == msg["job_id"]:
+                    w.job_id, w.state = None, "idle"
+                    w.writing.add(msg["job_id"])
+            self._emit_wakeup()
+            return
         event = event_from_message(msg, w.name)
         if ev in ("done", "failed", "cancelled"):
             with self._lock:
-                w.job_id, w.state = None, "idle"
+                if w.job_id == msg.get("job_id"):
+                    w.job_id, w.state = None, "idle"
+                w.writing.discard(msg.get("job_id", ""))
             w.crashes_in_a_row = 0
         if self._sink is not None:
             self._sink(event)
@@ -262,11 +275,14 @@ class LocalExecutor(Executor):
         code = w.process.exitcode
         uptime = time.monotonic() - w.started_at
         with self._lock:
-            held, w.job_id = w.job_id, None
+            # The job it ran and those whose mp4 it was still writing are all lost.
+            held = sorted(w.writing) + ([w.job_id] if w.job_id is not None else [])
+            w.job_id, w.writing = None, set()
             w.state, w.last_exit, w.conn = "restarting", _exit_text(code), None
-        if held is not None and self._sink is not None:
-            self._sink(JobEvent(kind="lost", job_id=held, worker=w.name,
-                                error=f"the worker process {_exit_text(code)}"))
+        if self._sink is not None:
+            for job_id in held:
+                self._sink(JobEvent(kind="lost", job_id=job_id, worker=w.name,
+                                    error=f"the worker process {_exit_text(code)}"))
         w.crashes_in_a_row = 1 if uptime >= STABLE_AFTER_S else w.crashes_in_a_row + 1
         delay = self._backoff[min(w.crashes_in_a_row, len(self._backoff)) - 1]
         w.restarts += 1

@@ -8,7 +8,9 @@ and the job sidecar. What only the Ray actor does (the split twin, shipping file
 plugs in through ``JobHooks``.
 
 A job reports plain-dict messages through ``send``: ``started``, ``progress``*, then exactly one of
-``done`` / ``failed`` / ``cancelled`` / ``lost`` (see ``executor.event_from_message``).
+``done`` / ``failed`` / ``cancelled`` / ``lost`` (see ``executor.event_from_message``). With a
+background writer, ``free`` comes between: the GPU is done and the worker takes its next job while
+this one's mp4 is written; the terminal message follows from the writer thread.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class RuntimeConfig:
     ``speed``: ``engine.accel.SpeedOptions`` fields; ``cpu_threads``: torch threads of a CPU worker;
     ``tiny_models``: build every model as a tiny random one (tests, CPU demos of a cluster);
     ``calibration_dir``: where calibrated MagCache ratios are kept (default: beside the outputs);
-    ``telemetry_factory`` / ``host_name``: the GPU source of a Ray worker (a fake in tests).
+    ``telemetry_factory`` / ``host_name``: the GPU source of a Ray worker (a fake in tests);
+    ``before_write``: called on a worker process's writer thread before each background mp4 write
+    (tests hold a write there to stop or kill the worker mid-write).
     """
 
     models_dir: str = "models"
@@ -60,6 +64,7 @@ class RuntimeConfig:
     calibration_dir: str | None = None
     telemetry_factory: Callable[[], Any] | None = None
     host_name: str | None = None
+    before_write: Callable[[], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, ram_share: int = 1, **changes: Any) -> RuntimeConfig:
@@ -119,12 +124,14 @@ class WorkerRuntime:
     ``manager`` / ``hardware`` replace the ones built from ``config`` (tests, an embedding app);
     ``samples`` reads this worker's GPU temperatures and ``host`` names them (default: a sampler
     of this process's GPUs when ``config.thermal`` is set); ``pins`` maps a GPU pinned by a job
-    (``cuda:<i>`` as the app sees it) to the name this process uses for it.
+    (``cuda:<i>`` as the app sees it) to the name this process uses for it. ``writer`` (a
+    ``cluster.writer.BackgroundWriter``) takes each job's mp4 write off the GPU's path: the job sends
+    ``free`` when its decode ends and ``done`` from the writer once its files are in place.
     """
 
     def __init__(self, name: str, config: RuntimeConfig, *, manager: Any = None, hardware: Any = None,
                  samples: Callable[[], Sequence[Any]] | None = None, host: str | None = None,
-                 pins: dict[str, str] | None = None) -> None:
+                 pins: dict[str, str] | None = None, writer: Any = None) -> None:
         from wan_studio.engine.caches import MagRatios
         from wan_studio.memory import hardware as hardware_mod
 
@@ -138,6 +145,7 @@ class WorkerRuntime:
         self.manager = manager if manager is not None else self._build_manager()
         self.ratios = MagRatios(config.ratios_dir())
         self.pins = dict(pins or {})
+        self.writer = writer
         self._sampler: Any = None
         if samples is None and config.thermal is not None and config.thermal.enabled:
             samples, host = self._local_samples(config.thermal)
@@ -198,7 +206,9 @@ class WorkerRuntime:
                 "freed_gib": round(freed / 2**30, 3), "kept": self.loaded()}
 
     def close(self) -> None:
-        """Stop this worker's temperature sampler."""
+        """Finish the background writes, then stop this worker's temperature sampler."""
+        if self.writer is not None:
+            self.writer.close()
         if self._sampler is not None:
             self._sampler.stop()
 

@@ -55,9 +55,12 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
             conn.send(msg)
 
     from wan_studio.cluster.runtime import WorkerRuntime
+    from wan_studio.cluster.writer import BackgroundWriter
 
     # This process sees the app's GPU <i> as cuda:0 (its device mask): a job pinned to it keeps its pin.
-    runtime = WorkerRuntime(name, config, pins={device: "cuda:0"} if device.startswith("cuda:") else None)
+    # Its mp4 writes run on a thread of their own: the next job starts when a decode ends.
+    runtime = WorkerRuntime(name, config, pins={device: "cuda:0"} if device.startswith("cuda:") else None,
+                            writer=BackgroundWriter(before=config.before_write))
     jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[str, threading.Event] = {}
 

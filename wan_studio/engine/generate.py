@@ -146,6 +146,9 @@ class Rendered:
     resumed_from: int | None = None  # the step a kept checkpoint let this run start after
     sampler: dict[str, Any] | None = None  # scheduler, shift and the timesteps that ran
     noise: NoiseSource | None = None
+    # Unix seconds at which the run began (prompt encoding) and its decode ended: the GPU's idle gap
+    # between two queued jobs is the next job's start minus this job's decode end.
+    clock: tuple[float, float] | None = None
 
 
 def render(
@@ -156,6 +159,7 @@ def render(
     between_steps: Callable[[int], None] | None = None,
     start_image: Image.Image | None = None,
     checkpoints: StepCheckpoints | None = None,
+    as_uint8: bool = True,
 ) -> Rendered:
     """Run the pipeline for a validated, resolved ``request`` and return its frames (no files).
 
@@ -165,7 +169,8 @@ def render(
     cancel check; it may block (the thermal guard waits there while a GPU cools). ``start_image``
     overrides ``request.image`` with an image already in memory (long clips continue from a frame).
     ``checkpoints``, when given, keeps the denoising state every few steps and starts from the
-    one an earlier, stopped run of the same request kept.
+    one an earlier, stopped run of the same request kept. ``as_uint8=False`` leaves the frames as
+    the decoder's floats in [0, 1] (a background writer converts them while it encodes).
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -247,7 +252,8 @@ def render(
     t_decoded = time.perf_counter()
     if cancel.is_set():
         raise GenerationCancelled("cancelled during decoding")
-    frames = frames_to_uint8(out.frames[0])
+    frames = frames_to_uint8(out.frames[0]) if as_uint8 else out.frames[0]
+    now = time.time()
     timings = {
         "first_step_s": (step_ends[0] - t0) if step_ends else 0.0,
         "denoise_s": (step_ends[-1] - t0) if step_ends else 0.0,
@@ -259,7 +265,7 @@ def render(
     if paused["total"] > 0.05:
         timings["paused_s"] = paused["total"]
     return Rendered(frames, timings, torch.cuda.max_memory_allocated() if cuda else None,
-                    start if snap is not None else None, sampler, noise)
+                    start if snap is not None else None, sampler, noise, (now - (t_decoded - t0), now))
 
 
 @contextmanager
@@ -301,6 +307,7 @@ def generate(
     between_steps: Callable[[int], None] | None = None,
     paths: tuple[Path, Path] | None = None,
     checkpoints: StepCheckpoints | None = None,
+    write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
 ) -> GenerationResult:
     """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
 
@@ -308,6 +315,11 @@ def generate(
     is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
     ``paths`` names the mp4 and sidecar to write (default: a new name under ``outputs_dir``).
     ``checkpoints`` (see ``render``) are removed once the video and sidecar are written.
+
+    ``write_later``, when given, receives the write (encode the mp4, then the sidecar, then drop the
+    checkpoints; returns the ``GenerationResult``) instead of it running here, once the frames are
+    decoded to host memory: a worker runs it off the GPU's path while its next job starts. The
+    result returned then names the files the write will make; nothing is on disk yet.
     """
     if get_spec(request.model).task == "s2v":
         # Speech-to-video runs through Wan Studio's own chunked pipeline (not a diffusers one).
@@ -317,32 +329,58 @@ def generate(
                             between_steps=between_steps, paths=paths)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
-    done = render(pipe, request, report, cancel, between_steps, checkpoints=checkpoints)
+    done = render(pipe, request, report, cancel, between_steps, checkpoints=checkpoints,
+                  as_uint8=write_later is None)
     t_decoded = time.perf_counter()
     report(Progress("writing", request.steps, request.steps, t_decoded - t0))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
-    write_mp4(video_path, done.frames, request.fps)
-    t_written = time.perf_counter()
-    timings = {**done.timings, "write_s": t_written - t_decoded, "total_s": t_written - t0}
-    sidecar = sidecar_for(request, done.frames, request.fps, video_path, timings, done.peak_vram_bytes)
-    sidecar["sampler"] = done.sampler
-    sidecar["noise"] = done.noise.record() if done.noise else None
-    if getattr(pipe, "wan_speed", None):  # attention kernel and compile, set when the plan was applied
-        sidecar["speed"] = pipe.wan_speed
-    if checkpoints is not None:
-        sidecar["checkpoints"] = checkpoints.record(done.resumed_from)
-    write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
-    if checkpoints is not None:
-        checkpoints.remove()
-    report(Progress("done", request.steps, request.steps, t_written - t0))
-    return GenerationResult(video_path, sidecar_path, request, timings, done.peak_vram_bytes)
+    # What the sidecar takes from the pipeline is read now: it is lent to the next job during a
+    # background write (the speed knobs are put back when this job lets it go).
+    speed = dict(pipe.wan_speed) if getattr(pipe, "wan_speed", None) else None
+    peak_reserved = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else None
+
+    def write() -> GenerationResult:
+        t_write = time.perf_counter()
+        frames = done.frames
+        # Floats left by the decoder are converted frame by frame while the encoder runs.
+        write_mp4(video_path, frames if frames.dtype == np.uint8 else (frames_to_uint8(f) for f in frames),
+                  request.fps)
+        t_written = time.perf_counter()
+        write_s = t_written - t_write
+        timings = {**done.timings, "write_s": write_s, "total_s": t_decoded - t0 + write_s}
+        sidecar = sidecar_for(request, frames, request.fps, video_path, timings, done.peak_vram_bytes,
+                              peak_reserved)
+        sidecar["sampler"] = done.sampler
+        sidecar["noise"] = done.noise.record() if done.noise else None
+        if done.clock is not None:
+            sidecar["clock"] = {"started_at": round(done.clock[0], 3), "decoded_at": round(done.clock[1], 3),
+                                "written_at": round(time.time(), 3),
+                                "mp4_written": "off the GPU's path" if write_later is not None else "in line"}
+        if speed:  # attention kernel and compile, set when the plan was applied
+            sidecar["speed"] = speed
+        if checkpoints is not None:
+            sidecar["checkpoints"] = checkpoints.record(done.resumed_from)
+        write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
+        if checkpoints is not None:
+            checkpoints.remove()
+        report(Progress("done", request.steps, request.steps, timings["total_s"]))
+        return GenerationResult(video_path, sidecar_path, request, timings, done.peak_vram_bytes)
+
+    if write_later is not None:
+        write_later(write)
+        return GenerationResult(video_path, sidecar_path, request, dict(done.timings), done.peak_vram_bytes)
+    return write()
 
 
 def sidecar_for(request: GenerationRequest, frames: np.ndarray, fps: int, video_path: Path,
-                timings: dict[str, float], peak_vram_bytes: int | None) -> dict[str, Any]:
-    """The JSON record written beside a video: every parameter, the file, timings and peak VRAM."""
+                timings: dict[str, float], peak_vram_bytes: int | None,
+                peak_reserved_bytes: int | None = None) -> dict[str, Any]:
+    """The JSON record written beside a video: every parameter, the file, timings and peak VRAM
+    (``peak_reserved_bytes``: the allocator's peak, read now when not given)."""
     spec = get_spec(request.model)
     cuda = torch.cuda.is_available()
+    if peak_reserved_bytes is None and cuda:
+        peak_reserved_bytes = torch.cuda.max_memory_reserved()
     return {
         "app": f"wan-studio {wan_studio.__version__}",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -360,7 +398,7 @@ def sidecar_for(request: GenerationRequest, frames: np.ndarray, fps: int, video_
         "peak_vram_gib": round(peak_vram_bytes / 2**30, 3) if peak_vram_bytes is not None else None,
         # what the card had to hold (allocator cache included) since the run's start; a plan fits a
         # card when this stays under its size
-        "peak_vram_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3) if cuda else None,
+        "peak_vram_reserved_gib": round(peak_reserved_bytes / 2**30, 3) if peak_reserved_bytes is not None else None,
     }
 
 

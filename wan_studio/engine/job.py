@@ -103,13 +103,15 @@ def execute(
     between_steps: Callable[[int], None] | None = None,
     extra_sidecar: dict[str, Any] | None = None,
     paths: tuple[Path, Path] | None = None,
+    write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
 ) -> GenerationResult:
     """Run a validated, resolved ``request`` on ``pipe`` and write its mp4 + sidecar (at ``paths``
     when given, see ``claim_outputs``).
 
     ``work_dir`` keeps step checkpoints and the finished windows of a long clip, so running the
     same job again resumes it. A step cache keeps state of its own outside the latents, so a job
-    with one keeps no checkpoints and restarts at step 0.
+    with one keeps no checkpoints and restarts at step 0. ``write_later`` (see ``generate``) takes
+    the mp4 write of a single clip off the caller's path; long clips write in line.
     """
     spec = get_spec(request.model)
     extra = dict(extra_sidecar or {})
@@ -129,7 +131,7 @@ def execute(
         if request.total_frames is None:
             checkpoints = StepCheckpoints(work_dir, request_key(request.to_dict())) if keep else None
             return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps, paths,
-                            checkpoints=checkpoints)
+                            checkpoints=checkpoints, write_later=write_later)
         clip = plan_long_clip(request, request.total_frames,
                               request.window_overlap or default_overlap(request.num_frames), request.window_prompts)
         return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra,

@@ -1,0 +1,113 @@
+"""A real worker process writes each mp4 off the GPU's path: the next queued job starts while the
+previous one's video is still being written, and a kill -9 during that write still ends with
+exactly one good video for every job. The write is held at a gate file, so the order is forced,
+not timed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.runtime import RuntimeConfig
+from wan_studio.engine.request import GenerationRequest
+from wan_studio.engine.video_io import read_mp4
+from wan_studio.jobs.queue import JobQueue
+from wan_studio.jobs.store import Job, JobStore
+
+TINY = dict(prompt="a red fox in snow", width=64, height=64, num_frames=5, steps=2)
+
+
+def hold_while_gated(gate: str) -> None:
+    """The worker's ``before_write``: note that a write is waiting, then wait while ``gate/hold`` exists."""
+    folder = Path(gate)
+    (folder / f"held-{time.time_ns()}").touch()
+    deadline = time.monotonic() + 300
+    while (folder / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JobQueue, Path]]:
+    root = tmp_path_factory.mktemp("bgwrite")
+    gate = root / "gate"
+    gate.mkdir()
+    config = RuntimeConfig(models_dir=str(root / "models"), outputs_dir=str(root / "outputs"),
+                           before_write=functools.partial(hold_while_gated, str(gate)))
+    q = JobQueue(JobStore(root / "outputs" / "jobs.db"), LocalExecutor(config, ["cpu"]), root / "outputs")
+    q.start()
+    yield q, gate
+    (gate / "hold").unlink(missing_ok=True)
+    q.close()
+    q.store.close()
+
+
+def _until(what: str, check: Any, timeout_s: float = 300) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _held(gate: Path) -> int:
+    return len(list(gate.glob("held-*")))
+
+
+def _videos(q: JobQueue, seed: int) -> list[Path]:
+    return [p for p in q.outputs_dir.rglob("*.mp4") if f"-{seed}-" in p.name]
+
+
+def _sidecar(job: Job) -> dict[str, Any]:
+    return json.loads(Path(next(o for o in job.outputs if o.endswith(".json"))).read_text())
+
+
+def test_the_next_job_starts_before_the_previous_mp4_is_written(gated: tuple[JobQueue, Path]) -> None:
+    q, gate = gated
+    (gate / "hold").touch()
+    before = _held(gate)
+    first = q.submit(GenerationRequest(seed=41, **TINY))
+    second = q.submit(GenerationRequest(seed=42, **TINY))
+    _until("the first job's write to be held", lambda: _held(gate) > before)
+    # The worker took the second job while the first one's mp4 waits to be written.
+    _until("the second job to reach its decode end",
+           lambda: (p := q.live_progress(second.id)) is not None and p.stage == "writing")
+    assert q.get(first.id).status == "running" and not _videos(q, 41)
+    (gate / "hold").unlink()
+    a, b = q.wait(first.id, timeout_s=300), q.wait(second.id, timeout_s=300)
+    assert (a.status, b.status) == ("done", "done"), (a.error, b.error)
+    assert b.started_at < a.finished_at  # type: ignore[operator]
+    # The worker's own clock says the same: the second run began before the first video was written.
+    assert _sidecar(b)["clock"]["started_at"] < _sidecar(a)["clock"]["written_at"]
+    assert _sidecar(a)["clock"]["mp4_written"] == "off the GPU's path"
+    assert len(_videos(q, 41)) == len(_videos(q, 42)) == 1
+    assert read_mp4(_videos(q, 41)[0])[0].shape == (5, 64, 64, 3)
+
+
+def test_kill_9_during_the_background_write_leaves_one_good_video(gated: tuple[JobQueue, Path]) -> None:
+    q, gate = gated
+    (gate / "hold").touch()
+    before = _held(gate)
+    job = q.submit(GenerationRequest(seed=43, **TINY))
+    _until("the job's write to be held", lambda: _held(gate) > before)
+    assert q.get(job.id).status == "running" and not _videos(q, 43)
+    victim = q.executor.workers()[0]
+    os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    (gate / "hold").unlink()  # the restarted worker's retry writes at once
+    job = q.wait(job.id, timeout_s=300)
+    assert job.status == "done" and job.attempts == 2, job.error
+    assert q.executor.workers()[0].pid != victim.pid
+    videos = _videos(q, 43)
+    assert len(videos) == 1 and str(videos[0]) == job.outputs[0]
+    assert read_mp4(videos[0])[0].shape == (5, 64, 64, 3)
+    assert len([p for p in q.outputs_dir.rglob("*.json") if f"-43-" in p.name]) == 1
+    assert not [p for p in q.outputs_dir.rglob(".*.part")]
