@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,25 +62,24 @@ def model_folder(spec: ModelSpec, models_dir: Path) -> Path:
     return Path(models_dir) / spec.folder
 
 
-def availability(spec: ModelSpec, models_dir: Path) -> Availability:
-    """Check (cheaply: headers only) whether ``spec`` is present and complete under ``models_dir``."""
+def availability(spec: ModelSpec, models_dir: Path, comfyui_dir: Path | None = None) -> Availability:
+    """Check (cheaply: headers only) whether ``spec`` is present and complete under ``models_dir``
+    (Diffusers or official layout) or in the ComfyUI ``models`` folder ``comfyui_dir``."""
+    from wan_studio.catalog.formats import Sources
+
     if spec.is_demo:
         return Availability(spec, "built-in", None, "built into the app; no download needed")
-    folder = model_folder(spec, models_dir)
-    if not folder.exists():
+    hit = Sources.of(models_dir, comfyui_dir).find(spec)
+    if hit is None:
+        folder = model_folder(spec, models_dir)
+        elsewhere = f"; no files for it in the ComfyUI folder {comfyui_dir}" if comfyui_dir is not None else ""
         return Availability(
             spec, "not downloaded", folder,
             f"not downloaded; fetch it with: {download_command(spec, models_dir)} "
-            f"(or: hf download {spec.hub_id} --local-dir {folder})",
+            f"(or: hf download {spec.hub_id} --local-dir {folder}){elsewhere}",
         )
-    try:
-        if spec.task == "s2v":
-            check_s2v_folder(folder, spec)
-        else:
-            check_folder(folder, spec)
-    except IncompleteModel as e:
-        return Availability(spec, "incomplete", folder, str(e))
-    return Availability(spec, "ready", folder, f"ready in {folder}")
+    fmt, found = hit
+    return Availability(spec, found.status, found.root, fmt.describe(found))
 
 
 def check_folder(folder: Path, spec: ModelSpec | None = None) -> None:
@@ -146,22 +144,14 @@ def _check_shards(index: Path, hint: str) -> None:
 
 def _check_safetensors(path: Path, hint: str) -> None:
     """Read only the header and compare the file length with the tensors it declares."""
+    from wan_studio.catalog.single_file import DamagedFile, read_info
+
     if not path.is_file():
         raise IncompleteModel(f"{path} is missing{hint}")
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > size:
-                raise ValueError("header longer than file")
-            header = json.loads(f.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError):
-        raise IncompleteModel(f"{path} is damaged (unreadable safetensors header){hint}") from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        raise IncompleteModel(
-            f"{path} is truncated ({size:,} of {8 + header_len + end:,} bytes){hint}"
-        )
+        read_info(path)
+    except DamagedFile as e:
+        raise IncompleteModel(f"{e}{hint}") from None
 
 
 # Files of the official speech-to-video release (not in Diffusers layout).

@@ -25,6 +25,11 @@ class ComponentSpec:
     params: int
     dtype: Literal["bf16", "fp32"]
     share_key: str | None = None
+    # A GGUF file of this component is on disk (``catalog.formats``): its tensors' bytes once loaded,
+    # its quantisation (``Q5_K``), and whether it is the only file (no fp16/bf16/fp8 one beside it).
+    gguf_bytes: int = 0
+    gguf_quant: str = ""
+    gguf_only: bool = False
 
     @property
     def bytes(self) -> int:

@@ -11,7 +11,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
-from wan_studio.catalog.specs import ModelSpec
+from wan_studio.catalog.specs import ComponentSpec, ModelSpec
 
 GIB = 2**30
 
@@ -71,6 +71,10 @@ SEQUENTIAL_LINK_FACTOR = 0.25  # leaf-level, unpinned, synchronous copies
 MODEL_OFFLOAD_LINK_FACTOR = 0.8
 FP8_COMPUTE_FACTOR = 1.01      # T2V-A14B 480p: 6.59 s vs 6.55 s per step
 INT8_COMPUTE_FACTOR = 2.0      # bitsandbytes LLM.int8 matmuls are roughly half speed
+# GGUF weights are dequantised layer by layer before each matmul (diffusers' GGUFLinear). NOT
+# measured yet (an assumption, to be fitted with bench/run_plan.py): it only ranks GGUF below the
+# bf16 and fp8 plans that fit, which the quality weight does anyway.
+GGUF_COMPUTE_FACTOR = 1.15
 CPU_TFLOPS = 0.5               # a desktop CPU in bf16, for the no-GPU and text-on-CPU cases
 HOST_OVERHEAD_BYTES = 3 * GIB  # Python, torch, Gradio, CUDA host allocations
 
@@ -159,6 +163,14 @@ def stored_bytes(params: int, storage: str, nonblock_params: int = 0) -> int:
     # and adds one fp32 scale per output row (small, folded into the 2 % below).
     body = (params - nonblock_params) * (1.02 if storage == "int8" else 1.0)
     return int(body + nonblock_params * 2)
+
+
+def component_bytes(c: ComponentSpec, storage: str, nonblock_params: int = 0) -> int:
+    """Bytes of component ``c`` held as ``storage``: a GGUF file's own tensor bytes (read from its
+    header by ``catalog.formats``), else ``stored_bytes`` of its parameter count."""
+    if storage == "gguf":
+        return c.gguf_bytes
+    return stored_bytes(c.params, storage, nonblock_params)
 
 
 def block_bytes(spec: ModelSpec, params: int, storage: str) -> int:

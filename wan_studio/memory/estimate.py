@@ -42,7 +42,10 @@ def params_of(spec: ModelSpec, component: str) -> int:
 def stored(spec: ModelSpec, p: Placement) -> int:
     """Bytes of component ``p`` at its storage dtype."""
     nonblock = costs.arch(spec).nonblock_params if p.component in TRANSFORMERS else 0
-    return costs.stored_bytes(params_of(spec, p.component), p.storage, nonblock)
+    c = next((c for c in spec.components if c.name == p.component), None)
+    if c is None:
+        return 0
+    return costs.component_bytes(c, p.storage, nonblock)
 
 
 def in_flight(spec: ModelSpec, p: Placement) -> int:
@@ -150,7 +153,8 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
         compute = flops / (tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
         if g and not g.has_bf16:
             compute *= 3.0
-        compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR}.get(p.storage, 1.0)
+        compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR,
+                    "gguf": costs.GGUF_COMPUTE_FACTOR}.get(p.storage, 1.0)
         if p.offload == "group_offload":  # prefetch hides the transfer behind the compute it can
             transfer = forwards * stored(spec, p) / link
             compute += max(transfer - compute, 0.0) + costs.GROUP_TRANSFER_EXPOSED * transfer

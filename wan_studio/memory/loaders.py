@@ -13,9 +13,10 @@ import torch
 
 from wan_studio.catalog import loading, tiny
 from wan_studio.catalog.assembly import build_pipeline
+from wan_studio.catalog.formats import Found, ModelFormat, Sources
 from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory.apply import apply_storage
-from wan_studio.memory.manager import WholePipelineLoader
+from wan_studio.memory.manager import WholePipelineLoader, default_share_key
 
 # (in, out) latent channels of each model's transformer: Wan2.2 VAE latents are 48 channels;
 # I2V-A14B adds 16 image-latent channels + 4 mask channels to its 16.
@@ -56,6 +57,10 @@ class TinyLoader:
         apply_storage(module, storage)
         return module
 
+    def share_key(self, spec: ModelSpec, name: str) -> str | None:
+        """Tiny parts are shared as the Diffusers releases' are (our own S2V pipeline has its own)."""
+        return default_share_key(spec, name)
+
     def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
         """A real diffusers pipeline around the tiny components."""
         if not spec.diffusers_layout:
@@ -64,53 +69,46 @@ class TinyLoader:
 
 
 class FolderLoader:
-    """Components of downloaded models in Diffusers layout under ``models_dir``; the demo is tiny."""
+    """Components of the models on disk, through the format that holds each (``catalog.formats``:
+    Diffusers or official folders under ``models_dir``, ComfyUI single files under ``comfyui_dir``);
+    the demo is tiny."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, comfyui_dir: Path | None = None, sources: Sources | None = None) -> None:
         self.models_dir = Path(models_dir)
+        self.sources = sources or Sources.of(self.models_dir, Path(comfyui_dir) if comfyui_dir else None)
         self._tiny = TinyLoader()
-        self._whole = WholePipelineLoader(lambda spec: loading.load_pipeline(spec, self._folder(spec)))
 
-    def _folder(self, spec: ModelSpec) -> Path:
-        folder = loading.model_folder(spec, self.models_dir)
-        if not folder.exists():
+    def _serving(self, spec: ModelSpec) -> tuple[ModelFormat, Found]:
+        """The format holding ``spec`` whole; the errors name the command or the missing file."""
+        hit = self.sources.find(spec)
+        if hit is None:
+            folder = loading.model_folder(spec, self.models_dir)
             raise loading.ModelNotDownloaded(
                 f"{spec.title} is not downloaded ({folder} does not exist); "
                 f"fetch it with: {loading.download_command(spec, self.models_dir)}")
-        return folder
+        fmt, found = hit
+        if not found.usable:
+            raise loading.IncompleteModel(f"{spec.title} is incomplete: {fmt.describe(found)}")
+        return fmt, found
 
     def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
-        """Read one component: the VAE in fp32, the rest in bf16, 8-bit through bitsandbytes."""
+        """Read one component: the VAE in fp32, the rest in bf16 (or as stored: GGUF), 8-bit
+        through bitsandbytes."""
         if spec.is_demo:
             return self._tiny.load(spec, name, storage)
-        if not spec.diffusers_layout:
-            return self._whole.load(spec, name, storage)
-        import diffusers
-        from transformers import UMT5EncoderModel
-
-        folder = str(self._folder(spec))
-        if name == "vae":
-            return diffusers.AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
-        if name == "text_encoder":
-            return UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.bfloat16)
-        extra: dict[str, Any] = {}
-        if storage == "int8":
-            extra["quantization_config"] = diffusers.BitsAndBytesConfig(load_in_8bit=True)
-        module = diffusers.WanTransformer3DModel.from_pretrained(
-            folder, subfolder=name, torch_dtype=torch.bfloat16, **extra)
-        apply_storage(module, storage)
-        return module
+        fmt, found = self._serving(spec)
+        return fmt.load(found, name, storage)
 
     def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
-        """The model's pipeline with its own tokenizer and scheduler config."""
+        """The model's pipeline with its tokenizer and scheduler."""
         if spec.is_demo:
             return self._tiny.assemble(spec, modules)
-        if not spec.diffusers_layout:
-            return self._whole.assemble(spec, modules)
-        from diffusers import UniPCMultistepScheduler
-        from transformers import AutoTokenizer
+        fmt, found = self._serving(spec)
+        return fmt.assemble(found, modules)
 
-        folder = str(self._folder(spec))
-        tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        scheduler = UniPCMultistepScheduler.from_pretrained(folder, subfolder="scheduler")
-        return build_pipeline(spec, modules, tokenizer, scheduler)
+    def share_key(self, spec: ModelSpec, name: str) -> str | None:
+        """Which cached copy component ``name`` of ``spec`` may share with other models."""
+        if spec.is_demo:
+            return self._tiny.share_key(spec, name)
+        hit = self.sources.find(spec)
+        return hit[0].share_key(hit[1], name) if hit is not None and hit[1].usable else None

@@ -112,15 +112,22 @@ class ManagerError(RuntimeError):
     """A request the manager cannot serve (e.g. a nested use that would wait on itself)."""
 
 
-def component_key(spec: ModelSpec, name: str, plan: Plan) -> ComponentKey:
-    """Cache key of component ``name`` of ``spec`` under ``plan``: identity and storage dtype."""
+def component_key(spec: ModelSpec, name: str, plan: Plan, shared: str | None = None) -> ComponentKey:
+    """Cache key of component ``name`` of ``spec`` under ``plan``: identity and storage dtype.
+
+    ``shared`` names a copy other models may use too (the loader's format knows when two models
+    read identical bytes: the Diffusers releases' UMT5, one ComfyUI file for every model)."""
     c = next(c for c in spec.components if c.name == name)
     placement = plan.placement(name)
     storage = placement.storage if placement else c.dtype
-    # Only diffusers-layout models read the shared parts from identical files; our own pipeline
-    # (speech to video) reads its own copies from the official checkpoint.
-    shared = c.share_key if c.share_key and spec.diffusers_layout else None
     return (shared or f"{spec.key}/{name}", storage)
+
+
+def default_share_key(spec: ModelSpec, name: str) -> str | None:
+    """For loaders that do not say: the catalog's share key for diffusers models (the releases ship
+    byte-identical UMT5 and Wan2.1 VAE files); our own S2V pipeline reads its own copies."""
+    c = next(c for c in spec.components if c.name == name)
+    return c.share_key if spec.diffusers_layout else None
 
 
 def module_bytes(module: Any) -> int:
@@ -203,7 +210,8 @@ class ModelManager:
             self._components.move_to_end(key)
 
     def _assemble(self, spec: ModelSpec, plan: Plan) -> PipelineRecord:
-        parts = {c.name: component_key(spec, c.name, plan) for c in spec.components}
+        share = getattr(self._loader, "share_key", default_share_key)
+        parts = {c.name: component_key(spec, c.name, plan, share(spec, c.name)) for c in spec.components}
         fresh: list[ComponentKey] = []
         taken: list[ComponentKey] = []
         try:
@@ -271,7 +279,7 @@ class ModelManager:
     @staticmethod
     def _predicted_bytes(spec: ModelSpec, name: str, storage: str) -> int:
         c = next(c for c in spec.components if c.name == name)
-        return costs.stored_bytes(c.params, storage)
+        return costs.component_bytes(c, storage)
 
     def _evict_for(self, incoming: int) -> None:
         """Drop least recently used unlocked components until ``incoming`` more bytes fit."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 GIB = 2**30
 
-Storage = Literal["bf16", "fp8", "int8", "fp32"]
+Storage = Literal["bf16", "fp8", "int8", "fp32", "gguf"]
 Offload = Literal["resident", "model_offload", "group_offload", "sequential", "balanced", "cpu"]
 
 TRANSFORMERS = ("transformer", "transformer_2")
@@ -17,6 +17,7 @@ QUALITY_NOTE: dict[str, str] = {
     "fp32": "full quality",
     "fp8": "fp8 weight storage, bf16 compute: a slight loss of fine detail",
     "int8": "8-bit weights (bitsandbytes LLM.int8): a slight loss of detail, slower",
+    "gguf": "GGUF quantised weights: a loss of detail that grows from Q8 to Q4",
 }
 
 

@@ -23,7 +23,11 @@ from wan_studio.memory.plan import (
 )
 
 # Score multipliers: fp8 must be clearly faster than the best bf16 plan to be chosen.
-QUALITY_WEIGHT: dict[str, float] = {"bf16": 1.0, "fp32": 1.0, "fp8": 0.95, "int8": 0.93}
+# GGUF ranks last: it is chosen when the bf16 / fp8 weights do not fit (most often the host RAM).
+QUALITY_WEIGHT: dict[str, float] = {"bf16": 1.0, "fp32": 1.0, "fp8": 0.95, "int8": 0.93, "gguf": 0.9}
+# Placements GGUF weights are planned with: diffusers' GGUF layers are moved whole; streaming them
+# block by block (group offload) or splitting them has not been verified on a GPU yet.
+GGUF_OFFLOADS = frozenset({"resident", "model_offload", "cpu"})
 SECOND_GPU_WEIGHT = 0.99
 # A lighter fallback must cut the predicted peak by at least this fraction of the failed plan's.
 LADDER_STEP = 0.85
@@ -81,12 +85,26 @@ def _layouts(spec: ModelSpec, gpus: tuple[GpuInfo, ...]) -> Iterator[Layout]:
 def _storages(spec: ModelSpec, limits: Limits, has_gpu: bool) -> list[Storage]:
     if spec.is_demo:
         return ["fp32"]
+    experts = [c for c in spec.components if c.name in TRANSFORMERS]
+    if any(c.gguf_only for c in experts):
+        return ["gguf"]  # only GGUF files of the transformer(s) are on disk
     out: list[Storage] = ["bf16"]
     if limits.allow_fp8:
         out.append("fp8")
     if limits.allow_8bit and has_gpu:
         out.append("int8")
+    if any(c.gguf_bytes for c in experts):
+        out.append("gguf")
     return out
+
+
+def _component_storage(spec: ModelSpec, component: str, storage: Storage) -> Storage:
+    """What ``component`` is stored as when the transformers are ``storage`` (a transformer without
+    a GGUF file stays bf16 in a GGUF plan)."""
+    if component not in TRANSFORMERS:
+        return _base_storage(spec, component)
+    c = next(c for c in spec.components if c.name == component)
+    return "bf16" if storage == "gguf" and not c.gguf_bytes else storage
 
 
 def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) -> list[tuple[Plan, Estimate]]:
@@ -98,14 +116,16 @@ def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) ->
             placements: list[Placement] = []
             for c in spec.components:
                 device, offload = layout[c.name]
-                s = storage if c.name in TRANSFORMERS else _base_storage(spec, c.name)
-                placements.append(Placement(c.name, device, s, offload))
+                placements.append(Placement(c.name, device, _component_storage(spec, c.name, storage), offload))
             if storage == "int8" and any(p.offload in ("group_offload", "sequential", "balanced")
                                          for p in placements if p.component in TRANSFORMERS):
                 continue  # bitsandbytes weights cannot be streamed or split by these hooks
+            if storage == "gguf" and any(p.offload not in GGUF_OFFLOADS for p in placements
+                                         if p.storage == "gguf"):
+                continue
             pl = tuple(placements)
             est = estimate(spec, work, pl, hw)
-            name = label if storage in ("bf16", "fp32") else f"{label}, {storage} transformer"
+            name = label if storage in ("bf16", "fp32") else f"{label}, {_storage_words(spec, storage)} transformer"
             tile, peaks = _decode_tile(spec, work, pl, est, hw, limits)
             plan = Plan(spec.key, name, pl, vae_tiling=not spec.is_demo,
                         peak_vram=tuple(peaks.items()), host_ram_bytes=est.host_ram_bytes,
@@ -113,6 +133,14 @@ def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) ->
                         vae_tile=tile)
             out.append((plan, est))
     return out
+
+
+def _storage_words(spec: ModelSpec, storage: Storage) -> str:
+    """``fp8``, ``GGUF Q5_K``."""
+    if storage != "gguf":
+        return storage
+    quant = next((c.gguf_quant for c in spec.components if c.gguf_quant), "")
+    return f"GGUF {quant}".strip()
 
 
 def _speed_at_default_steps(spec: ModelSpec, work: Workload, est: Estimate) -> float:
@@ -184,7 +212,7 @@ def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | 
 
 def _ladder_from(fitting: list[Plan], every: list[Plan], hw: Hardware, limits: Limits) -> list[Plan]:
     fitting.sort(key=score, reverse=True)
-    chosen = replace(fitting[0], why=_why(fitting[0], every, hw, limits))
+    chosen = replace(fitting[0], why=_gguf_note(fitting[0], every) + _why(fitting[0], every, hw, limits))
     ladder = [chosen]
     while True:
         cap = ladder[-1].peak_vram_gib * LADDER_STEP
@@ -220,6 +248,22 @@ def _pinned_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits
     ladder = _ladder_from(fitting, matching, hw, limits)
     note = f" (pinned: {overrides.describe()})"
     return [replace(p, why=p.why + note) for p in ladder]
+
+
+def _gguf_note(plan: Plan, every: list[Plan]) -> str:
+    """When GGUF is chosen, what it saves against the same placement with bf16 / fp8 weights,
+    e.g. ``GGUF Q5_K: 19 GiB of RAM instead of 57 GiB (bf16). ``"""
+    if plan.storage != "gguf":
+        return ""
+    layout = [(p.component, p.device, p.offload) for p in plan.placements]
+    others = [p for p in every if p.storage in ("bf16", "fp8")
+              and [(q.component, q.device, q.offload) for q in p.placements] == layout]
+    if not others:
+        return ""
+    lightest = min(others, key=lambda p: p.host_ram_bytes)
+    quant = plan.label.rsplit(", ", 1)[-1].removesuffix(" transformer")
+    return (f"{quant}: {plan.host_ram_bytes / GIB:.0f} GiB of RAM instead of {lightest.host_ram_bytes / GIB:.0f} GiB "
+            f"({lightest.storage}). ")
 
 
 def choose(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None = None) -> Plan:
