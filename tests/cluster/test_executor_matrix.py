@@ -74,13 +74,12 @@ def _executor(kind: str, root: Path, request: pytest.FixtureRequest) -> Any:
         from wan_studio.cluster.local import LocalExecutor
 
         return LocalExecutor(config, ["cpu"])
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
+    from tests.cluster import loopback  # before Ray: the cluster listens on 127.0.0.1 only
 
+    ray = pytest.importorskip("ray")
     from wan_studio.cluster.ray_backend import RayExecutor
 
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=1, include_dashboard=False))
-    cluster.add_node(num_cpus=1, num_gpus=1)
+    cluster = loopback.start_cluster(nodes=2)
 
     def stop() -> None:
         ray.shutdown()

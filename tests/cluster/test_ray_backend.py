@@ -3,6 +3,7 @@
 Each node declares one GPU slot, so every path of a real cluster runs (one actor per GPU, node
 affinity, heartbeats); the "GPUs" are read through a fake NVML whose host name differs per node.
 One cluster and one executor serve every test; the fault test, which changes the cluster, runs last.
+The cluster listens on 127.0.0.1 only (tests/cluster/loopback.py), so test traffic stays on this machine.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
+import tests.cluster.loopback as loopback  # before Ray: it sets how Ray finds this machine's address
 
-from ray.cluster_utils import Cluster  # noqa: E402
+ray = pytest.importorskip("ray")
 
 import tests.cluster.fakes as fakes  # noqa: E402
 import tests.gpu.fake_nvml as fake_nvml  # noqa: E402
@@ -33,6 +34,14 @@ from wan_studio.engine.video_io import read_mp4  # noqa: E402
 from wan_studio.gpu import NoGpuTelemetry, TelemetrySampler  # noqa: E402
 
 TERMINAL = ("done", "failed", "cancelled", "lost")
+
+
+def wait_for(pred: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll ``pred`` until it holds; fail naming ``what`` was awaited after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.2)
 
 
 class Events:
@@ -66,8 +75,7 @@ class Events:
 def cluster(tmp_path_factory):
     ray.cloudpickle.register_pickle_by_value(fakes)
     ray.cloudpickle.register_pickle_by_value(fake_nvml)
-    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=1, include_dashboard=False))
-    c.add_node(num_cpus=1, num_gpus=1)
+    c = loopback.start_cluster(nodes=2)
     yield c
     ray.shutdown()
     c.shutdown()
@@ -89,10 +97,7 @@ def setup(cluster, hot_flag, tmp_path_factory):
     ex = RayExecutor(cluster.address, outputs, options, heartbeat_s=0.5,
                      on_samples=sampler.ingest)
     ex.start(events)
-    deadline = time.monotonic() + 120
-    while len(ex.idle_workers()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(ex.idle_workers()) == 2, ex.workers()
+    wait_for(lambda: len(ex.idle_workers()) == 2, "a worker on each node", timeout=120)
     yield ex, events, sampler
     ex.shutdown()
 
@@ -121,13 +126,24 @@ def names(ex: RayExecutor) -> list[str]:
     return [w.name for w in ex.workers()]
 
 
+def loaded(ex: RayExecutor) -> dict[str, list[str]]:
+    """Worker name -> the models its last heartbeat said it holds."""
+    return {w.name: w.loaded for w in ex.workers()}
+
+
+def test_the_test_cluster_listens_and_talks_on_loopback_only(setup) -> None:
+    procs = loopback.ray_processes()
+    kinds = {p.name() for p in procs}
+    assert {"gcs_server", "raylet"} <= kinds and sum(p.name() == "raylet" for p in procs) == 2, kinds
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {loopback.LOOPBACK}
+    assert loopback.off_loopback(procs) == []
+
+
 def test_one_worker_per_gpu_and_both_pcs_gpus_reach_the_panel(setup) -> None:
     ex, _events, sampler = setup
     workers = ex.workers()
     assert len(workers) == 2 and all(w.state == "idle" and w.pid for w in workers)
-    deadline = time.monotonic() + 20
-    while len({s.host for s in sampler.latest()}) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: len({s.host for s in sampler.latest()}) == 2, "samples from both PCs")
     latest = sampler.latest()
     assert {s.host for s in latest} == {"pc-" + w.name.split("~")[1][:6] for w in workers}
     assert all(s.name == "NVIDIA GeForce RTX 3090" and s.temperature_c == 50 for s in latest)
@@ -141,13 +157,8 @@ def test_job_result_lands_in_the_head_outputs_and_the_worker_keeps_the_model(set
     assert done.worker == first and all(Path(o).is_file() for o in done.outputs)
     assert all(Path(o).is_relative_to(ex.outputs_dir) for o in done.outputs)
     assert sidecar(done)["worker"] == first and frames(done).shape == (5, 64, 64, 3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        loaded = {w.name: w.loaded for w in ex.workers()}
-        if "demo" in loaded[first]:
-            break
-        time.sleep(0.2)
-    assert "demo" in loaded[first] and "demo" not in loaded[names(ex)[1]]
+    wait_for(lambda: "demo" in loaded(ex)[first], "a heartbeat listing the loaded model")
+    assert "demo" not in loaded(ex)[names(ex)[1]]
     # The worker is free again, and a second job on it is refused only while it runs.
     ex.submit(first, "busy", request(steps=2))
     with pytest.raises(WorkerGone):
@@ -199,10 +210,10 @@ def test_expert_split_equals_single_and_two_jobs_overlap(setup) -> None:
     one, two = events.end_of("experts-1"), events.end_of("experts-2")
     assert np.array_equal(frames(one), frames(single)) and np.array_equal(frames(two), frames(single))
     assert sidecar(one)["split"]["peer"] == b and sidecar(two)["split"]["peer"] == a
-    time.sleep(1.5)  # a heartbeat brings the loaded lists
-    loaded = {w.name: w.loaded for w in ex.workers()}
-    assert "t2v-a14b@high" in loaded[a] and "t2v-a14b@low" not in loaded[a]
-    assert "t2v-a14b@low" in loaded[b] and "t2v-a14b@high" not in loaded[b]
+    # Heartbeats bring the loaded lists; each worker holds only its own expert.
+    wait_for(lambda: "t2v-a14b@high" in loaded(ex)[a] and "t2v-a14b@low" in loaded(ex)[b],
+             "heartbeats listing each worker's expert")
+    assert "t2v-a14b@low" not in loaded(ex)[a] and "t2v-a14b@high" not in loaded(ex)[b]
 
 
 def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None:
@@ -268,13 +279,6 @@ def test_cluster_check_lists_every_node_with_matching_versions(setup) -> None:
     assert problems == ["no node reports an NVIDIA GPU: check the driver (nvidia-smi) on each PC"]
 
 
-def wait_for(pred: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster, hot_flag) -> None:
     ex, events, _ = setup
     ex.split = "off"
@@ -287,10 +291,11 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     assert lost.kind == "lost" and victim in lost.error
     survivor = next(w.name for w in ex.idle_workers() if w.name != victim)
     assert run(ex, events, survivor, "killed", request(steps=3)).kind == "done"
-    wait_for(lambda: any(w.name == victim and w.state == "idle" and w.restarts == 1 for w in ex.workers()))
+    wait_for(lambda: any(w.name == victim and w.state == "idle" and w.restarts == 1 for w in ex.workers()),
+             "the killed worker's actor back, idle")
     # 2. A whole node dies mid-job; once a node is back, it gets a worker again.
-    node = cluster.add_node(num_cpus=1, num_gpus=1)
-    wait_for(lambda: len(ex.idle_workers()) == 3)
+    node = loopback.add_node(cluster)
+    wait_for(lambda: len(ex.idle_workers()) == 3, "a worker on the new node")
     third = next(w.name for w in ex.workers() if node.node_id.startswith(w.name.split("~")[1][:6]))
     hold(ex, events, third, "node-lost", hot_flag)
     # A PC switched off: its raylet and its worker processes die together (a worker whose raylet
@@ -301,6 +306,6 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     hot_flag.unlink()
     assert events.end_of("node-lost").kind == "lost"
     assert run(ex, events, ex.idle_workers()[0].name, "node-lost", request(steps=3)).kind == "done"
-    wait_for(lambda: third not in names(ex))
-    cluster.add_node(num_cpus=1, num_gpus=1)
-    wait_for(lambda: len(ex.idle_workers()) == 3)
+    wait_for(lambda: third not in names(ex), "the dead node's worker dropped")
+    loopback.add_node(cluster)
+    wait_for(lambda: len(ex.idle_workers()) == 3, "a worker on the node that came back")
