@@ -25,6 +25,7 @@ from wan_studio.engine.request import GenerationRequest, GenerationResult, Reque
 from wan_studio.jobs.access import Caller
 from wan_studio.jobs.prepared import PreparedJob
 from wan_studio.jobs.queue import GROUP, JobQueue
+from wan_studio.jobs.recorded import RecordedSettings, settings_of_video, sidecars_of_same_video
 from wan_studio.jobs.state import open_store
 from wan_studio.accounts import Accounts
 from wan_studio.engine.video_io import join_clips
@@ -264,6 +265,12 @@ class Studio:
     def models(self) -> list[loading.Availability]:
         """Availability of every model in the catalog."""
         return [self.availability(s) for s in CATALOG.values()]
+
+    def recorded_settings(self, video: Path, caller: Caller) -> RecordedSettings:
+        """The settings ``video`` was made with: from the video, else its sidecar (beside it, or the
+        sidecar of one of ``caller``'s finished jobs that made exactly this file). Raises
+        ``NoRecordedSettings`` in words."""
+        return settings_of_video(video, sidecars_of_same_video(self.queue.store, caller, Path(video)))
 
     def presets_for(self, workflow: str) -> list[Preset]:
         """Presets of one tab, in file order."""

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from wan_studio.cluster.runtime import RuntimeConfig, WorkerRuntime
-from wan_studio.engine import generate as generate_module
 from wan_studio.engine import video_io
 from wan_studio.engine.job import WORK_FOLDER
 from wan_studio.engine.request import GenerationRequest, RequestError, validate
@@ -90,18 +89,18 @@ def test_worker_stopped_before_reporting_done_leaves_one_video_and_the_retry_ado
 def test_worker_stopped_between_video_and_sidecar_is_rewritten_under_the_same_name(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    real_write_json = generate_module.write_json
+    real_write_json = video_io.write_json
 
-    def die_on_sidecar(path: Path, data: dict[str, Any]) -> Path:
+    def die_on_sidecar(path: Path, data: dict[str, Any]) -> Path:  # after the settings went into the video
         raise _Died
 
-    monkeypatch.setattr(generate_module, "write_json", die_on_sidecar)
+    monkeypatch.setattr(video_io, "write_json", die_on_sidecar)
     with pytest.raises(_Died):
         _Worker("w", out, lambda m: None).run("j2", _tiny(4),
                                                                                              threading.Event())
     first = _videos(out)
     assert len(first) == 1 and not first[0].with_suffix(".json").exists()
-    monkeypatch.setattr(generate_module, "write_json", real_write_json)
+    monkeypatch.setattr(video_io, "write_json", real_write_json)
     sent: list[dict[str, Any]] = []
     _Worker("w2", out, sent.append).run("j2", _tiny(4),
                                                                                       threading.Event())
@@ -113,12 +112,12 @@ def test_worker_stopped_between_video_and_sidecar_is_rewritten_under_the_same_na
 def test_a_job_that_fails_after_an_interrupted_attempt_leaves_no_video(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(_Died()))
+    monkeypatch.setattr(video_io, "write_json", lambda path, data: (_ for _ in ()).throw(_Died()))
     with pytest.raises(_Died):
         _Worker("w", out, lambda m: None).run("j3", _tiny(5),
                                                                                              threading.Event())
     assert len(_videos(out)) == 1
-    monkeypatch.setattr(generate_module, "write_json", lambda path, data: (_ for _ in ()).throw(
+    monkeypatch.setattr(video_io, "write_json", lambda path, data: (_ for _ in ()).throw(
         OSError(errno.EIO, "Input/output error")))
     sent: list[dict[str, Any]] = []
     _Worker("w2", out, sent.append).run("j3", _tiny(5),

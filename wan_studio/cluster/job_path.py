@@ -19,7 +19,7 @@ from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, finished_earlier, work_dir_of
 from wan_studio.engine.request import GenerationRequest, RequestError
-from wan_studio.engine.video_io import write_json
+from wan_studio.engine.video_io import write_record
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
 from wan_studio.memory.plan import Plan
 from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
@@ -179,7 +179,7 @@ class JobPath:
         data = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
         data["magcache_calibration"] = {"model": spec.key, "mode": mode_of(req), "steps": req.steps,
                                         "file": str(path), "ratios": ratios}
-        write_json(result.sidecar_path, data)
+        write_record(result.video_path, result.sidecar_path, data)
         return result
 
 

@@ -28,7 +28,7 @@ from wan_studio.engine.framing import frame_of, load_framed
 from wan_studio.engine.noise import NoiseSource, seeded_generator
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.sampler import official_scheduler, sampler_record
-from wan_studio.engine.video_io import frames_to_uint8, write_json, write_mp4
+from wan_studio.engine.video_io import frames_to_uint8, write_mp4, write_record
 
 Stage = Literal["loading", "encoding", "denoising", "paused", "decoding", "writing", "done"]
 
@@ -360,7 +360,7 @@ def generate(
             sidecar["speed"] = speed
         if checkpoints is not None:
             sidecar["checkpoints"] = checkpoints.record(done.resumed_from)
-        write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
+        write_record(video_path, sidecar_path, {**sidecar, **(extra_sidecar or {})})
         if checkpoints is not None:
             checkpoints.remove()
         report(Progress("done", request.steps, request.steps, timings["total_s"]))

@@ -25,7 +25,7 @@ from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.checkpoint import StepCheckpoints, request_key
 from wan_studio.engine.generate import Progress, ProgressFn, output_paths, render, sidecar_for
 from wan_studio.engine.request import MAX_SEED, GenerationRequest, GenerationResult, RequestError
-from wan_studio.engine.video_io import read_mp4, write_json, write_mp4
+from wan_studio.engine.video_io import read_mp4, write_json, write_mp4, write_record
 
 MAX_SECONDS = 120
 
@@ -203,7 +203,7 @@ def generate_long(
                             "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
                             "resumed_steps": resumed_steps}
     sidecar.update(ran)
-    write_json(sidecar_path, {**sidecar, **(extra_sidecar or {})})
+    write_record(video_path, sidecar_path, {**sidecar, **(extra_sidecar or {})})
     report(Progress("done", request.steps, request.steps, timings["total_s"], window=len(windows) - 1,
                     windows=len(windows)))
     return GenerationResult(video_path, sidecar_path, request, timings, peak)

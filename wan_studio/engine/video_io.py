@@ -1,4 +1,8 @@
-"""Writing and reading mp4 files (H.264 through imageio-ffmpeg) and JSON sidecars, atomically."""
+"""Writing and reading mp4 files (H.264 through imageio-ffmpeg) and JSON sidecars, atomically.
+
+A finished video carries its sidecar's JSON in its container metadata too (the mp4 ``comment``
+tag, which players and ``ffmpeg -i`` show), so its settings travel with the file.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,17 @@ import numpy as np
 from wan_studio.engine.disk import disk_full_text, free_bytes
 
 
+# The mp4 tag holding the settings: ``comment`` (the ``\xa9cmt`` atom) is one every muxer and
+# player knows, so no ``-movflags use_metadata_tags`` is needed and the text survives a remux.
+SETTINGS_TAG = "comment"
+
+
 class OutputWriteError(OSError):
     """The video or its sidecar could not be written; the message says why and what to do."""
+
+
+class VideoReadError(ValueError):
+    """A file is not a video ffmpeg can read; the message names it."""
 
 
 def _temp_beside(path: Path, suffix: str) -> Path:
@@ -221,3 +234,90 @@ def _frame_size(path: Path) -> tuple[int, int]:
     finally:
         reader.close()
     return int(w), int(h)
+
+
+def _ffmeta_escape(text: str) -> str:
+    # ffmpeg's ffmetadata format: these characters are taken literally only after a backslash.
+    return "".join("\\" + c if c in "=;#\\\n" else c for c in text)
+
+
+def _ffmeta_global(text: str) -> dict[str, str]:
+    """The global tags of an ffmetadata text (``ffmpeg -f ffmetadata`` output), unescaped."""
+    tags: dict[str, str] = {}
+    key: list[str] | None = None
+    cur: list[str] = []
+    first = True
+    i = 0
+    while i <= len(text):
+        c = text[i] if i < len(text) else "\n"
+        if c == "\\" and i + 1 < len(text):
+            cur.append(text[i + 1])
+            i += 2
+            continue
+        if c == "=" and key is None:
+            key, cur = cur, []
+        elif c == "\n":
+            line_key = "".join(key) if key is not None else None
+            if first:
+                first = False  # the ";FFMETADATA1" header
+            elif key is None and cur and cur[0] == "[":
+                break  # a [STREAM] or [CHAPTER] section: the global tags are over
+            elif line_key and not line_key.startswith((";", "#")):
+                tags[line_key] = "".join(cur)
+            key, cur = None, []
+        else:
+            cur.append(c)
+        i += 1
+    return tags
+
+
+def embed_settings(video_path: Path, data: dict[str, Any]) -> Path:
+    """Put ``data`` as compact JSON into the mp4's ``comment`` tag, in place and atomically.
+
+    The streams are copied, not re-encoded; a failure leaves the video as it was. The text goes to
+    ffmpeg in an ffmetadata file, not on the command line, so its length is not bounded by that.
+    """
+    video_path = Path(video_path)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    meta = _temp_beside(video_path, ".tmp")
+    try:
+        meta.write_text(f";FFMETADATA1\n{SETTINGS_TAG}={_ffmeta_escape(text)}\n", encoding="utf-8")
+        args = ["-i", str(video_path), "-f", "ffmetadata", "-i", str(meta), "-map", "0", "-map_metadata", "1",
+                "-c", "copy", "-movflags", "+faststart"]
+        return _ffmpeg_into(video_path, args, 600, f"could not write the settings into {video_path.name}")
+    except OSError as e:
+        if isinstance(e, OutputWriteError):
+            raise
+        raise _explain(e, video_path) from e
+    finally:
+        _discard(meta)
+
+
+def read_embedded_settings(path: Path) -> dict[str, Any] | None:
+    """The JSON object in a video's ``comment`` tag, or None when it has none (or the tag is not a
+    JSON object, e.g. a plain comment). Raises ``VideoReadError`` when ffmpeg cannot read the file."""
+    import subprocess
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise VideoReadError(f"{Path(path).name} is not a video that can be read"
+                             + (f" ({why[-1][-200:]})" if why else ""))
+    text = _ffmeta_global(proc.stdout.decode("utf-8", "replace")).get(SETTINGS_TAG)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(video_path: Path, sidecar_path: Path, data: dict[str, Any]) -> None:
+    """Record a finished video's settings: ``data`` into the mp4 (``embed_settings``), then the same
+    JSON as its sidecar. The sidecar comes last: its presence marks the outputs complete
+    (``engine.job.finished_earlier``), so a worker killed in between leaves a job that runs again
+    over the same file."""
+    embed_settings(video_path, data)
+    write_json(sidecar_path, data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,9 +17,11 @@ from wan_studio.engine.framing import FRAMING_LABELS
 from wan_studio.engine.lora import list_loras
 from wan_studio.engine.request import RequestError, validate
 from wan_studio.services import JobFailed, Studio, result_of
-from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FORM_FIELDS, AdvancedForm, automatic_text,
-                                         batch_requests, build_request, cost_line, gpu_choices, knob_choices,
-                                         model_choices, negative_prompt_help, size_choices)
+from wan_studio.jobs.recorded import NoRecordedSettings
+from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE_FIELDS, FORM_FIELDS, AdvancedForm,
+                                         automatic_text, batch_requests, build_request, cost_line, form_of_record,
+                                         gpu_choices, knob_choices, model_choices, negative_prompt_help,
+                                         size_choices)
 from wan_studio.ui.errors import user_error
 
 
@@ -43,6 +46,9 @@ class AdvancedTab:
     batch_first_seed: gr.Number
     batch_go: gr.Button
     batch_status: gr.Markdown
+    settings_video: gr.File
+    load_settings: gr.Button
+    load_status: gr.Markdown
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -143,13 +149,19 @@ def render(studio: Studio) -> AdvancedTab:
                     batch_first_seed = gr.Number(label="First seed", value=0, precision=0, elem_id="adv-batch-first")
                 batch_go = gr.Button("Queue batch", elem_id="adv-batch-go")
                 batch_status = gr.Markdown("", elem_id="adv-batch-status")
+            with gr.Accordion("Settings from a video made here", open=False, elem_id="adv-from-video"):
+                settings_video = gr.File(label="Drop an mp4 made by Wan Studio", file_types=[".mp4"],
+                                         type="filepath", elem_id="adv-settings-video")
+                load_settings = gr.Button("Load these settings", size="sm", elem_id="adv-load-settings")
+                load_status = gr.Markdown("", elem_id="adv-load-status")
         with gr.Column(scale=2):
             video = gr.Video(label="Video", elem_id="adv-video", interactive=False, autoplay=True, loop=True)
             status = gr.Markdown("", elem_id="adv-status")
             file = gr.File(label="Download", elem_id="adv-file", interactive=False)
             params = gr.JSON(label="Parameters used", elem_id="adv-params")
     return AdvancedTab(f, size, lora_pick, cost, automatic, generate, cancel, calibrate, video, file, params, status,
-                       batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status)
+                       batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status, settings_video,
+                       load_settings, load_status)
 
 
 def _form(values: tuple[Any, ...]) -> AdvancedForm:
@@ -263,6 +275,29 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
         lines = [line for line in (current or "").splitlines() if line.strip()]
         return "\n".join([*lines, f"{name}:1.0"]), None
 
+    loaded_fields = [n for n in FORM_FIELDS if n not in FILE_FIELDS]
+
+    def on_load_settings(video: str | None, request: gr.Request = None) -> tuple[Any, ...]:  # type: ignore[assignment]
+        """Fill the form from the settings a dropped video was made with; why not, in words."""
+        keep = tuple(gr.update() for _ in range(len(loaded_fields) + 1))
+        if not video:
+            return (*keep, "Drop an mp4 made by Wan Studio first.")
+        caller = studio.caller(getattr(request, "username", None), _owner(request))
+        try:
+            record = studio.recorded_settings(Path(video), caller)
+            values, notes = form_of_record(record.request, [d for _, d in gpu_choices(studio)])
+        except (NoRecordedSettings, RequestError) as e:
+            return (*keep, f"**Cannot load these settings:** {e}")
+        spec = get_spec(values["model"])
+        placeholder, gloss = negative_prompt_help(spec)
+        where = "from the video itself" if record.source == "video" else f"from its sidecar {record.where.name}"
+        text = f"Loaded the settings of {Path(video).name} {where} (seed {values['seed']})."
+        if notes:
+            text += " Note: " + "; ".join(notes) + "."
+        values["negative_prompt"] = gr.update(value=values["negative_prompt"], placeholder=placeholder, info=gloss)
+        return (*(values[n] for n in loaded_fields), gr.update(choices=size_choices(spec) + ["custom"], value=None),
+                text)
+
     f = tab.form
     outputs = [tab.video, tab.file, tab.params, tab.status]
     # Progress, and a refusal, show on the video panel alone: an error marks one place, not all four.
@@ -276,9 +311,13 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name=False, queue=False)
     tab.batch_go.click(on_batch, inputs=[*tab.inputs, tab.batch_prompts, tab.batch_seeds, tab.batch_first_seed],
                        outputs=[tab.batch_status], api_name="advanced_batch")
-    f["model"].change(on_model, inputs=[f["model"]],
+    # On user input only: loading a video's settings sets the model and its own sizes together.
+    f["model"].input(on_model, inputs=[f["model"]],
                       outputs=[f["width"], f["height"], f["frames"], f["fps"], f["steps"], f["shift"], f["guidance"],
                                f["guidance_2"], tab.size, f["negative_prompt"]], api_name=False, queue=False)
+    tab.load_settings.click(on_load_settings, inputs=[tab.settings_video],
+                            outputs=[*(f[n] for n in loaded_fields), tab.size, tab.load_status],
+                            api_name="advanced_load_settings", queue=False)
     tab.size.change(on_size, inputs=[tab.size], outputs=[f["width"], f["height"]], api_name=False, queue=False)
     tab.lora_pick.change(on_lora_pick, inputs=[tab.lora_pick, f["loras"]], outputs=[f["loras"], tab.lora_pick],
                          api_name=False, queue=False)

@@ -284,3 +284,40 @@ def batch_requests(form: AdvancedForm, prompts_text: str, seeds: int,
 def all_models() -> list[str]:
     """Every catalog key (tests and the dropdown agree on this)."""
     return list(CATALOG)
+
+
+# Inputs that are files: a video's record names them, but they are not inside it.
+FILE_FIELDS = {"image": "start image", "last_image": "last image", "audio": "speech", "pose_video": "pose video"}
+
+
+def form_of_record(request: dict[str, Any], gpus: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The form values (``FORM_FIELDS`` except the file inputs) that remake a recorded request, and
+    notes for the user (files to add again, pins this machine cannot honour). ``gpus``: the device
+    names a GPU pin may keep (others fall back to automatic)."""
+    known = {f.name for f in fields(GenerationRequest)}
+    r = GenerationRequest(**{k: v for k, v in request.items() if k in known and k != "prompt"},
+                          prompt=str(request.get("prompt") or ""))
+    if r.model not in CATALOG:
+        raise RequestError(f"the video was made with the model {r.model!r}, which this version of the app does not "
+                           f"know (it knows {', '.join(CATALOG)})")
+    notes = [f"add the {label} again: it is not inside the video" for key, label in FILE_FIELDS.items()
+             if getattr(r, key)]
+    pins = dict(r.overrides or {})
+    if pins.get("gpu") is not None and pins["gpu"] not in (gpus or []):
+        notes.append(f"this machine has no {pins['gpu']}: the GPU is chosen automatically")
+        pins.pop("gpu")
+    fps = r.fps or get_spec(r.model).fps
+    loras = [":".join(str(x) for x in (d.get("file"), d.get("weight", 1.0), d.get("weight_2")) if x is not None)
+             if isinstance(d, dict) else str(d) for d in (r.loras or [])]
+    values: dict[str, Any] = dict(
+        model=r.model, prompt=r.prompt, negative_prompt=r.negative_prompt or "",
+        seed=r.seed if r.seed is not None else -1, steps=r.steps or 0, shift=r.shift or 0,
+        guidance=r.guidance or 0, guidance_2=r.guidance_2 or 0, width=r.width or 0, height=r.height or 0,
+        frames=r.num_frames or 0, fps=fps, long_clip=r.total_frames is not None,
+        total_seconds=round(r.total_frames / fps, 4) if r.total_frames else 10, overlap=r.window_overlap or 0,
+        window_prompts="\n".join(r.window_prompts or []), loras="\n".join(loras), step_cache=r.step_cache or "off",
+        cache_threshold=r.cache_threshold or 0, fast=r.fast or "off", motion_steps=r.motion_steps or 0,
+        framing=r.framing or "official", decode=pins.get("decode") or AUTO,
+        compile=AUTO if pins.get("compile") is None else ("on" if pins["compile"] else "off"),
+        **{k: pins.get(k) or AUTO for k in ("storage", "offload", "text_encoder", "gpu", "attention")})
+    return values, notes

@@ -20,7 +20,7 @@ from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.s2v.audio_io import load_speech
 from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for
 from wan_studio.engine.sampler import sampler_record
-from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_json, write_mp4
+from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_mp4, write_record
 
 CHUNK_FRAMES = 80
 
@@ -112,6 +112,6 @@ def generate_s2v(
         "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
         **(extra_sidecar or {}),
     }
-    write_json(sidecar_path, sidecar)
+    write_record(video_path, sidecar_path, sidecar)
     report(Progress("done", total, total, t_written - t0))
     return GenerationResult(video_path, sidecar_path, request, timings, peak)
