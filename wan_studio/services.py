@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wan_studio.catalog import loading
+from wan_studio.catalog.formats import register_found
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.devices import detect_devices
@@ -112,7 +113,10 @@ class Studio:
         hardware = hardware or hardware_mod.detect()
         memory_limits = Limits(allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit)
         budget = int(hardware.host_total_bytes * memory_limits.host_fraction) - HOST_OVERHEAD_BYTES
-        manager = manager or ModelManager(FolderLoader(settings.models_dir), budget_bytes=max(budget, 0))
+        if manager is None:
+            loader = FolderLoader(settings.models_dir, settings.comfyui_dir)
+            register_found(loader.sources)  # GGUF files are planned by their own size
+            manager = ModelManager(loader, budget_bytes=max(budget, 0))
         telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
         limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
                                enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
@@ -260,7 +264,7 @@ class Studio:
 
     def availability(self, spec: ModelSpec) -> loading.Availability:
         """Whether ``spec`` can be loaded now, and how to get it if not."""
-        return loading.availability(spec, self.settings.models_dir)
+        return loading.availability(spec, self.settings.models_dir, self.settings.comfyui_dir)
 
     def models(self) -> list[loading.Availability]:
         """Availability of every model in the catalog."""

@@ -22,6 +22,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     models_dir: Path = Path("models")
+    # A ComfyUI ``models`` folder read as it is (diffusion_models/, text_encoders/, vae/, loras/).
+    comfyui_dir: Path | None = None
     outputs_dir: Path = Path("outputs")
     share: bool = False
     auth: tuple[str, str] | None = None
@@ -65,6 +67,8 @@ class Settings:
         self.models_dir = Path(self.models_dir).expanduser()
         self.outputs_dir = Path(self.outputs_dir).expanduser()
         self.loras_dir = Path(self.loras_dir).expanduser()
+        if self.comfyui_dir is not None:
+            self.comfyui_dir = Path(self.comfyui_dir).expanduser()
         if self.accounts_file is not None:
             self.accounts_file = Path(self.accounts_file).expanduser()
         if self.state_dir is not None:
@@ -125,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(env("WAN_STUDIO_PORT", "7860")))
     p.add_argument("--models-dir", type=Path, default=Path(env("WAN_STUDIO_MODELS_DIR", "models")),
                    help="folder holding models in Diffusers layout (default ./models)")
+    p.add_argument("--comfyui-dir", type=Path, default=env("WAN_STUDIO_COMFYUI_DIR"), metavar="PATH",
+                   help="also read models from a ComfyUI models folder as it is (diffusion_models/, "
+                        "text_encoders/, vae/; its loras/ too unless --loras-dir is given)")
     p.add_argument("--outputs-dir", type=Path, default=Path(env("WAN_STUDIO_OUTPUTS_DIR", "outputs")),
                    help="folder for videos and their JSON sidecars (default ./outputs)")
     p.add_argument("--loras-dir", type=Path, default=Path(env("WAN_STUDIO_LORAS_DIR", "loras")),
@@ -180,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _loras_dir(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    """``--loras-dir``; when it is left at its default and a ComfyUI folder with a ``loras/`` is
+    given, that one (the user's LoRAs are where ComfyUI keeps them)."""
+    comfy_loras = Path(ns.comfyui_dir).expanduser() / "loras" if ns.comfyui_dir else None
+    if comfy_loras is not None and ns.loras_dir == parser.get_default("loras_dir") and comfy_loras.is_dir():
+        return comfy_loras
+    return ns.loras_dir
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
@@ -218,7 +234,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         max_upload_mb=ns.max_upload_mb,
         attention=ns.attention,
         compile=ns.compile,
-        loras_dir=ns.loras_dir,
+        loras_dir=_loras_dir(ns, parser),
+        comfyui_dir=ns.comfyui_dir,
         state_dir=ns.state_dir,
         debug=ns.debug,
     )

@@ -52,6 +52,7 @@ class RuntimeConfig:
     """
 
     models_dir: str = "models"
+    comfyui_dir: str | None = None
     outputs_dir: str = "outputs"
     loras_dir: str = "loras"
     allow_fp8: bool = True
@@ -71,7 +72,9 @@ class RuntimeConfig:
         """The configuration for ``settings`` (a ``wan_studio.settings.Settings``)."""
         thermal = ThermalConfig(settings.thermal_pause_c, settings.thermal_resume_c, settings.thermal_guard,
                                 settings.telemetry_interval_s)
-        base = cls(models_dir=str(settings.models_dir), outputs_dir=str(settings.outputs_dir),
+        comfy = getattr(settings, "comfyui_dir", None)
+        base = cls(models_dir=str(settings.models_dir), comfyui_dir=str(comfy) if comfy else None,
+                   outputs_dir=str(settings.outputs_dir),
                    loras_dir=str(settings.loras_dir), allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit,
                    ram_share=max(1, ram_share), speed=settings.speed.to_dict(), thermal=thermal)
         return dataclasses.replace(base, **changes)
@@ -161,7 +164,14 @@ class WorkerRuntime:
         # Every worker process holds its own models: the host-RAM budget is shared out between them.
         budget = int(self.hardware.host_total_bytes * self.limits.host_fraction) - HOST_OVERHEAD_BYTES
         self.ram_budget_bytes = max(budget // self.config.ram_share, 0)
-        loader = TinyLoader() if self.config.tiny_models else FolderLoader(Path(self.config.models_dir))
+        if self.config.tiny_models:
+            loader: Any = TinyLoader()
+        else:
+            from wan_studio.catalog.formats import register_found
+
+            comfy = Path(self.config.comfyui_dir) if self.config.comfyui_dir else None
+            loader = FolderLoader(Path(self.config.models_dir), comfy)
+            register_found(loader.sources)  # the planner here counts GGUF files by their size
         return ModelManager(loader, budget_bytes=self.ram_budget_bytes,
                             apply=plan_applier(SpeedOptions(**self.config.speed)))
 
