@@ -40,7 +40,7 @@ from wan_studio.memory.manager import ModelManager
 from wan_studio.memory.plan import Limits, NoPlanFits, Plan, Workload
 from wan_studio.memory.overrides import overrides_of
 from wan_studio.memory.planner import plan_ladder
-from wan_studio.presets import Preset, load_presets
+from wan_studio.presets import PRESETS_DIR, Preset, PresetError, read_presets
 from wan_studio.settings import Settings
 
 __all__ = ["Studio", "GenerationCancelled", "RequestError", "ModelUnavailable", "DoesNotFit", "JobFailed"]
@@ -99,7 +99,8 @@ class Studio:
 
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
-               telemetry: TelemetrySampler | None = None, hardware: Hardware | None = None) -> Studio:
+               telemetry: TelemetrySampler | None = None, hardware: Hardware | None = None,
+               presets_dir: Path | None = None) -> Studio:
         """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler and
         ``hardware`` the detected machine (tests). The hardware is read once, at start.
 
@@ -107,6 +108,8 @@ class Studio:
         this process with that manager. Workers start on ``start()`` (or the first job); the
         sampler starts here; ``close()`` stops both. Raises ``StoreError`` when the job database cannot be used
         (a damaged one is moved aside and rebuilt from the sidecars: ``notices`` says so).
+        Presets come from ``presets_dir`` (default: the app's ``presets/``); a preset file that does
+        not validate is left out and named in ``notices``.
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         injected = manager is not None
@@ -121,7 +124,10 @@ class Studio:
         limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,
                                enabled=settings.thermal_guard, poll_s=telemetry.interval_s,
                                max_age_s=max(10.0, 5 * telemetry.interval_s))
-        studio = cls(settings=settings, manager=manager, presets=load_presets(), telemetry=telemetry,
+        presets, preset_problems = read_presets(presets_dir or PRESETS_DIR)
+        if not presets:
+            raise PresetError("no usable presets: " + "; ".join(preset_problems or ["the presets folder is empty"]))
+        studio = cls(settings=settings, manager=manager, presets=presets, telemetry=telemetry,
                      thermal=ThermalGuard(telemetry.latest, limits),
                      accounts=Accounts(settings.accounts_file) if settings.accounts_file else None,
                      limits=user_limits(settings), hardware=hardware, memory_limits=memory_limits)
@@ -144,7 +150,7 @@ class Studio:
         else:
             executor = LocalExecutor(config, devices)
         opened = open_store(settings.outputs_dir, settings.jobs_db)  # moved out of outputs, repaired
-        studio.notices = opened.notices
+        studio.notices = [*preset_problems, *opened.notices]
         studio.jobs = JobQueue(opened.store, executor, settings.outputs_dir,
                                max_length=settings.max_queue, max_attempts=settings.max_attempts,
                                max_prompt_chars=settings.max_prompt_chars, check=studio.check_available)

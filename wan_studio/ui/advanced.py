@@ -23,6 +23,7 @@ from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE
                                          gpu_choices, knob_choices, model_choices, negative_prompt_help,
                                          size_choices)
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.preset_costs import PRESET_FORM_FIELDS, form_of_preset, presets_markdown
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AdvancedTab:
     batch_first_seed: gr.Number
     batch_go: gr.Button
     batch_status: gr.Markdown
+    preset: gr.Dropdown
     settings_video: gr.File
     load_settings: gr.Button
     load_status: gr.Markdown
@@ -97,6 +99,13 @@ def render(studio: Studio) -> AdvancedTab:
                 "the line above **Generate** predicts what they will cost on this machine.")
     with gr.Row():
         with gr.Column(scale=3):
+            ordered = [*studio.presets_for("advanced"), *studio.presets_for("intermediate"),
+                       *studio.presets_for("beginner")]
+            preset = gr.Dropdown([(p.label, p.name) for p in ordered], value=None, elem_id="adv-preset",
+                                 label="Start from a preset (sets the model, size, length and steps; the cost line "
+                                       "below follows)")
+            with gr.Accordion("Presets: what each costs on this machine", open=False):
+                gr.Markdown(presets_markdown(studio, "advanced"), elem_id="adv-preset-costs")
             f = _model_widgets(studio, key)
             size = gr.Dropdown(size_choices(get_spec(key)) + ["custom"], value=None, label="Size preset",
                                elem_id="adv-size")
@@ -160,7 +169,7 @@ def render(studio: Studio) -> AdvancedTab:
             file = gr.File(label="Download", elem_id="adv-file", interactive=False)
             params = gr.JSON(label="Parameters used", elem_id="adv-params")
     return AdvancedTab(f, size, lora_pick, cost, automatic, generate, cancel, calibrate, video, file, params, status,
-                       batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status, settings_video,
+                       batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status, preset, settings_video,
                        load_settings, load_status)
 
 
@@ -298,6 +307,15 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
         return (*(values[n] for n in loaded_fields), gr.update(choices=size_choices(spec) + ["custom"], value=None),
                 text)
 
+    def on_preset(name: str | None) -> tuple[Any, ...]:
+        if not name or name not in studio.presets:
+            return tuple(gr.update() for _ in range(len(PRESET_FORM_FIELDS) + 2))
+        values = form_of_preset(studio.presets[name])
+        spec = get_spec(values["model"])
+        placeholder, gloss = negative_prompt_help(spec)
+        return (*(values[n] for n in PRESET_FORM_FIELDS), gr.update(choices=size_choices(spec) + ["custom"], value=None),
+                gr.update(placeholder=placeholder, info=gloss))
+
     f = tab.form
     outputs = [tab.video, tab.file, tab.params, tab.status]
     # Progress, and a refusal, show on the video panel alone: an error marks one place, not all four.
@@ -315,6 +333,9 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     f["model"].input(on_model, inputs=[f["model"]],
                       outputs=[f["width"], f["height"], f["frames"], f["fps"], f["steps"], f["shift"], f["guidance"],
                                f["guidance_2"], tab.size, f["negative_prompt"]], api_name=False, queue=False)
+    tab.preset.input(on_preset, inputs=[tab.preset],
+                     outputs=[*(f[n] for n in PRESET_FORM_FIELDS), tab.size, f["negative_prompt"]], api_name=False,
+                     queue=False)
     tab.load_settings.click(on_load_settings, inputs=[tab.settings_video],
                             outputs=[*(f[n] for n in loaded_fields), tab.size, tab.load_status],
                             api_name="advanced_load_settings", queue=False)

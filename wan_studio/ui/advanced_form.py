@@ -205,10 +205,12 @@ def cost_line(studio: Studio, form: AdvancedForm) -> str:
     avail = studio.availability(spec)
     first = "" if avail.usable else f"**{spec.title} is {avail.status}:** {avail.detail}  \n"
     last = "  \n*Type a prompt to Generate.*" if blank else ""
-    return first + _cost_text(plan, r, n) + last
+    return first + cost_text(plan, r, n) + last
 
 
-def _cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
+def cost_text(plan: Plan, r: GenerationRequest, windows: int) -> str:
+    """Markdown "**This will cost:** …" for a validated request ``r`` made in ``windows`` windows
+    under ``plan`` (peak VRAM per device, host RAM, denoising time, size, frames, steps, passes)."""
     vram = (", ".join(f"{gib:.1f} GiB on {dev}" for dev, gib in plan.to_dict()["peak_vram_gib"].items())
             or "none (runs on the CPU)")
     per = f" ({windows} windows × {_duration(plan.job_s)})" if windows > 1 else ""

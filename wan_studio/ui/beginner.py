@@ -14,6 +14,7 @@ from wan_studio.engine.request import RequestError
 from wan_studio.ui.safe_inputs import ImageInput
 from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.preset_costs import presets_markdown
 
 
 @dataclass
@@ -90,6 +91,8 @@ def render(studio: Studio) -> BeginnerTab:
             preset = gr.Dropdown(choices=[(p.label, p.name) for p in presets], value=default.name,
                                  label="Preset", elem_id="beginner-preset")
             model_status = gr.Markdown(model_status_text(studio, default.name), elem_id="beginner-model-status")
+            with gr.Accordion("Presets: what each costs on this machine", open=False):
+                gr.Markdown(presets_markdown(studio, "beginner"), elem_id="beginner-preset-costs")
             seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="beginner-seed")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="beginner-generate")

@@ -15,13 +15,19 @@ from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.safe_inputs import AudioInput, ImageInput
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.preset_costs import presets_markdown
 
-# Mode -> (scene model and size/frames, talking model and pixel budget). 241 frames at 24 fps is
-# the 10-second scene; the talking clip's length follows the speech (chunks of 5 s).
+# Mode -> (scene model and size/frames, talking model and pixel budget), as the Intermediate
+# presets set them (a test keeps the two in step). 241 frames at 24 fps is the 10-second scene; the
+# talking clip's length follows the speech (chunks of 5 s) within S2V's official 1024×704 budget.
 MODES: dict[str, dict[str, Any]] = {
     "720p · 10 s (TI2V-5B + S2V-14B)": {
         "scene": dict(model="ti2v-5b", width=1280, height=704, num_frames=241),
-        "talk": dict(model="s2v-14b", width=1280, height=720),
+        "talk": dict(model="s2v-14b", width=1024, height=704),
+    },
+    "1080p · 5 s (TI2V-5B + S2V-14B)": {
+        "scene": dict(model="ti2v-5b", width=1920, height=1088, num_frames=121),
+        "talk": dict(model="s2v-14b", width=1024, height=704),
     },
     "Demo · CPU, random weights": {
         "scene": dict(model="demo"),
@@ -92,6 +98,8 @@ def render(studio: Studio) -> IntermediateTab:
                               elem_id="inter-speech")
             talk_prompt = gr.Textbox(label="Talking clip prompt (optional)", lines=2, elem_id="inter-talk-prompt",
                                      placeholder="A librarian speaks calmly to the camera")
+            with gr.Accordion("Presets: what each costs on this machine", open=False):
+                gr.Markdown(presets_markdown(studio, "intermediate"), elem_id="inter-preset-costs")
             join = gr.Checkbox(label="Join scene and talking clip", value=True, elem_id="inter-join")
             seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="inter-seed")
             with gr.Row():
