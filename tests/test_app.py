@@ -75,8 +75,9 @@ def test_share_without_internet_generates_a_password_and_keeps_serving(tmp_path:
         m = re.search(r"user '(\w+)' and password '([^']+)'", out)
         assert m, out
         from gradio_client import Client
+        from gradio_client.exceptions import AuthenticationError
 
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False)  # no login, no access
         Client(url, auth=(m.group(1), m.group(2)), verbose=False).view_api(print_info=False)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -9,22 +10,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import pytest
 from gradio_client import Client
 
 from tests.ui.test_jobs_api import SLOW, TINY, free_port
+from wan_studio.jobs.store import JobStore
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_app(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_app(root: Path, port: int, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, "app.py", "--outputs-dir", str(root / "outputs"), "--models-dir", str(root / "models"),
          "--port", str(port), "--workers", "1"],
-        cwd=REPO, env=env, stdout=open(root / f"app-{port}.log", "wb"), stderr=subprocess.STDOUT)
+        cwd=REPO, env=env, stdout=open(root / f"app-{port}.log", "wb"), stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn)
 
 
 def wait_up(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 90) -> None:
@@ -100,7 +104,8 @@ def test_kill_9_app_mid_job_then_restart_finishes_every_job_once(tmp_path: Path)
     assert f"job {slow} requeued after the app stopped during attempt 1" in (tmp_path / f"app-{port2}.log").read_text()
 
 
-def _damaged_start(tmp_path: Path, damage: bytes, mode: int | None = None) -> tuple[Path, str, str]:
+def _damaged_start(tmp_path: Path, damage: bytes, mode: int | None = None,
+                   preexec_fn: Callable[[], None] | None = None) -> tuple[Path, str, str]:
     """Start the app on an outputs folder whose old-layout ``jobs.db`` holds ``damage``; returns the
     moved-aside copy, the console output and the UI's config."""
     db = tmp_path / "outputs" / "jobs.db"
@@ -109,7 +114,7 @@ def _damaged_start(tmp_path: Path, damage: bytes, mode: int | None = None) -> tu
     if mode is not None:
         db.chmod(mode)
     port = free_port()
-    app = start_app(tmp_path, port)
+    app = start_app(tmp_path, port, preexec_fn)
     try:
         wait_up(app, port, timeout_s=240)  # a loaded CI machine imports torch slowly
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).text
@@ -129,7 +134,38 @@ def test_a_damaged_database_is_moved_aside_and_the_app_starts_saying_so(tmp_path
     assert not (tmp_path / "outputs" / "jobs.db").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
-def test_an_unreadable_database_is_moved_aside(tmp_path: Path) -> None:  # pragma: no cover - non-root CI
-    backup, console, _ = _damaged_start(tmp_path, b"SQLite format 3\x00" + b"\x00" * 4000, mode=0)
-    assert "was damaged" in console and str(backup) in console
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
+
+
+def _without_root_file_access() -> None:
+    """``preexec_fn``: the app keeps its user but, when that is root, loses the two capabilities that
+    let root open any file whatever its mode (from the bounding set, so also after ``exec``); a
+    mode-0 file is then as unreadable to it as to any other user. CI runs as root."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {cap} for the app")
+
+
+def test_an_unreadable_database_is_moved_aside_and_kept(tmp_path: Path) -> None:
+    """A sound job database the app may not read (mode 0) is moved aside, byte for byte, with a
+    sentence; the same file readable opens as it is (so it is the permission that was seen)."""
+    db = tmp_path / "sound.db"
+    JobStore(db).close()
+    sound = db.read_bytes()
+    probe = subprocess.run([sys.executable, "-c", f"open({str(db)!r}).close()"], capture_output=True,
+                           text=True, preexec_fn=_without_root_file_access)
+    assert probe.returncode == 0, probe.stderr  # readable while its mode allows it
+    db.chmod(0)
+    probe = subprocess.run([sys.executable, "-c", f"open({str(db)!r}).close()"], capture_output=True,
+                           text=True, preexec_fn=_without_root_file_access)
+    assert "PermissionError" in probe.stderr  # the app's user really cannot read a mode-0 file
+
+    backup, console, config = _damaged_start(tmp_path, sound, mode=0, preexec_fn=_without_root_file_access)
+    assert "The job list was damaged (unable to open database file)" in console, console
+    assert f"was moved to {backup}" in console and str(backup) in config
+    backup.chmod(0o600)
+    assert backup.read_bytes() == sound  # kept as it was, never rewritten or deleted
+    assert (tmp_path / "outputs-state" / "jobs.db").exists()  # a fresh list in its place

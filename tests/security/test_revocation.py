@@ -81,7 +81,7 @@ def test_a_removed_user_is_logged_out_everywhere(rest_server: AccountsServer) ->
     assert browser.get(f"api/v1/jobs/{job}").status_code == 401
     assert browser.post("gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "x"}).status_code == 401
     assert basic.get(f"api/v1/jobs/{job}").status_code == 401
-    with pytest.raises(Exception):
+    with pytest.raises(httpx.HTTPStatusError, match="401 Unauthorized"):
         client.predict("", 10, api_name="/list_jobs")
     assert browser.post("login", data={"username": "ann", "password": PASSWORDS["ann"]}).status_code != 200
     # Others are not affected.
@@ -104,7 +104,7 @@ def test_a_new_password_ends_the_old_logins(rest_server: AccountsServer) -> None
     took = eventually(lambda: browser.get(f"gradio_api/file={video}").status_code == 401)
     assert took < WITHIN_S
     assert old_basic.get("api/v1/jobs/video-bob").status_code == 401
-    with pytest.raises(Exception):
+    with pytest.raises(httpx.HTTPStatusError, match="401 Unauthorized"):
         client.predict("", 10, api_name="/list_jobs")
     fresh = logged_in("bob", server.url, "bob-new-password")
     assert fresh.get(f"gradio_api/file={video}").status_code == 200

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 from wan_studio.engine.video_io import read_mp4
 
@@ -39,15 +40,15 @@ def test_generate_with_an_image(client: Client, image_file: Path):
 
 
 def test_bad_request_comes_back_as_a_readable_error(client: Client):
-    with pytest.raises(Exception, match="prompt is empty"):
+    with pytest.raises(AppError, match="prompt is empty"):
         client.predict("   ", None, "demo-fast", 1, api_name="/generate")
 
 
 def test_missing_model_error_names_the_download_command(client: Client):
-    with pytest.raises(Exception, match="--download ti2v-5b"):
+    with pytest.raises(AppError, match="--download ti2v-5b"):
         client.predict("a fox", None, "beginner-720p-5s", 1, api_name="/generate")
 
 
 def test_unknown_preset(client: Client):
-    with pytest.raises(Exception, match="ultra-8k is not in the list of choices"):
+    with pytest.raises(AppError, match="ultra-8k is not in the list of choices"):
         client.predict("a fox", None, "ultra-8k", 1, api_name="/generate")

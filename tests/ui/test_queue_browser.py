@@ -35,13 +35,23 @@ def test_queue_tab_lists_jobs_live_and_reloads_settings_from_a_video(server) -> 
             page.wait_for_function("id => document.querySelector('#queue-table').innerText.includes(id)",
                                    arg=late_id, timeout=30_000)
             assert done_id in page.locator("#queue-table").inner_text()
-            page.locator("#queue-gallery button[aria-label^='Thumbnail']").first.click()
+            # Both videos in the gallery; the user picks the older one (not the first thumbnail).
+            deadline = time.monotonic() + 90
+            while client.predict(late_id, api_name="/job_status")["status"] != "done":
+                assert time.monotonic() < deadline, "the late job did not finish"
+                time.sleep(0.2)
+            thumbs = page.locator("#queue-gallery button[aria-label^='Thumbnail']")
+            boat = thumbs.filter(has_text="seed 4242 · a paper boat")
+            thumbs.filter(has_text="seed 7 · a late kite").wait_for(timeout=30_000)
+            assert thumbs.first.inner_text() != boat.inner_text()  # newest first: the kite leads
+            boat.click()
             page.locator("#queue-video video").wait_for(state="attached", timeout=30_000)
             page.locator("#queue-load").click()
             page.wait_for_function(
                 "() => (document.querySelector('#queue-rerun-settings')?.innerText || '').includes('\"seed\"')",
                 timeout=30_000)
             settings = page.locator("#queue-rerun-settings").inner_text()
-            assert '"seed": 7' in settings or '"seed": 4242' in settings
+            assert '"seed": 4242' in settings and "a paper boat" in settings, settings
+            assert '"seed": 7' not in settings and "a late kite" not in settings
         finally:
             browser.close()
