@@ -192,3 +192,27 @@ def test_the_planner_prefers_gguf_when_the_ram_would_not_hold_the_experts():
 def test_without_a_cached_tokenizer_offline_the_reason_is_said(tmp_path: Path):
     with pytest.raises(TokenizerUnavailable, match="not in the Hugging Face cache and this machine is offline"):
         hub_tokenizer(cache_dir=tmp_path, offline=True)
+
+
+def test_a14b_experts_are_told_apart_by_name_and_checked_by_shape(tmp_path: Path):
+    """Header-only (nothing is loaded): the high-noise file becomes ``transformer``, the low-noise
+    one ``transformer_2``; an I2V expert is not taken for T2V, and its missing twin is named."""
+    root = tmp_path / "models"
+    for task, ch in (("t2v", 16), ("i2v", 36)):
+        for seed, noise in enumerate(("high", "low") if task == "t2v" else ("high",)):
+            state = cf.transformer_to_original(tiny.build_transformer(ch, 16, seed=seed).state_dict())
+            cf.save(cf.to_fp8_scaled(state), root / f"diffusion_models/wan2.2_{task}_{noise}_noise_14B_fp8_scaled.safetensors")
+    cf.save(cf.umt5_to_comfy(tiny.build_text_encoder(259).state_dict()), root / TEXT, torch.float16)
+    # the latent width in the header is what tells the Wan2.1 VAE from the Wan2.2 one
+    cf.save(cf.wan22_vae_to_original(tiny.build_wan21_vae().state_dict()), root / "vae/wan_2.1_vae.safetensors")
+    fmt = ComfyUIFolder(root, tokenizer=tiny.build_tokenizer)
+    t2v = fmt.detect(get_spec("t2v-a14b"))
+    assert t2v.usable, t2v.describe()
+    assert {p.component: p.path.name for p in t2v.parts} == {
+        "transformer": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+        "transformer_2": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+        "text_encoder": "umt5_xxl_fp16.safetensors", "vae": "wan_2.1_vae.safetensors"}
+    assert all(p.label == "fp8_scaled" for p in t2v.parts[:2])
+    i2v = fmt.detect(get_spec("i2v-a14b"))
+    assert i2v.missing == ("diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors (or fp16, or GGUF)",)
+    assert fmt.detect(TI2V) is None  # no TI2V transformer: TI2V-5B is simply not here

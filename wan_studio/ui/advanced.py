@@ -22,6 +22,7 @@ from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE
                                          automatic_text, batch_requests, build_request, cost_line, form_of_record,
                                          gpu_choices, knob_choices, model_choices, negative_prompt_help,
                                          size_choices)
+from wan_studio.ui import models_panel
 from wan_studio.ui.errors import user_error
 from wan_studio.ui.preset_costs import PRESET_FORM_FIELDS, form_of_preset, presets_markdown
 
@@ -163,6 +164,7 @@ def render(studio: Studio) -> AdvancedTab:
                                          type="filepath", elem_id="adv-settings-video")
                 load_settings = gr.Button("Load these settings", size="sm", elem_id="adv-load-settings")
                 load_status = gr.Markdown("", elem_id="adv-load-status")
+            models_panel.listen(models_panel.render(studio), studio)
         with gr.Column(scale=2):
             video = gr.Video(label="Video", elem_id="adv-video", interactive=False, autoplay=True, loop=True)
             status = gr.Markdown("", elem_id="adv-status")
