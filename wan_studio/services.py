@@ -7,6 +7,8 @@ process instead — tests and embedding.)
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import uuid
@@ -148,6 +150,10 @@ class Studio:
 
             executor = executor_from_settings(settings, config, on_samples=telemetry.ingest)
         else:
+            if settings.prepare_model:
+                # The first video should not wait for the load: each worker loads and places the
+                # default preset's model at start (if the RAM allows), as its job would.
+                config = dataclasses.replace(config, prepare=prepare_fields(studio.default_preset("beginner").fields))
             executor = LocalExecutor(config, devices)
         opened = open_store(settings.outputs_dir, settings.jobs_db)  # moved out of outputs, repaired
         studio.notices = [*preset_problems, *opened.notices]
@@ -401,6 +407,15 @@ class Studio:
         workers = self.queue.executor.workers()
         return {"loaded": {m: w.device for w in workers for m in w.loaded},
                 "workers": [w.__dict__ for w in workers]}
+
+
+def prepare_fields(preset: dict[str, Any]) -> dict[str, Any]:
+    """What a worker prepares at start for a preset's jobs (``RuntimeConfig.prepare``): its model
+    and the size and steps its plan depends on (the model's defaults where the preset is silent)."""
+    spec = get_spec(preset["model"])
+    w, h = spec.default_size
+    return {"model": spec.key, "width": preset.get("width", w), "height": preset.get("height", h),
+            "num_frames": preset.get("num_frames", spec.frames), "steps": preset.get("steps", spec.steps)}
 
 
 def user_limits(settings: Settings) -> UserLimits:

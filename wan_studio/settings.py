@@ -62,6 +62,8 @@ class Settings:
     disk_reserve_mb: int = 64
     # Show tracebacks (and Gradio's own messages) for bug reports instead of one sentence.
     debug: bool = False
+    # Load and place the default model in each worker at start when the machine has the RAM for it.
+    prepare_model: bool = True
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir).expanduser()
@@ -158,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="C", help="pause a running job between steps when a GPU reaches C °C (default 83)")
     p.add_argument("--thermal-resume-c", type=float, default=float(env("WAN_STUDIO_THERMAL_RESUME_C", "75")),
                    metavar="C", help="resume a paused job once its GPUs are at or below C °C (default 75)")
+    p.add_argument("--no-prepare", dest="prepare_model", action="store_false",
+                   default=env("WAN_STUDIO_PREPARE", "1") not in ("0", "false", "no"),
+                   help="do not load the default model into the workers at start (it loads with the first job)")
     p.add_argument("--no-thermal-guard", dest="thermal_guard", action="store_false",
                    default=env("WAN_STUDIO_THERMAL_GUARD", "1") not in ("0", "false", "no"),
                    help="never pause jobs for heat (temperatures are still shown)")
@@ -238,4 +243,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         comfyui_dir=ns.comfyui_dir,
         state_dir=ns.state_dir,
         debug=ns.debug,
+        prepare_model=ns.prepare_model,
     )

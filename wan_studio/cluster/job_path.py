@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +122,10 @@ class JobPath:
             self.sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                 plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
             t_borrow = time.perf_counter()
-            with borrow(mine, plan) as pipe, speed_knobs(pipe, pinned, plan, self.sidecar):
+            with ExitStack() as held:
+                with self._loading_reports(mine, req.steps or 0):
+                    pipe = held.enter_context(borrow(mine, plan))
+                held.enter_context(speed_knobs(pipe, pinned, plan, self.sidecar))
                 # loading, pinning and placing the model (≈ 0 when the worker already holds it so)
                 self.sidecar["load_s"] = round(time.perf_counter() - t_borrow, 3)
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
@@ -133,6 +136,35 @@ class JobPath:
             return run_with_recovery(self.rt.plans(mine, req), attempt).value
         except OutOfMemoryEverywhere as e:
             raise RequestError(str(e)) from None
+
+    @contextmanager
+    def _loading_reports(self, spec: Any, steps: int, every_s: float = 0.2) -> Iterator[None]:
+        """While the block waits for the pipeline, report what the manager is doing with it
+        ("loading Wan2.2 TI2V-5B 46 %", "placing …"), its own load or the worker's preparation."""
+        status = getattr(self.rt.manager, "status", None)
+        if status is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def watch() -> None:
+            said = None
+            while True:
+                now = status(spec.key)
+                text = now.describe() if now is not None else None
+                if text is not None and text != said:
+                    self.report(Progress("loading", 0, steps, time.perf_counter() - self.t0, note=text))
+                    said = text
+                if stop.wait(every_s):
+                    return
+
+        watcher = threading.Thread(target=watch, name=f"load-status-{self.job_id}", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
     def _guard_session(self, req: GenerationRequest) -> Any:
         """The thermal guard's session for this job's GPUs (None without samples)."""

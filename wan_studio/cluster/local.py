@@ -246,6 +246,10 @@ class LocalExecutor(Executor):
                 answer[1].update(msg["report"])
                 answer[0].set()
             return
+        if ev == "prepared":
+            log.info("%s: %s", w.name, msg.get("note"))
+            self._emit_wakeup()  # the dispatcher now sees the model loaded there
+            return
         if ev == "free":
             # The job's decode ended; its mp4 is written in the background. The worker takes the
             # next job now; this one stays its until the terminal message (or its death).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ class RuntimeConfig:
     ``tiny_models``: build every model as a tiny random one (tests, CPU demos of a cluster);
     ``calibration_dir``: where calibrated MagCache ratios are kept (default: beside the outputs);
     ``telemetry_factory`` / ``host_name``: the GPU source of a Ray worker (a fake in tests);
+    ``prepare``: the request fields (model, width, height, num_frames, steps) whose pipeline a
+    worker process loads and places at start, in the background, when this machine has the RAM for
+    it (``WorkerRuntime.prepare``); ``compile_cache_dir``: where torch.compile keeps its caches, so
+    they last across app starts;
     ``before_write``: called on a worker process's writer thread before each background mp4 write
     (tests hold a write there to stop or kill the worker mid-write).
     """
@@ -66,6 +71,8 @@ class RuntimeConfig:
     telemetry_factory: Callable[[], Any] | None = None
     host_name: str | None = None
     before_write: Callable[[], None] | None = None
+    prepare: dict[str, Any] | None = None
+    compile_cache_dir: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, ram_share: int = 1, **changes: Any) -> RuntimeConfig:
@@ -76,7 +83,8 @@ class RuntimeConfig:
         base = cls(models_dir=str(settings.models_dir), comfyui_dir=str(comfy) if comfy else None,
                    outputs_dir=str(settings.outputs_dir),
                    loras_dir=str(settings.loras_dir), allow_fp8=settings.allow_fp8, allow_8bit=settings.allow_8bit,
-                   ram_share=max(1, ram_share), speed=settings.speed.to_dict(), thermal=thermal)
+                   ram_share=max(1, ram_share), speed=settings.speed.to_dict(), thermal=thermal,
+                   compile_cache_dir=str(settings.state_folder / "torch-compile"))
         return dataclasses.replace(base, **changes)
 
     def limits(self) -> Any:
@@ -221,6 +229,33 @@ class WorkerRuntime:
             self.writer.close()
         if self._sampler is not None:
             self._sampler.stop()
+
+    def prepare(self) -> str | None:
+        """Load and place the pipeline of ``config.prepare`` as its job would (same plan), so the
+        first job finds it ready; a job that comes meanwhile waits for it and reports its progress.
+        Skipped when the model's weights do not fit this worker's share of the host RAM or the RAM
+        free now. Returns one line saying what was done (None when nothing was asked)."""
+        from wan_studio.memory import costs, hardware
+        from wan_studio.memory.manager import component_key
+        from wan_studio.memory.plan import Workload
+
+        want = self.config.prepare
+        if not want:
+            return None
+        spec = get_spec(want["model"])
+        t0 = time.perf_counter()
+        plan = self.ladder(spec, Workload(int(want["width"]), int(want["height"]), int(want["num_frames"]),
+                                          int(want["steps"])))[0]
+        need = sum(costs.stored_bytes(c.params, component_key(spec, c.name, plan)[1]) for c in spec.components)
+        room = self.hardware.host_free_bytes
+        if self.ram_budget_bytes is not None:
+            room = min(room, self.ram_budget_bytes)
+        if need > room:
+            return (f"{spec.title} not prepared: its weights need {need / hardware.GIB:.1f} GiB of RAM and "
+                    f"{room / hardware.GIB:.1f} GiB are free for this worker; it loads with the first job")
+        with self.manager.use(spec, plan):
+            pass
+        return f"prepared {spec.title} ({plan.label}) in {time.perf_counter() - t0:.1f} s"
 
     # --- planning ------------------------------------------------------------------------------
     def plans(self, spec: ModelSpec, request: Any) -> list[Any]:

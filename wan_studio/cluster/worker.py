@@ -34,9 +34,24 @@ def _die_with_parent() -> None:
         pass
 
 
+def _prepare(runtime: Any, send: Any) -> None:
+    """Load the default model while the worker already takes jobs (one for it waits and reports
+    the load's progress); say how it went."""
+    try:
+        note = runtime.prepare()
+    except Exception as e:  # noqa: BLE001 - a model that cannot load now loads (and fails) with its job
+        note = f"default model not prepared: {type(e).__name__}: {e}"
+    send({"ev": "prepared", "note": note, "loaded": runtime.loaded()})
+
+
 def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection) -> None:
     """Entry point of a worker process. ``device`` is ``cpu`` or ``cuda:<index>``."""
     _die_with_parent()
+    if config.compile_cache_dir:
+        # torch.compile's caches (Inductor's graphs and kernels, Triton's binaries) under the app's
+        # state folder, so a restarted app reuses them instead of compiling again.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", config.compile_cache_dir)
+        os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(config.compile_cache_dir, "triton"))
     # The supervisor put this worker's device mask into its environment before the process started
     # (cluster/devices.start_masked): its GPU is cuda:0 here, from the driver's first call on.
     from wan_studio.bootstrap import bootstrap
@@ -87,6 +102,8 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
 
     threading.Thread(target=listen, name="worker-listen", daemon=True).start()
     send({"ev": "ready", "pid": os.getpid()})
+    if config.prepare:
+        threading.Thread(target=_prepare, args=(runtime, send), name="worker-prepare", daemon=True).start()
     while (msg := jobs.get()) is not None:
         job_id = msg["job_id"]
         try:

@@ -46,7 +46,8 @@ class Progress:
     total: int
     elapsed_s: float
     eta_s: float | None = None
-    note: str | None = None  # e.g. "paused: GPU 0 at 86 °C, cooling" while stage is "paused"
+    # e.g. "paused: GPU 0 at 86 °C, cooling" while stage is "paused", "loading Wan2.2 TI2V-5B 46 %"
+    note: str | None = None
     window: int = 0  # long clips: index of the window being made, of ``windows``
     windows: int = 1
 
@@ -69,8 +70,10 @@ class Progress:
         return prefix + self._stage_message()
 
     def _stage_message(self) -> str:
+        if self.stage in ("paused", "loading") and self.note:
+            return self.note  # "paused: GPU 0 at 86 °C, cooling", "loading Wan2.2 TI2V-5B 46 %"
         if self.stage == "paused":
-            return self.note or "paused"
+            return "paused"
         if self.stage == "denoising":
             eta = f" · {self.eta_s:.0f} s left" if self.eta_s is not None else ""
             return f"step {self.step}/{self.total}{eta}"

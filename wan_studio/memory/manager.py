@@ -108,6 +108,24 @@ class WholePipelineLoader:
         return pipe
 
 
+@dataclass
+class LoadStatus:
+    """How far an assembly of one model has come: bytes of its components read from disk so far
+    out of those it had to read, then ``placing`` (pinning, moving to the GPU, hooks)."""
+
+    model: str  # the model's short title, e.g. "Wan2.2 TI2V-5B"
+    total_bytes: int
+    done_bytes: int = 0
+    stage: str = "loading"
+
+    def describe(self) -> str:
+        """One line for a job's status, e.g. ``loading Wan2.2 TI2V-5B 46 %``."""
+        if self.stage == "placing":
+            return f"placing {self.model} for this job (pinning, moving to the GPU)"
+        share = self.done_bytes / self.total_bytes if self.total_bytes else 1.0
+        return f"loading {self.model} {100 * share:.0f} %"
+
+
 class ManagerError(RuntimeError):
     """A request the manager cannot serve (e.g. a nested use that would wait on itself)."""
 
@@ -161,6 +179,7 @@ class ModelManager:
         self._cond = threading.Condition(threading.RLock())
         self._model_locks: dict[str, threading.Lock] = {}
         self._held = threading.local()
+        self._status: dict[str, LoadStatus] = {}  # model key -> its assembly under way
         self.loads = 0  # components read from disk or built, for tests and telemetry
 
     @contextmanager
@@ -209,19 +228,30 @@ class ModelManager:
             self._components[key].locks += 1
             self._components.move_to_end(key)
 
+    def status(self, model: str) -> LoadStatus | None:
+        """How far the assembly of ``model`` (a key) under way has come; None when none is."""
+        with self._cond:
+            return self._status.get(model)
+
     def _assemble(self, spec: ModelSpec, plan: Plan) -> PipelineRecord:
         share = getattr(self._loader, "share_key", default_share_key)
         parts = {c.name: component_key(spec, c.name, plan, share(spec, c.name)) for c in spec.components}
         fresh: list[ComponentKey] = []
         taken: list[ComponentKey] = []
+        with self._cond:
+            todo = {key: self._predicted_bytes(spec, name, key[1]) for name, key in parts.items()
+                    if key not in self._components}
+            status = self._status[spec.key] = LoadStatus(spec.title.split(" (")[0], sum(todo.values()))
         try:
             for name, key in sorted(parts.items(), key=lambda item: item[1]):
                 if self._take(spec, name, key):
                     fresh.append(key)
                 taken.append(key)
+                status.done_bytes += todo.get(key, 0)
             with self._cond:
                 self._make_room_on_gpu(plan)
                 modules = {n: self._components[k].module for n, k in parts.items()}
+            status.stage = "placing"
             pipe = self._loader.assemble(spec, modules)
             try:
                 self._apply(pipe, plan)
@@ -230,6 +260,7 @@ class ModelManager:
                 raise
         except BaseException:
             with self._cond:
+                self._status.pop(spec.key, None)
                 for key in taken:
                     self._components[key].locks -= 1
                 for key in fresh:
@@ -238,6 +269,7 @@ class ModelManager:
             raise
         record = PipelineRecord(spec, plan, pipe, parts, locks=1)
         with self._cond:
+            self._status.pop(spec.key, None)
             self._pipelines[spec.key] = record
             for key in parts.values():
                 self._components[key].owner = spec.key
