@@ -74,19 +74,47 @@ def wan22_vae_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             n = f"{side.split('.')[0]}.{seq}.{stage}.{seq}.{index}.{rest}"
             out[n if idx is None else _res(n)] = v
             continue
-        n = k
-        for part in ("encoder.", "decoder."):
-            for new, old in (("mid_block.resnets.0.", "middle.0."), ("mid_block.attentions.0.", "middle.1."),
-                             ("mid_block.resnets.1.", "middle.2.")):
-                if n.startswith(part + new):
-                    n = _res(part + old + n[len(part + new):])
-        for new, old in (("encoder.conv_in.", "encoder.conv1."), ("decoder.conv_in.", "decoder.conv1."),
-                         ("encoder.norm_out.", "encoder.head.0."), ("encoder.conv_out.", "encoder.head.2."),
-                         ("decoder.norm_out.", "decoder.head.0."), ("decoder.conv_out.", "decoder.head.2."),
-                         ("post_quant_conv.", "conv2."), ("quant_conv.", "conv1.")):
-            if n.startswith(new):
-                n = old + n[len(new):]
-        out[n] = v
+        out[_vae_common(k)] = v
+    return out
+
+
+def _vae_common(k: str) -> str:
+    """Middle, head and quant-conv names, the same in both Wan VAEs."""
+    n = k
+    for part in ("encoder.", "decoder."):
+        for new, old in (("mid_block.resnets.0.", "middle.0."), ("mid_block.attentions.0.", "middle.1."),
+                         ("mid_block.resnets.1.", "middle.2.")):
+            if n.startswith(part + new):
+                n = _res(part + old + n[len(part + new):])
+    for new, old in (("encoder.conv_in.", "encoder.conv1."), ("decoder.conv_in.", "decoder.conv1."),
+                     ("encoder.norm_out.", "encoder.head.0."), ("encoder.conv_out.", "encoder.head.2."),
+                     ("decoder.norm_out.", "decoder.head.0."), ("decoder.conv_out.", "decoder.head.2."),
+                     ("post_quant_conv.", "conv2."), ("quant_conv.", "conv1.")):
+        if n.startswith(new):
+            n = old + n[len(new):]
+    return n
+
+
+def wan21_vae_to_original(state: dict[str, torch.Tensor], res_blocks: int = 2) -> dict[str, torch.Tensor]:
+    """A diffusers Wan2.1 VAE state dict under the released names: the encoder is one flat list
+    there too; the decoder's stages are flattened, ``res_blocks + 1`` residual blocks and one
+    resampler each."""
+    per = res_blocks + 2
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"^encoder\.down_blocks\.(\d+)\.(.*)$", k)
+        if m:
+            n = f"encoder.downsamples.{m.group(1)}.{m.group(2)}"
+            out[n if ("resample." in n or "time_conv." in n) else _res(n)] = v
+            continue
+        m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.*)$", k)
+        if m:
+            stage, idx, rest = int(m.group(1)), m.group(3), m.group(4)
+            index = stage * per + (int(idx) if idx is not None else per - 1)
+            n = f"decoder.upsamples.{index}.{rest}"
+            out[_res(n) if idx is not None else n] = v
+            continue
+        out[_vae_common(k)] = v
     return out
 
 

@@ -216,3 +216,43 @@ def test_a14b_experts_are_told_apart_by_name_and_checked_by_shape(tmp_path: Path
     i2v = fmt.detect(get_spec("i2v-a14b"))
     assert i2v.missing == ("diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors (or fp16, or GGUF)",)
     assert fmt.detect(TI2V) is None  # no TI2V transformer: TI2V-5B is simply not here
+
+
+def test_a14b_from_comfyui_files_through_the_manager_makes_the_video_of_the_diffusers_model(tmp_path: Path):
+    """T2V-A14B from two expert files, UMT5 and the Wan2.1 VAE, through the loader, the manager and
+    the pipeline: the same frames as the Diffusers-layout model (fp16 rounding only). The VAE has the
+    released layout (two residual blocks per stage, channels ×1,2,4,4) at width 8: diffusers' own
+    conversion of the released Wan2.1 VAE file is what reads it."""
+    from diffusers import AutoencoderKLWan
+
+    from wan_studio.memory.manager import ModelManager
+    from wan_studio.memory.plan import Placement, Plan
+
+    spec = get_spec("t2v-a14b")
+    reference = tiny.build_a14b_pipeline("t2v", seed=5)
+    torch.manual_seed(5)
+    reference.vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                     temperal_downsample=[False, True, True]).eval()
+    root = tmp_path / "models"
+    for name, noise in (("transformer", "high"), ("transformer_2", "low")):
+        state = cf.transformer_to_original(getattr(reference, name).state_dict())
+        cf.save(state, root / f"diffusion_models/wan2.2_t2v_{noise}_noise_14B_fp16.safetensors", torch.float16)
+    cf.save(cf.umt5_to_comfy(reference.text_encoder.state_dict()), root / TEXT, torch.float16)
+    cf.save(cf.wan21_vae_to_original(reference.vae.state_dict()), root / "vae/wan_2.1_vae.safetensors")
+    modules = {n: getattr(reference, n) for n in ("transformer", "transformer_2", "text_encoder", "vae")}
+    fmt = ComfyUIFolder(root, configs=lambda s, name, info: cf.clean_config(modules[name].config),
+                        tokenizer=tiny.build_tokenizer, scheduler=lambda s: tiny.build_scheduler(12.0))
+    manager = ModelManager(FolderLoader(tmp_path / "none", sources=Sources([fmt])),
+                           apply=lambda pipe, plan: None, release=lambda pipe: None)
+    plan = Plan(spec.key, "cpu", tuple(Placement(c.name, "cpu", "fp32", "cpu") for c in spec.components),
+                vae_tiling=False, peak_vram=(), host_ram_bytes=0, step_s=0.0, job_s=0.0, relative_speed=1.0)
+
+    def four_steps(pipe) -> np.ndarray:  # the last of four steps is below the 0.875 switch: both experts run
+        pipe.set_progress_bar_config(disable=True)
+        return pipe("a boat", height=32, width=32, num_frames=5, num_inference_steps=4,
+                    generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+
+    with manager.use(spec, plan) as pipe:
+        got = four_steps(pipe)
+    np.testing.assert_allclose(got, four_steps(reference), atol=3e-3)
+    assert {k[0] for k in manager.cached()} >= {f"file:{root / TEXT}", f"file:{root / 'vae/wan_2.1_vae.safetensors'}"}
