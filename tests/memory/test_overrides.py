@@ -10,7 +10,7 @@ from wan_studio.memory.plan import Limits, Workload
 from wan_studio.memory.planner import plan_ladder
 from tests.memory.test_planner import A14B_480, TI2V_720, box
 
-HD_1080 = Workload(1920, 1088, 121, 50)
+HD_1080 = Workload(1920, 1088, 241, 50)  # 1080p 10 s from an image
 
 
 def test_pinned_offload_and_storage_are_honoured_on_every_rung() -> None:

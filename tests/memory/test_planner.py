@@ -92,14 +92,21 @@ def test_bigger_video_predicts_more_memory() -> None:
     small = plan_ladder(T2V_A14B, A14B_480, hw, Limits(allow_fp8=False))[0]
     large = plan_ladder(T2V_A14B, A14B_720, hw, Limits(allow_fp8=False))[0]
     assert small.label == large.label
-    assert large.peak_vram_gib > small.peak_vram_gib
+    # Both peak in the text phase (the same at every size); the denoising phase grows with the video.
+    assert large.peak_vram_gib >= small.peak_vram_gib
+    from wan_studio.memory.estimate import phase_peaks
+
+    def denoise(plan, work):  # noqa: ANN001, ANN202
+        return phase_peaks(T2V_A14B, work, plan.placements)["transformer"]["cuda:0"]
+
+    assert denoise(large, A14B_720) > denoise(small, A14B_480)
 
 
 # Measured on an H200 capped to 24 GB (WAN22_FACTS.md, docs/BENCHMARKS.md): (model, workload,
 # recipe check, GiB, host RAM of the machine planned for). A TI2V text job gives the transformer one
 # timestep per sample, an image job one per token.
 MEASURED = [
-    ("ti2v-5b", TI2V_720, {"model_offload"}, "bf16", 14.6, 128),
+    ("ti2v-5b", TI2V_720, {"model_offload"}, "bf16", 12.89, 128),  # bench/size_menu.py, 2026-12-02
     ("ti2v-5b", Workload(1280, 704, 121, 50, image=False), {"model_offload"}, "bf16", 12.83, 128),
     ("t2v-a14b", A14B_480, {"model_offload"}, "fp8", 17.1, 64),
     # experts streamed (their outer layers kept on the GPU), text encoder and VAE by model offload:
@@ -179,8 +186,14 @@ def test_workload_from_a_request_knows_whether_it_starts_from_an_image() -> None
     assert work().image is False
     assert work(image="start.png").image is True
     assert work(total_frames=241).image is True  # later windows continue from the last frames
-    text, image = choose(TI2V_5B, work(), box()), choose(TI2V_5B, work(image="start.png"), box())
-    assert image.peak_vram_gib - text.peak_vram_gib == pytest.approx(1.75, abs=0.1)
+    from wan_studio.memory.estimate import phase_peaks
+
+    def denoise(w: Workload) -> float:
+        plan = choose(TI2V_5B, w, box())
+        return phase_peaks(TI2V_5B, w, plan.placements)["transformer"]["cuda:0"] / GIB
+
+    # the (tokens, 6, 3072) fp32 modulation of a timestep per token: 1.87 GiB at 1280×704×121
+    assert denoise(work(image="start.png")) - denoise(work()) == pytest.approx(1.87, abs=0.1)
 
 
 def test_predicted_step_follows_whether_this_machine_compiles(monkeypatch: pytest.MonkeyPatch) -> None:

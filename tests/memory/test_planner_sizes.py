@@ -24,15 +24,11 @@ def _box(ram_gib: float = 128) -> Hardware:
 
 @pytest.mark.parametrize("size", UI_SIZES)
 @pytest.mark.parametrize("image", [False, True])
-def test_every_offered_size_plans_under_24_gib_or_is_refused_with_sizes_that_fit(size: tuple[int, int, int],
-                                                                                  image: bool) -> None:
+def test_every_offered_size_plans_under_24_gib(size: tuple[int, int, int], image: bool) -> None:
+    # From an image at 1080p 10 s the (tokens, 6 · 3072) fp32 timestep modulation is 8.5 GiB more;
+    # with the blocks streamed that still plans under the card (predicted 15.6 GiB; the activation
+    # model re-fitted on 2026-12-02 from 1080p 5 s from an image, this size not measured).
     work = Workload(*size, 50, True, image)
-    if image and size[0] * size[1] * size[2] > 1920 * 1088 * 121:
-        # From an image TI2V-5B modulates every token with its own timestep: (tokens, 6 · 3072)
-        # floats, 8.6 GB more at 1080p 10 s, past a 24 GiB card. Refused before it runs.
-        with pytest.raises(NoPlanFits, match="which fit"):
-            plan_ladder(TI2V_5B, work, _box())
-        return
     plan = plan_ladder(TI2V_5B, work, _box())[0]
     assert plan.peak_vram_gib * GIB < CAP
 

@@ -22,19 +22,26 @@ GIB = 2**30
 # T2V-A14B 832×480×81, fp8 storage + model offload: 17.5 GiB peak − 13.52 GiB fp8 expert
 #   (14.29e9 B + 0.23e9 B of embedders kept in bf16) = 3.98 GiB over 32,760 tokens × 5120 dims.
 ACT_BYTES_PER_TOKEN_DIM = 25.5
-# TI2V-5B 1280×704×121, model offload, H200 (2026-11-26): a text job (one timestep per sample,
-#   bench/e2e.py) peaks at 12.83 GiB − 9.31 GiB transformer = 3.52 GiB over 27,280 tokens × 3072
-#   dims = 45.1 B (its FFN is 4.7× its width, A14B's 2.7×); with a timestep per token
-#   (bench/run_plan.py) 14.58 GiB → 67.5 B, 22.4 B more.
-TI2V_ACT_BYTES_PER_TOKEN_DIM = 45.1
-TIMESTEP_BYTES_PER_TOKEN_DIM = 22.4
+# TI2V-5B, model offload, cuDNN attention and compiled blocks, H200, 24 GiB cap, through the worker
+#   (bench/size_menu.py, 2026-12-02): a text job's transformer phase stays under the 12.83 GiB of
+#   the text phase up to 1920×1088×121 (63,240 tokens): ≤ 3.52 GiB over 63,240 × 3072 → ≤ 19.4 B
+#   (the 45.1 B fitted on 2026-11-26 was the text phase's peak, read as the transformer's). From an
+#   image (a timestep per token) 1920×1088×121 peaks at 16.36 GiB: 7.05 GiB over 63,240 × 3072 =
+#   39.0 B. The per-token modulation is (tokens, 6, dim) in fp32, 24 B; the other 15 B are the rest
+#   of the forward, which keeps the text job's phase under its bound.
+TI2V_ACT_BYTES_PER_TOKEN_DIM = 15.0
+TIMESTEP_BYTES_PER_TOKEN_DIM = 24.0
 # Group offload (block level, one block per group, CUDA stream): blocks on the GPU at once besides
 # the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
 # non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
 GROUP_BLOCKS_IN_FLIGHT = 5
-# Text encoding working memory (512 tokens, two prompts) and VAE decode working memory with tiling.
-# Not yet separated in a measurement (bench/run_plan.py reports per-phase peaks to fit them).
-TEXT_WORK_BYTES = int(0.6 * GIB)
+# Text encoding phase beyond the UMT5 weights (512 tokens, two prompts). Every job whose text
+# encoder is model-offloaded peaked at 12.83 GiB allocated, whatever the model, size or plan
+# (TI2V-5B 720p-1080p, T2V-A14B 480p; docs/BENCHMARKS.md "Size menu", 2026-12-02): 12.83 − 10.58
+# GiB of UMT5 bf16 weights = 2.25 GiB. The random-weight builds hold the 2 GB token embedding
+# twice (transformers warns that `shared` and `embed_tokens` differ, so they stay untied); real
+# weights tie them, so with those this over-predicts by up to 2 GiB, on the safe side.
+TEXT_WORK_BYTES = int(2.25 * GIB)
 TILED_DECODE_WORK_BYTES = {"wan2.1": int(1.5 * GIB), "wan2.2": int(3.0 * GIB)}
 # VAE decode tiles (min, stride) in pixels. diffusers' default 256/192 decodes ~1.65× the pixels
 # of a 1280×704 frame (overlaps, cut edge tiles); 512/448 ~1.2×. Measured on an H200 for the Wan2.2
@@ -77,6 +84,98 @@ INT8_COMPUTE_FACTOR = 2.0      # bitsandbytes LLM.int8 matmuls are roughly half 
 GGUF_COMPUTE_FACTOR = 1.15
 CPU_TFLOPS = 0.5               # a desktop CPU in bf16, for the no-GPU and text-on-CPU cases
 HOST_OVERHEAD_BYTES = 3 * GIB  # Python, torch, Gradio, CUDA host allocations
+
+# --- the phases of a job, beside the denoising steps -----------------------------------------
+# Fitted on an H200 (24 GiB cap) through the product's queue and worker (bench/size_menu.py and
+# bench/e2e.py, 2026-12-02, docs/BENCHMARKS.md "Size menu"); the CPU figures on the demo model
+# (python bench/cpu_profile.py, same date, a 2-core build machine).
+REF_TFLOPS = 790.0             # the H200's measured 8192³ bf16 matmul peak the GPU rates refer to
+# Loading a model into a worker: read from disk (page cache) and copy into pinned host memory for
+# the offloaded parts. TI2V-5B from its folder: 22.1 s for 24.2 GB, model offload; T2V-A14B built in
+# memory, pinning and placing only: 49.5 s for 68.3 GB → 1.38 GB/s to pin, 5.2 GB/s left to read.
+LOAD_READ_BYTES_PER_S = 5.2e9
+PIN_BYTES_PER_S = 1.38e9
+# Compiling the blocks (regional torch.compile), paid in the first step of the first job a worker
+# runs with a model: TI2V-5B 13.1 / 14.1 / 14.9 s (720p, 1080p, 720p from an image), T2V-A14B
+# 11.7 s for the first expert and 1.5 s more at the swap to the second. A warm worker's first job
+# at a new size recompiles for 4-6 s (720p 10 s, portrait, from an image) until dynamo turns the
+# shapes dynamic; not predicted (0 s).
+COMPILE_FIRST_S = 13.5
+COMPILE_MORE_EXPERT_S = 1.5
+DEMO_BUILD_S = 2.0             # a worker builds the demo model in code (measured in tests/memory/test_cpu_estimate.py's job)
+FIRST_CALL_S = 1.0             # an eager first job: kernel selection, cuBLAS/cuDNN set-up (not measured)
+# VAE decode on the reference GPU, fp32, tiled: (fixed seconds, seconds per megapixel-frame).
+# TI2V-5B's Wan2.2 VAE: 14.3-15.9 s at 720p 5 s (109 Mpx), 29.7 at 720p 10 s, 36.4-37.6 at 1080p
+# 5 s, 69.6-71.2 at 1080p 10 s (503 Mpx): 7.1 Mpx/s, no fixed part. A14B's Wan2.1 VAE: 7.84 s at
+# 832×480×81 (32 Mpx, 2026-12-02) and 13.59 s at 1280×720×81 (75 Mpx, 2026-11-26). Other GPUs
+# scale with their bf16 throughput.
+DECODE_S_REF = {"wan2.2": (0.0, 1 / 7.1), "wan2.1": (3.45, 0.136)}
+TEXT_MFU = 0.5                 # UMT5 over 512 tokens (a small share of a job; 0.34-0.37 s warm on an H200)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What a job costs on one kind of device besides its FLOPs: per-op dispatch, the mp4 write on
+    the host beside it, fixed text costs (tokenizer), and the demo VAE's decode rate."""
+
+    name: str
+    op_overhead_s: float        # one eager op's dispatch (Python, dispatcher, launch)
+    ops_overlap: bool           # GPU: launches run ahead of the device, so only the larger counts
+    text_fixed_s: float         # tokenizing two prompts, moving the embeddings
+    write_fixed_s: float        # starting the encoder, the container
+    write_s_per_mpx: float      # H.264 encode, per megapixel-frame
+    demo_decode_s_per_mpx: float  # the demo's tiny VAE, per megapixel-frame
+
+
+# The H200 machine (16 cores): mp4 write 3.2-3.5 s at 720p 5 s (109 Mpx), 11.1-11.5 s at 1080p 10 s.
+GPU_PROFILE = DeviceProfile("gpu", op_overhead_s=10e-6, ops_overlap=True, text_fixed_s=0.03,
+                            write_fixed_s=1.09, write_s_per_mpx=0.0203, demo_decode_s_per_mpx=0.05)
+# A CPU (the 2-core build machine, demo model at its sizes): a demo forward is 1,105 ops, 25 ms;
+# decode 3.1 s at 256×256×17, 10.2 s at 512×512×17; mp4 write 0.25-0.42 s and 0.84 s.
+CPU_PROFILE = DeviceProfile("cpu", op_overhead_s=12.7e-6, ops_overlap=False, text_fixed_s=0.15,
+                            write_fixed_s=0.2, write_s_per_mpx=0.14, demo_decode_s_per_mpx=2.55)
+# Eager ops of one demo transformer forward and one demo VAE decode (torch.profiler event counts);
+# per layer of a full model the same ops over bigger tensors.
+OPS_PER_FORWARD_FIXED = 305
+OPS_PER_LAYER = 400
+DEMO_DECODE_OPS = 8600
+# Matmuls over narrow tensors use a CPU poorly: the demo (width 32) reaches ~9 GFLOP/s, 1/50 of a
+# wide one. The CPU's efficiency is taken to grow with the width up to this one.
+CPU_FULL_WIDTH = 2048
+
+
+def ops_per_forward(spec: ModelSpec) -> int:
+    """Eager ops of one transformer forward."""
+    return OPS_PER_FORWARD_FIXED + OPS_PER_LAYER * arch(spec).layers
+
+
+def cpu_efficiency(spec: ModelSpec) -> float:
+    """Share of ``CPU_TFLOPS`` a transformer's matmuls reach on a CPU (narrow ones far less)."""
+    return min(1.0, arch(spec).dim / CPU_FULL_WIDTH)
+
+
+def mpx(width: int, height: int, frames: int) -> float:
+    """Megapixel-frames of a video."""
+    return width * height * frames / 1e6
+
+
+def decode_s(spec: ModelSpec, width: int, height: int, frames: int, profile: DeviceProfile,
+             tflops: float | None) -> float:
+    """Seconds of the VAE decode on a device of ``profile`` (``tflops``: a GPU's bf16 rate)."""
+    m = mpx(width, height, frames)
+    ops = DEMO_DECODE_OPS * profile.op_overhead_s if spec.is_demo else 0.0
+    if spec.is_demo:
+        compute = m * profile.demo_decode_s_per_mpx
+    else:
+        fixed, per_mpx = DECODE_S_REF[spec.vae]
+        ref = fixed + m * per_mpx
+        compute = ref * (REF_TFLOPS / tflops if tflops else REF_TFLOPS / CPU_TFLOPS)
+    return max(ops, compute) if profile.ops_overlap else ops + compute
+
+
+def write_s(width: int, height: int, frames: int, profile: DeviceProfile) -> float:
+    """Seconds to encode and write the mp4 on the host."""
+    return profile.write_fixed_s + mpx(width, height, frames) * profile.write_s_per_mpx
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory import costs
@@ -27,6 +27,19 @@ class Estimate:
     step_s: float
     job_s: float
     ideal_job_s: float
+    # Seconds per phase of one job: load_s (a fresh worker reads and pins the model), compile_s
+    # (the first job of a loaded model), text_s, steps_s, decode_s, write_s (the mp4).
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def warm_job_s(self) -> float:
+        """A job on a worker that holds the model compiled: text, steps, decode, mp4."""
+        return sum(self.phases.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
+
+    @property
+    def cold_job_s(self) -> float:
+        """The first job of a fresh worker: loading and compiling too."""
+        return self.warm_job_s + self.phases.get("load_s", 0.0) + self.phases.get("compile_s", 0.0)
 
     @property
     def relative_speed(self) -> float:
@@ -134,51 +147,128 @@ def host_ram(spec: ModelSpec, placements: tuple[Placement, ...], work: Workload 
     return costs.HOST_OVERHEAD_BYTES + max(sum(held.values()) + video, load_peak)
 
 
+def _gpu_of(hw: Hardware, p: Placement):  # noqa: ANN202 - GpuInfo | None
+    return {g.device: g for g in hw.gpus}.get(p.devices[0])
+
+
+def _onload_s(spec: ModelSpec, p: Placement, g) -> float:  # noqa: ANN001 - g: GpuInfo | None
+    """Seconds a job spends moving component ``p`` onto its GPU (none when it stays there)."""
+    if g is None:
+        return 0.0
+    if p.offload == "model_offload" and not always_on_gpu(p):
+        return stored(spec, p) / (g.link_gbps * 1e9 * costs.MODEL_OFFLOAD_LINK_FACTOR)
+    if p.offload in ("group_offload", "sequential") and p.component not in TRANSFORMERS:
+        return 2 * stored(spec, p) / (g.link_gbps * 1e9)
+    return 0.0
+
+
+def _forward_s(spec: ModelSpec, p: Placement, flops: float, g, forwards: float) -> float:  # noqa: ANN001
+    """Seconds of ``forwards`` forwards of transformer ``p`` (``flops`` for all of them) on its
+    device, before transfers: FLOPs at the device's rate and the eager ops' dispatch (on a GPU the
+    launches run ahead of the device and hide unless the kernels are tiny; compiled, they vanish)."""
+    if g is None:
+        prof = costs.CPU_PROFILE
+        compute = flops / (costs.CPU_TFLOPS * 1e12 * costs.cpu_efficiency(spec))
+        return compute + forwards * costs.ops_per_forward(spec) * prof.op_overhead_s
+    compiled = costs.compiles(spec, p.storage, p.offload)
+    compute = flops / (g.tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
+    if not g.has_bf16:
+        compute *= 3.0
+    compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR,
+                "gguf": costs.GGUF_COMPUTE_FACTOR}.get(p.storage, 1.0)
+    launches = 0.0 if compiled else forwards * costs.ops_per_forward(spec) * costs.GPU_PROFILE.op_overhead_s
+    return max(compute, launches)
+
+
 def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> tuple[float, float, float]:
-    """(seconds per step, seconds per job, ideal seconds per job) without decode (same for all)."""
-    gpus = {g.device: g for g in hw.gpus}
+    """(seconds per step, seconds per job, ideal seconds per job) of the denoising: the steps plus
+    the transfers a job makes (components moved on, text encoding). Decode and the mp4 write cost
+    the same under every plan and are in ``phase_times``."""
     n = costs.tokens(spec, work.width, work.height, work.frames)
     forwards = work.passes_per_step
     flops = costs.flops_per_forward(spec, n) * forwards
     experts = [p for p in placements if p.component in TRANSFORMERS]
     step_s, ideal_step_s, per_job_s = 0.0, 0.0, 0.0
     for p in experts:
-        g = gpus.get(p.devices[0])
-        tflops = g.tflops if g else costs.CPU_TFLOPS
+        g = _gpu_of(hw, p)
         link = (g.link_gbps if g else 1.0) * 1e9
-        compiled = bool(g) and costs.compiles(spec, p.storage, p.offload)
         # ideal: the same model resident in bf16, compiled where this machine can
-        ideal_mfu = costs.MFU_COMPILED if g and costs.compiles(spec, "bf16", "resident") else costs.MFU_EAGER
-        ideal_step_s += flops / (tflops * 1e12 * ideal_mfu) / len(experts)
-        compute = flops / (tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
-        if g and not g.has_bf16:
-            compute *= 3.0
-        compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR,
-                    "gguf": costs.GGUF_COMPUTE_FACTOR}.get(p.storage, 1.0)
-        if p.offload == "group_offload":  # prefetch hides the transfer behind the compute it can
+        if g is None:
+            ideal_step_s += _forward_s(spec, p, flops, None, forwards) / len(experts)
+        else:
+            ideal_mfu = costs.MFU_COMPILED if costs.compiles(spec, "bf16", "resident") else costs.MFU_EAGER
+            ideal_step_s += flops / (g.tflops * 1e12 * ideal_mfu) / len(experts)
+        compute = _forward_s(spec, p, flops, g, forwards)
+        if g is not None and p.offload == "group_offload":  # prefetch hides the transfer behind the compute it can
             transfer = forwards * stored(spec, p) / link
             compute += max(transfer - compute, 0.0) + costs.GROUP_TRANSFER_EXPOSED * transfer
-        elif p.offload == "sequential":
+        elif g is not None and p.offload == "sequential":
             compute += forwards * stored(spec, p) / (link * costs.SEQUENTIAL_LINK_FACTOR)
         elif p.offload == "balanced":
             compute *= 1.02
         # The MoE experts split the steps between them (boundary near the middle of the schedule).
         step_s += compute / len(experts)
     for p in placements:
-        g = gpus.get(p.devices[0])
         if p.component == "text_encoder" and p.device == "cpu" and not spec.is_demo:
-            per_job_s += 2 * 2 * params_of(spec, p.component) * costs.arch(spec).text_len / (costs.CPU_TFLOPS * 1e12)
-        if g is None:
-            continue
-        if p.offload == "model_offload" and not always_on_gpu(p):
-            per_job_s += stored(spec, p) / (g.link_gbps * 1e9 * costs.MODEL_OFFLOAD_LINK_FACTOR)
-        elif p.offload in ("group_offload", "sequential") and p.component not in TRANSFORMERS:
-            per_job_s += 2 * stored(spec, p) / (g.link_gbps * 1e9)
+            per_job_s += _text_compute_s(spec, p, None, work)
+        per_job_s += _onload_s(spec, p, _gpu_of(hw, p)) if p.component != "vae" else 0.0
+    vae = next((p for p in placements if p.component == "vae"), None)
+    if vae is not None:
+        per_job_s += _onload_s(spec, vae, _gpu_of(hw, vae))
     job_s = work.steps * step_s + per_job_s
     return step_s, job_s, work.steps * ideal_step_s
+
+
+def _text_compute_s(spec: ModelSpec, p: Placement, g, work: Workload) -> float:  # noqa: ANN001
+    """Seconds of the UMT5 forwards over the prompt (and the negative one under guidance)."""
+    prompts = 2 if work.cfg else 1
+    flops = 2 * params_of(spec, p.component) * costs.arch(spec).text_len * prompts
+    if g is None:
+        return flops / (costs.CPU_TFLOPS * 1e12)
+    return flops / (g.tflops * 1e12 * costs.TEXT_MFU)
+
+
+def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> dict[str, float]:
+    """Predicted seconds of each phase of one job (see ``Estimate.phases``)."""
+    step_s, _, _ = timing(spec, work, placements, hw)
+    by = {p.component: p for p in placements}
+    on_gpu = any(p.device != "cpu" for p in placements)
+    profile = costs.GPU_PROFILE if on_gpu else costs.CPU_PROFILE
+    text = by.get("text_encoder")
+    text_s = profile.text_fixed_s
+    if text is not None:
+        g = _gpu_of(hw, text)
+        text_s += _onload_s(spec, text, g) + _text_compute_s(spec, text, g, work)
+    steps_s = work.steps * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
+    vae = by.get("vae")
+    g_vae = _gpu_of(hw, vae) if vae is not None else None
+    decode = costs.decode_s(spec, work.width, work.height, work.frames,
+                            costs.GPU_PROFILE if g_vae else costs.CPU_PROFILE, g_vae.tflops if g_vae else None)
+    if vae is not None:
+        decode += _onload_s(spec, vae, g_vae)
+    experts = [by[c] for c in TRANSFORMERS if c in by]
+    compiled = [p for p in experts if _gpu_of(hw, p) is not None and costs.compiles(spec, p.storage, p.offload)]
+    if compiled:
+        compile_s = costs.COMPILE_FIRST_S + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
+    else:
+        compile_s = costs.FIRST_CALL_S if on_gpu else 0.0
+    return {"load_s": load_s(spec, placements), "compile_s": compile_s, "text_s": text_s, "steps_s": steps_s,
+            "decode_s": decode, "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
+
+
+def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
+    """Seconds a fresh worker spends reading the model and pinning what it offloads (the demo is
+    built in code instead)."""
+    if spec.is_demo:
+        return costs.DEMO_BUILD_S
+    read = sum(stored(spec, p) for p in placements)
+    pinned = sum(stored(spec, p) for p in placements if p.offload in ("model_offload", "group_offload")
+                 and not always_on_gpu(p))
+    return read / costs.LOAD_READ_BYTES_PER_S + pinned / costs.PIN_BYTES_PER_S
 
 
 def estimate(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> Estimate:
     """Everything the planner compares plans by."""
     step_s, job_s, ideal = timing(spec, work, placements, hw)
-    return Estimate(peak_vram(spec, work, placements), host_ram(spec, placements, work), step_s, job_s, ideal)
+    return Estimate(peak_vram(spec, work, placements), host_ram(spec, placements, work), step_s, job_s, ideal,
+                    phase_times(spec, work, placements, hw))

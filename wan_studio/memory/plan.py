@@ -116,6 +116,29 @@ class Plan:
     # VAE decode tile (min, stride) in pixels when ``vae_tiling``; the planner picks the bigger,
     # faster tile when the decode phase fits with it.
     vae_tile: tuple[int, int] = (256, 192)
+    # Predicted seconds per phase of a job (``estimate.Estimate.phases``): load_s, compile_s,
+    # text_s, steps_s, decode_s, write_s.
+    phases: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def phase_s(self) -> dict[str, float]:
+        """The predicted phases as a dict (empty for a plan made without them)."""
+        return dict(self.phases)
+
+    @property
+    def warm_job_s(self) -> float:
+        """Predicted job on a worker that holds the model compiled: text, steps, decode, mp4
+        (the denoising estimate alone for a plan without phases)."""
+        ph = self.phase_s
+        if not ph:
+            return self.job_s
+        return sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
+
+    @property
+    def cold_job_s(self) -> float:
+        """Predicted first job of a fresh worker: loading the model and compiling as well."""
+        ph = self.phase_s
+        return self.warm_job_s + ph.get("load_s", 0.0) + ph.get("compile_s", 0.0)
 
     def placement(self, component: str) -> Placement | None:
         """The placement of ``component``, or None when the model has no such part."""
@@ -167,6 +190,9 @@ class Plan:
         d["peak_vram_gib"] = {dev: round(b / GIB, 2) for dev, b in self.peak_vram}
         d["host_ram_gib"] = round(self.host_ram_bytes / GIB, 2)
         d["quality"] = self.quality
+        d["phases"] = {k: round(v, 3) for k, v in self.phases}
+        if self.phases:
+            d["warm_job_s"], d["cold_job_s"] = round(self.warm_job_s, 3), round(self.cold_job_s, 3)
         for k in ("peak_vram", "host_ram_bytes"):
             d.pop(k)
         return d

@@ -130,7 +130,7 @@ def candidates(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits) ->
             plan = Plan(spec.key, name, pl, vae_tiling=not spec.is_demo,
                         peak_vram=tuple(peaks.items()), host_ram_bytes=est.host_ram_bytes,
                         step_s=est.step_s, job_s=est.job_s, relative_speed=min(_speed_at_default_steps(spec, work, est), 1.0),
-                        vae_tile=tile)
+                        vae_tile=tile, phases=tuple((k, round(v, 4)) for k, v in est.phases.items()))
             out.append((plan, est))
     return out
 
@@ -274,8 +274,8 @@ def choose(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | None 
 def _why(plan: Plan, every: list[Plan], hw: Hardware, limits: Limits) -> str:
     """One sentence: what was chosen and what stopped the faster options."""
     if not hw.has_gpu:
-        return (f"No GPU found, so everything runs on the CPU (about {_duration(plan.job_s)} of "
-                f"denoising predicted); a CUDA GPU is far faster.")
+        return (f"No GPU found, so everything runs on the CPU (about {_duration(plan.warm_job_s)} "
+                f"predicted for the job); a CUDA GPU is far faster.")
     faster = [p for p in every if score(p) > score(plan) and shortfall(p, hw, limits)]
     faster.sort(key=score, reverse=True)
     tail = f"predicted peak {plan.peak_vram_gib:.1f} GiB, {plan.relative_speed:.0%} of full speed, {plan.quality}"
