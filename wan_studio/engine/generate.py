@@ -22,7 +22,7 @@ from PIL import Image
 import wan_studio
 from wan_studio.catalog.specs import ModelSpec, get_spec
 from wan_studio.engine.checkpoint import StepCheckpoints, resumed_from
-from wan_studio.engine.decode import decoded_on_host
+from wan_studio.engine.decode import DecodeProgress, decode_pieces, decoded_on_host
 from wan_studio.engine.distill import motion_phase, sampler_of
 from wan_studio.engine.framing import frame_of, load_framed
 from wan_studio.engine.noise import NoiseSource, seeded_generator
@@ -50,14 +50,18 @@ class Progress:
     note: str | None = None
     window: int = 0  # long clips: index of the window being made, of ``windows``
     windows: int = 1
+    decoded: float = 0.0  # while decoding: the share of the video's pieces decoded, 0..1
 
     @property
     def fraction(self) -> float:
-        """0..1 over the whole job; denoising is most of it, so it drives the bar."""
+        """0..1 over the whole job; denoising is most of it, so it drives the bar; decoding moves it
+        from 0.95 to 0.99 as the pieces come."""
         if self.stage == "done":
             return 1.0
-        if self.stage in ("decoding", "writing"):
-            inner = 0.97
+        if self.stage == "decoding":
+            inner = 0.95 + 0.04 * min(max(self.decoded, 0.0), 1.0)
+        elif self.stage == "writing":
+            inner = 0.99
         else:
             inner = 0.95 * self.step / max(self.total, 1)
         return (self.window + inner) / self.windows
@@ -74,9 +78,11 @@ class Progress:
             return self.note  # "paused: GPU 0 at 86 °C, cooling", "loading Wan2.2 TI2V-5B 46 %"
         if self.stage == "paused":
             return "paused"
+        eta = f" · {self.eta_s:.0f} s left" if self.eta_s is not None else ""
         if self.stage == "denoising":
-            eta = f" · {self.eta_s:.0f} s left" if self.eta_s is not None else ""
             return f"step {self.step}/{self.total}{eta}"
+        if self.stage == "decoding":
+            return f"decoding video {self.decoded:.0%}{eta}" if self.decoded else "decoding video"
         return {"loading": "loading model", "encoding": "encoding prompt", "decoding": "decoding video",
                 "writing": "writing mp4", "done": "done"}[self.stage]
 
@@ -217,7 +223,14 @@ def render(
             raise GenerationCancelled(f"cancelled after step {done} of {request.steps}")
         if done == request.steps:
             report(Progress("decoding", done, request.steps, step_ends[-1] - t0))
+            decoding.expect(decode_pieces(_pipe.vae, kwargs["latents"].shape))
         return kwargs
+
+    def on_piece(done: int, total: int, spent_s: float) -> None:
+        report(Progress("decoding", request.steps, request.steps, time.perf_counter() - t0,
+                        spent_s / done * (total - done), decoded=done / total))
+
+    decoding = DecodeProgress(on_piece)
 
     if cancel.is_set():
         raise GenerationCancelled("cancelled before start")
@@ -246,7 +259,7 @@ def render(
             motion.start(pipe, kwargs)
         try:
             with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
-                  decoded_on_host(runner.vae), timed_text(runner, text_spans)):
+                  decoded_on_host(runner.vae), timed_text(runner, text_spans), decoding.watch(runner.vae)):
                 out = runner(**kwargs, callback_on_step_end=on_step_end)
         finally:
             if checkpoints is not None:
