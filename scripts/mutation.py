@@ -9,13 +9,23 @@ per room and in all, then the survivors. Slow (≈ 1 s per mutant on a free core
     python scripts/mutation.py --report                   # print the last run's score again
     python scripts/mutation.py --rooms wan_studio/jobs/access.py --jobs 2
 
+A room may be a part of a file (``path.py::name,name``): only those top-level functions are
+mutated (the rest is fenced off with ``# pragma: no mutate`` in the scratch copy only).
+
+Survivors that change only the letter case of SQL outside its quoted literals (SQLite reads
+keywords, table, column and pragma names in any case) or of a codec name are counted apart as
+equivalent: no test can tell them from the original. The score is printed with and without them.
+
 The survivors and why each is harmless are listed in docs/TESTING.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import codecs
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,8 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # room -> the test files that guard it (fast ones: no servers, no worker processes)
 ROOMS: dict[str, list[str]] = {
-    "wan_studio/jobs/store.py": ["tests/jobs/test_store.py", "tests/jobs/test_queue.py", "tests/jobs/test_groups.py"],
+    "wan_studio/jobs/store.py": ["tests/jobs/test_store.py", "tests/jobs/test_store_contract.py",
+                                 "tests/jobs/test_queue.py", "tests/jobs/test_groups.py"],
     "wan_studio/jobs/access.py": ["tests/jobs/test_access.py"],
+    # the served-path and ownership check of the file route
+    "wan_studio/ui/guard.py::_is_under,file_decision": ["tests/security/test_file_decision.py"],
     "wan_studio/memory/planner.py": ["tests/memory/test_planner.py", "tests/memory/test_oom_ladder.py",
                                      "tests/memory/test_overrides.py"],
     "wan_studio/memory/manager.py": ["tests/memory/test_lru.py", "tests/memory/test_manager.py"],
@@ -34,6 +47,51 @@ ROOMS: dict[str, list[str]] = {
     "wan_studio/memory/estimate.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_planner.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+SQL_WORD = re.compile(r"\b(SELECT|UPDATE|DELETE|INSERT|PRAGMA|FROM|WHERE|ORDER BY|CASE|COUNT|COALESCE|SET|AND|DESC|ASC)\b")
+STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _file(room: str) -> str:
+    return room.partition("::")[0]
+
+
+def _fence(path: Path, keep: set[str]) -> None:
+    """Fence every top-level statement of ``path`` except the functions in ``keep`` with
+    ``# pragma: no mutate`` comments, so mutmut mutates only those (scratch copy only)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tree = ast.parse("\n".join(lines))
+    for node in reversed(tree.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name not in keep:
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+            lines.insert(node.end_lineno, "# pragma: no mutate end")
+            lines.insert(start, "# pragma: no mutate start")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _same_text(old: str, new: str) -> bool:
+    """Whether two string literals mean the same to SQLite or to ``codecs``."""
+    if old == new or old.lower() != new.lower():
+        return old == new
+    if SQL_WORD.search(old):  # keywords and names in any case; quoted values must be unchanged
+        return re.findall(r"'[^']*'", old) == re.findall(r"'[^']*'", new)
+    try:
+        return codecs.lookup(old).name == codecs.lookup(new).name
+    except LookupError:
+        return False
+
+
+def equivalent(diff: str) -> bool:
+    """Whether a mutant's diff only re-cases SQL (outside quoted values) or a codec name."""
+    old = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    new = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    if not old or len(old) != len(new):
+        return False
+    for a, b in zip(old, new):
+        if STRING.sub("S", a) != STRING.sub("S", b):
+            return False  # something outside the string literals changed
+        if not all(_same_text(x, y) for x, y in zip(STRING.findall(a), STRING.findall(b))):
+            return False
+    return True
 
 
 def _copy_tree(work: Path) -> None:
@@ -51,7 +109,7 @@ def _copy_tree(work: Path) -> None:
 
 def _config(rooms: list[str]) -> str:
     tests = sorted({t for room in rooms for t in ROOMS[room]})
-    lines = ["[mutmut]", "source_paths=wan_studio", "only_mutate=" + "\n    ".join(rooms),
+    lines = ["[mutmut]", "source_paths=wan_studio", "only_mutate=" + "\n    ".join(sorted({_file(r) for r in rooms})),
              "pytest_add_cli_args_test_selection=" + "\n    ".join(tests),
              "pytest_add_cli_args=-p no:cacheprovider -q -x", "process_isolation=forkserver"]
     return "\n".join(lines) + "\n"
@@ -69,27 +127,42 @@ def results(work: Path) -> dict[str, str]:
     return status
 
 
+def _diff(work: Path, name: str) -> str:
+    return subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, capture_output=True,
+                          text=True).stdout
+
+
 def report(work: Path, rooms: list[str]) -> float:
-    """Print the share killed per room and in all, then the survivors; returns the share."""
+    """Print the share killed per room and in all (also leaving out equivalent mutants), then the
+    survivors; returns the share without the equivalent ones."""
     status = results(work)
-    total = Counter()
+    for name, what in status.items():
+        if what not in KILLED and what != "not checked" and equivalent(_diff(work, name)):
+            status[name] = "equivalent"
+    total: Counter[str] = Counter()
     for room in rooms:
-        prefix = room.removesuffix(".py").replace("/", ".")
+        prefix = _file(room).removesuffix(".py").replace("/", ".")
         mine = {k: v for k, v in status.items() if k.startswith(prefix + ".")}
         counts = Counter("killed" if v in KILLED else v for v in mine.values())
         total.update(counts)
-        done = sum(counts.values()) - counts["not checked"]
-        share = counts["killed"] / done if done else 0.0
-        print(f"{room}: {counts['killed']}/{done} killed ({share:.0%})" +
-              (f", {counts['not checked']} not checked" if counts["not checked"] else ""))
-    done = sum(total.values()) - total["not checked"]
-    share = total["killed"] / done if done else 0.0
-    print(f"all rooms: {total['killed']}/{done} mutants killed ({share:.1%})")
-    survivors = sorted(k for k, v in status.items() if v not in KILLED and v != "not checked")
+        _print_share(room, counts)
+    share = _print_share("all rooms", total)
+    survivors = sorted(k for k, v in status.items() if v not in KILLED and v not in ("not checked", "equivalent"))
     if survivors:
         print("survivors (see them with: cd " + str(work) + " && python -m mutmut show NAME):")
         print("\n".join(f"  {s}: {status[s]}" for s in survivors))
     (work / "score.json").write_text(json.dumps({"share_killed": share, "counts": dict(total)}))
+    return share
+
+
+def _print_share(label: str, counts: Counter[str]) -> float:
+    done = sum(counts.values()) - counts["not checked"]
+    real = done - counts["equivalent"]
+    raw = counts["killed"] / done if done else 0.0
+    share = counts["killed"] / real if real else 0.0
+    print(f"{label}: {counts['killed']}/{done} killed ({raw:.1%}); {counts['equivalent']} equivalent, "
+          f"{counts['killed']}/{real} of the others killed ({share:.1%})" +
+          (f"; {counts['not checked']} not checked" if counts["not checked"] else ""))
     return share
 
 
@@ -101,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (cores to use)")
     parser.add_argument("--report", action="store_true", help="only print the last run's score")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.rooms) - set(ROOMS))
+    unknown = sorted(set(args.rooms) - set(ROOMS))  # noqa: C401
     if unknown:
         parser.error(f"not a room: {', '.join(unknown)}; rooms: {', '.join(ROOMS)}")
     if not args.report:
@@ -110,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             parser.error("mutmut is not installed: pip install mutmut")
         _copy_tree(args.work)
+        for room in args.rooms:
+            if "::" in room:
+                _fence(args.work / _file(room), set(room.partition("::")[2].split(",")))
         (args.work / "setup.cfg").write_text(_config(args.rooms), encoding="utf-8")
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs)], cwd=args.work)
     report(args.work, args.rooms)
