@@ -105,10 +105,12 @@ def serve(settings: Settings) -> int:
     startup.check_extras(settings)
     startup.check_port(settings.host, settings.port)
     startup.check_accounts(settings.accounts_file)
+    startup.check_comfyui_dir(settings.comfyui_dir)
     created = startup.check_outputs_dir(settings.outputs_dir)
     if created:
         startup.log.info(created)
-    warning = startup.models_dir_warning(settings.models_dir)
+    # with a ComfyUI folder, an empty --models-dir is expected; the models list says what is found
+    warning = None if settings.comfyui_dir else startup.models_dir_warning(settings.models_dir)
     if warning:
         startup.log.warning(warning)
     startup.log.info("Starting Wan Studio on http://%s:%d ...", settings.host, settings.port)

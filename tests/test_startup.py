@@ -151,3 +151,12 @@ def test_a_flag_whose_extra_is_missing_names_the_requirements_file(tmp_path: Pat
 
     one_sentence(run("--ray-address", "auto"), 2, "--ray-address needs ray", "pip install -r requirements-cluster.txt")
     one_sentence(run("--allow-8bit"), 2, "--allow-8bit needs bitsandbytes", "requirements-gpu.txt")
+
+
+def test_a_comfyui_folder_that_is_not_one_is_refused_with_the_right_one(tmp_path: Path):
+    out = str(tmp_path / "o")
+    one_sentence(app("--comfyui-dir", str(tmp_path / "nope"), "--outputs-dir", out), 2,
+                 f"--comfyui-dir {tmp_path / 'nope'} is not a folder", "diffusion_models/")
+    (tmp_path / "ComfyUI" / "models" / "diffusion_models").mkdir(parents=True)
+    one_sentence(app("--comfyui-dir", str(tmp_path / "ComfyUI"), "--outputs-dir", out), 2,
+                 "is ComfyUI's own folder", f"--comfyui-dir {tmp_path / 'ComfyUI' / 'models'}")

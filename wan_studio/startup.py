@@ -113,6 +113,20 @@ def check_outputs_dir(folder: Path) -> str | None:
     return f"Created the outputs folder {folder.resolve()}" if created else None
 
 
+def check_comfyui_dir(folder: Path | None) -> None:
+    """Refuse a ``--comfyui-dir`` that is not a ComfyUI ``models`` folder, saying which one to give."""
+    if folder is None:
+        return
+    hint = "give ComfyUI's models folder, the one holding diffusion_models/, text_encoders/ and vae/"
+    if not folder.is_dir():
+        raise StartupError(f"--comfyui-dir {folder} is not a folder: {hint}")
+    if not any((folder / d).is_dir() for d in ("diffusion_models", "unet")):
+        inner = folder / "models"
+        if (inner / "diffusion_models").is_dir() or (inner / "unet").is_dir():
+            raise StartupError(f"--comfyui-dir {folder} is ComfyUI's own folder: give --comfyui-dir {inner}")
+        raise StartupError(f"--comfyui-dir {folder} holds no diffusion_models/ (or unet/) folder: {hint}")
+
+
 def models_dir_warning(folder: Path) -> str | None:
     """A warning when ``folder`` cannot hold models; None when it is a readable folder with one."""
     from wan_studio.catalog.specs import CATALOG

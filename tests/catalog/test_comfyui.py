@@ -256,3 +256,14 @@ def test_a14b_from_comfyui_files_through_the_manager_makes_the_video_of_the_diff
         got = four_steps(pipe)
     np.testing.assert_allclose(got, four_steps(reference), atol=3e-3)
     assert {k[0] for k in manager.cached()} >= {f"file:{root / TEXT}", f"file:{root / 'vae/wan_2.1_vae.safetensors'}"}
+
+
+def test_the_comfyui_loras_folder_is_used_unless_another_is_given(tmp_path: Path):
+    from wan_studio.cluster.runtime import RuntimeConfig
+    from wan_studio.settings import settings_from_args
+
+    (tmp_path / "loras").mkdir()
+    s = settings_from_args(["--comfyui-dir", str(tmp_path)])
+    assert s.comfyui_dir == tmp_path and s.loras_dir == tmp_path / "loras"
+    assert RuntimeConfig.from_settings(s).comfyui_dir == str(tmp_path)  # the workers read the same folder
+    assert settings_from_args(["--comfyui-dir", str(tmp_path), "--loras-dir", "mine"]).loras_dir == Path("mine")
