@@ -261,10 +261,14 @@ def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
     built in code instead)."""
     if spec.is_demo:
         return costs.DEMO_BUILD_S
-    read = sum(stored(spec, p) for p in placements)
+    return sum(stored(spec, p) for p in placements) / costs.LOAD_READ_BYTES_PER_S + pin_s(spec, placements)
+
+
+def pin_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
+    """Seconds to copy the offloaded components into pinned host memory."""
     pinned = sum(stored(spec, p) for p in placements if p.offload in ("model_offload", "group_offload")
                  and not always_on_gpu(p))
-    return read / costs.LOAD_READ_BYTES_PER_S + pinned / costs.PIN_BYTES_PER_S
+    return pinned / costs.PIN_BYTES_PER_S
 
 
 def estimate(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> Estimate:

@@ -1,0 +1,151 @@
+"""The planner's predictions beside the GPU measurements they were fitted to, row by row.
+
+Reads ``tests/data/gpu_measured.json`` (every recorded size-menu, e2e and S2V-step row, with its
+date and command), plans each row as its harness did (one H200 under a 24 GiB cap, the plan that
+ran), and compares peak VRAM (±10 %) and each phase's time (±20 %, or a second for phases near
+zero). Prints the Markdown table for docs/BENCHMARKS.md; ``tests/memory/test_measured_fit.py``
+asserts every comparison.
+
+  python bench/fit_table.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wan_studio.catalog.specs import get_spec  # noqa: E402
+from wan_studio.memory import costs  # noqa: E402
+from wan_studio.memory.estimate import load_s, phase_peaks, pin_s  # noqa: E402
+from wan_studio.memory.hardware import GIB, GpuInfo, Hardware  # noqa: E402
+from wan_studio.memory.plan import Limits, Plan, Workload  # noqa: E402
+from wan_studio.memory.planner import candidates  # noqa: E402
+
+DATA = ROOT / "tests" / "data" / "gpu_measured.json"
+VRAM_TOL, TIME_TOL, TIME_ABS_S = 0.10, 0.20, 1.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One predicted figure beside its measurement."""
+
+    row: str
+    figure: str
+    predicted: float
+    measured: float
+    tolerance: float
+    abs_s: float = 0.0
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction."""
+        return self.predicted / self.measured - 1 if self.measured else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Within the relative tolerance, or within ``abs_s`` seconds."""
+        return abs(self.error) <= self.tolerance or abs(self.predicted - self.measured) <= self.abs_s
+
+
+def rows() -> list[dict[str, Any]]:
+    """The recorded rows."""
+    return json.loads(DATA.read_text(encoding="utf-8"))["rows"]
+
+
+def hardware(row: dict[str, Any]) -> Hardware:
+    """The machine as that row's planner saw it."""
+    cap = 24 * GIB
+    g = GpuInfo(0, "NVIDIA H200", cap, cap, (9, 0), bf16_tflops=row.get("tflops"))
+    ram = json.loads(DATA.read_text(encoding="utf-8"))["host_ram_gib"] * GIB
+    return Hardware((g,), ram, ram)
+
+
+def plan_of(row: dict[str, Any]) -> tuple[Plan, Workload]:
+    """The plan that ran (by its label) for the row's workload; Triton as on the GPU machine."""
+    spec = get_spec(row["model"])
+    work = Workload(row["width"], row["height"], row["frames"], row["steps"], image=row["image"])
+    with_triton = costs.triton_installed
+    costs.triton_installed = lambda: True  # type: ignore[assignment]
+    try:
+        plans = [p for p, _ in candidates(spec, work, hardware(row), Limits())]
+    finally:
+        costs.triton_installed = with_triton  # type: ignore[assignment]
+    ran = [p for p in plans if p.label == row["plan"]]
+    if not ran:
+        raise LookupError(f"{row['case']}: no plan labelled '{row['plan']}'")
+    return ran[0], work
+
+
+def checks(row: dict[str, Any]) -> list[Check]:
+    """Every figure of ``row`` that was measured, predicted beside it."""
+    plan, work = plan_of(row)
+    spec = get_spec(row["model"])
+    ph = plan.phase_s
+    name = row["case"]
+    out: list[Check] = []
+    if row["harness"] == "s2v_step":  # the transformer's steps alone
+        peak = phase_peaks(spec, work, plan.placements)["transformer"]["cuda:0"] / GIB
+    else:
+        peak = plan.peak_vram_gib
+    out.append(Check(name, "peak VRAM GiB", peak, row["alloc_gib"], VRAM_TOL))
+    out.append(Check(name, "s/step", plan.step_s, row["s_per_step"], TIME_TOL))
+    if row.get("decode_s"):
+        out.append(Check(name, "decode s", ph["decode_s"], row["decode_s"], TIME_TOL, TIME_ABS_S))
+    if row.get("write_s"):
+        out.append(Check(name, "mp4 s", ph["write_s"], row["write_s"], TIME_TOL, TIME_ABS_S))
+    if row.get("text_s") is not None and (row["warm"] or row["harness"] == "e2e"):
+        out.append(Check(name, "text s", ph["text_s"], row["text_s"], TIME_TOL, 0.25))
+    if row.get("load_s") is not None and not row["warm"]:
+        out.append(Check(name, "load s (cold)", ph["load_s"], row["load_s"], TIME_TOL, TIME_ABS_S))
+    if row.get("place_s") is not None:  # weights already in memory: pinning and placing only
+        out.append(Check(name, "pin s (in memory)", pin_s(spec, plan.placements), row["place_s"], TIME_TOL))
+    first = row.get("first_step_s")
+    if first is not None:
+        # beyond one step: text encoding (worker rows) and, in a first job, the compile
+        text_in = 0.0 if row["harness"] == "e2e" else ph["text_s"]
+        extra = first - row["s_per_step"]
+        if not row["warm"]:
+            swap = row.get("expert_swap_s") or 0.0
+            out.append(Check(name, "text + compile s (first job)", text_in + ph["compile_s"], extra + swap,
+                             TIME_TOL, TIME_ABS_S))
+        elif not row["new_shape"]:
+            out.append(Check(name, "first step beyond a step s", text_in, extra, TIME_TOL, TIME_ABS_S))
+    if row["harness"] == "worker":
+        measured = row["denoise_s"] + row["decode_s"] + row["write_s"]
+        predicted = plan.warm_job_s + (0.0 if row["warm"] else ph["compile_s"])
+        out.append(Check(name, "job s (text to mp4)", predicted, measured, TIME_TOL))
+    return out
+
+
+def every_check() -> list[Check]:
+    """The checks of every recorded row."""
+    return [c for r in rows() for c in checks(r)]
+
+
+def markdown(rows_: list[dict[str, Any]]) -> str:
+    """One table line per row: predicted → measured for each figure, the error in brackets."""
+    lines = ["| case | date | plan | figure: predicted → measured (error) |", "|---|---|---|---|"]
+    for r in rows_:
+        parts = [f"{c.figure} {c.predicted:.2f} → {c.measured:.2f} ({c.error:+.0%}){'' if c.ok else ' **MISS**'}"
+                 for c in checks(r)]
+        lines.append(f"| {r['case']} | {r['date']} | {r['plan']} | {'; '.join(parts)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Print the table; exit 1 when a figure is outside its tolerance."""
+    print(markdown(rows()))
+    misses = [c for c in every_check() if not c.ok]
+    for c in misses:
+        print(f"MISS {c.row}: {c.figure} predicted {c.predicted:.2f}, measured {c.measured:.2f}")
+    return 1 if misses else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

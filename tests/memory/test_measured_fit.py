@@ -1,0 +1,37 @@
+"""The planner's predictions stay pinned to the GPU measurements (tests/data/gpu_measured.json,
+docs/BENCHMARKS.md "Size menu"): peak VRAM within ±10 % and every measured phase within ±20 %
+(or a second, a quarter second for text encoding, where a phase is near zero) for each row, with
+the plan that ran."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import fit_table  # noqa: E402
+
+ROWS = fit_table.rows()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["case"] for r in ROWS])
+def test_prediction_within_band_of_the_measured_row(row: dict) -> None:
+    checks = fit_table.checks(row)
+    assert any(c.figure == "peak VRAM GiB" for c in checks) and any(c.figure == "s/step" for c in checks)
+    missed = [f"{c.figure}: predicted {c.predicted:.2f}, measured {c.measured:.2f} ({c.error:+.0%})"
+              for c in checks if not c.ok]
+    assert not missed, missed
+
+
+def test_every_model_and_phase_the_issue_names_is_recorded() -> None:
+    models = {r["model"] for r in ROWS}
+    assert {"ti2v-5b", "t2v-a14b", "s2v-14b"} <= models
+    figures = {c.figure for c in fit_table.every_check()}
+    assert {"decode s", "mp4 s", "text s", "load s (cold)", "text + compile s (first job)"} <= figures
+    # a VRAM miss of 11 % is caught (the band is real)
+    c = fit_table.Check("x", "peak VRAM GiB", 11.1, 10.0, fit_table.VRAM_TOL)
+    assert not c.ok
