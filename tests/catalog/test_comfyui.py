@@ -267,3 +267,13 @@ def test_the_comfyui_loras_folder_is_used_unless_another_is_given(tmp_path: Path
     assert s.comfyui_dir == tmp_path and s.loras_dir == tmp_path / "loras"
     assert RuntimeConfig.from_settings(s).comfyui_dir == str(tmp_path)  # the workers read the same folder
     assert settings_from_args(["--comfyui-dir", str(tmp_path), "--loras-dir", "mine"]).loras_dir == Path("mine")
+
+
+def test_the_released_configs_cover_one_expert_held_by_a_cluster_worker():
+    from wan_studio.catalog.comfyui import default_configs
+    from wan_studio.cluster.holder import expert_variant
+
+    high = expert_variant(get_spec("i2v-a14b"), "high")
+    config = default_configs(high, "transformer", None)  # type: ignore[arg-type]
+    assert config["in_channels"] == 36 and config["num_layers"] == 40
+    assert default_configs(TI2V, "vae", None)["latents_std"][0] == 0.4765  # type: ignore[arg-type]

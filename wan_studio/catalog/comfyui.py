@@ -65,7 +65,8 @@ def default_configs(spec: ModelSpec, component: str, info: FileInfo) -> dict[str
     from wan_studio.catalog import single_file, synthetic
 
     if component in ("transformer", "transformer_2"):
-        return synthetic.TRANSFORMER_CONFIGS[spec.key] | synthetic.TRANSFORMER_COMMON
+        # "t2v-a14b@high": one expert of the model, held by a cluster worker, has the model's config
+        return synthetic.TRANSFORMER_CONFIGS[spec.key.partition("@")[0]] | synthetic.TRANSFORMER_COMMON
     if component == "text_encoder":
         return dict(synthetic.UMT5_CONFIG)
     return single_file.wan22_vae_config() if spec.vae == "wan2.2" else {}
