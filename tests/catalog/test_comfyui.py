@@ -277,3 +277,16 @@ def test_the_released_configs_cover_one_expert_held_by_a_cluster_worker():
     config = default_configs(high, "transformer", None)  # type: ignore[arg-type]
     assert config["in_channels"] == 36 and config["num_layers"] == 40
     assert default_configs(TI2V, "vae", None)["latents_std"][0] == 0.4765  # type: ignore[arg-type]
+
+
+def test_gguf_can_be_pinned_and_a_model_without_gguf_files_says_so():
+    from wan_studio.memory.overrides import OverrideError, PlanOverrides
+
+    a14b = get_spec("t2v-a14b")
+    spec = with_gguf(a14b, {"transformer": (int(10.1e9), "Q5_K", False), "transformer_2": (int(10.1e9), "Q5_K", False)})
+    hw = Hardware((gpu(0, 24),), 256 * GIB, 250 * GIB)
+    work = Workload(832, 480, 81, 40)
+    pinned = PlanOverrides.from_dict({"storage": "gguf"})
+    assert planner.plan_ladder(spec, work, hw, overrides=pinned)[0].storage == "gguf"
+    with pytest.raises(OverrideError, match="has no way to run with"):
+        planner.plan_ladder(a14b, work, hw, overrides=pinned)

@@ -21,7 +21,8 @@ DecodeName = Literal["fp32", "bf16"]
 
 # What the user may pick, with the words the UI shows.
 STORAGE_CHOICES: dict[str, str] = {"bf16": "bf16 (full quality)", "fp8": "fp8 storage (slight detail loss)",
-                                   "int8": "8-bit bitsandbytes (slower, slight loss)", "fp32": "fp32 (demo model)"}
+                                   "int8": "8-bit bitsandbytes (slower, slight loss)",
+                                   "gguf": "GGUF file as on disk (a ComfyUI folder's .gguf)", "fp32": "fp32 (demo model)"}
 OFFLOAD_CHOICES: dict[str, str] = {"resident": "everything on the GPU", "model_offload": "model offload",
                                    "group_offload": "block offload with prefetch",
                                    "sequential": "sequential offload (slowest, least VRAM)",
