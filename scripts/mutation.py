@@ -40,7 +40,8 @@ ROOMS: dict[str, list[str]] = {
     "wan_studio/jobs/access.py": ["tests/jobs/test_access.py"],
     # the served-path and ownership check of the file route
     "wan_studio/ui/guard.py::_is_under,file_decision": ["tests/security/test_file_decision.py"],
-    "wan_studio/memory/planner.py": ["tests/memory/test_planner.py", "tests/memory/test_oom_ladder.py",
+    "wan_studio/memory/planner.py": ["tests/memory/test_planner.py", "tests/memory/test_planner_words.py",
+                                     "tests/memory/test_oom_ladder.py",
                                      "tests/memory/test_overrides.py"],
     "wan_studio/memory/manager.py": ["tests/memory/test_lru.py", "tests/memory/test_manager.py"],
     "wan_studio/memory/costs.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_planner.py"],
