@@ -90,9 +90,10 @@ class WorkerGone(RuntimeError):
 class Executor(abc.ABC):
     """Runs jobs somewhere and reports what happens to them.
 
-    Contract: ``submit`` hands a job to a worker returned by ``idle_workers`` (one job per worker at
-    a time); from then on exactly one terminal event (``done``, ``failed``, ``cancelled`` or
-    ``lost``) arrives for it through the sink given to ``start``.
+    Contract: ``submit`` hands a job to a worker returned by ``idle_workers`` (one job on a
+    worker's GPU at a time; a local worker is idle again once a job's decode ends, while its mp4 is
+    written in the background); from then on exactly one terminal event (``done``, ``failed``,
+    ``cancelled`` or ``lost``) arrives for it through the sink given to ``start``.
     """
 
     @abc.abstractmethod
