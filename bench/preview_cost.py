@@ -62,7 +62,7 @@ def measure_case(shape: tuple[int, ...], device: str, reps: int, folder: Path) -
     g = torch.Generator(device).manual_seed(0)
     latents = torch.randn(*shape, device=device, dtype=torch.float32, generator=g)
     sched = stepped_scheduler(latents)
-    preview = LivePreview(folder / f"{'x'.join(map(str, shape))}.jpg")
+    preview = LivePreview(folder / "x".join(map(str, shape)))
     for _ in range(3):  # warm: kernels, the map's tensors on the device, the encoder
         preview.offer(1, latents, sched)
     sync(device)

@@ -209,6 +209,19 @@ class Studio:
             return self.accounts.is_admin(user)
         return not self.settings.shared
 
+    def preview_of(self, job: Any) -> Path | None:
+        """The live preview (a JPEG of the latest step) of a running ``job``, when its worker writes it
+        beside these outputs (in-process and local workers; a Ray worker on another machine does not)."""
+        from wan_studio.engine.job import preview_of
+
+        return preview_of(self.settings.outputs_dir, job.id) if job.status == "running" else None
+
+    def preview_url(self, job: Any) -> str | None:
+        """The file-route URL of ``job``'s live preview (``preview_of``; each step's picture has its
+        own name), or None."""
+        path = self.preview_of(job)
+        return f"/gradio_api/file={path.resolve()}" if path is not None else None
+
     def caller(self, user: str | None, session: str) -> Caller:
         """The person behind a request: login name (None without one), session key, admin or not."""
         return Caller(user or None, session, self.is_admin(user or None))

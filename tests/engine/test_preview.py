@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from wan_studio.catalog.tiny import build_scheduler
-from wan_studio.engine.preview import (WAN21, WAN22, LivePreview, frame_indices, linear_rgb, rgb_map_for,
-                                       to_image)
+from wan_studio.engine.preview import (WAN21, WAN22, LivePreview, frame_indices, latest_preview, linear_rgb,
+                                       rgb_map_for, to_image)
 from wan_studio.engine.sampler import official_scheduler
 
 
@@ -71,7 +71,7 @@ def test_with_unipc_the_preview_shows_the_samplers_x0_prediction(tmp_path: Path)
     sched = official_scheduler(build_scheduler(5.0), 5.0)
     sched.set_timesteps(4)
     after = sched.step(torch.randn_like(x), sched.timesteps[0], x, return_dict=False)[0]
-    preview = LivePreview(tmp_path / "preview.jpg")
+    preview = LivePreview(tmp_path)
     assert preview.offer(1, after, sched) and preview.source == "x0"
     shown = np.asarray(Image.open(preview.path), dtype=np.float32)
     of_x0 = np.asarray(to_image(linear_rgb(sched.model_outputs[-1])), dtype=np.float32)
@@ -85,7 +85,7 @@ def test_with_euler_the_preview_is_the_exact_x0_of_the_step_from_two_projections
     x0, noise = latents(16, seed=3), latents(16, seed=4)
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
     sched.set_timesteps(4)
-    preview = LivePreview(tmp_path / "preview.jpg")
+    preview = LivePreview(tmp_path)
     x = noise.clone()
     for i, t in enumerate(sched.timesteps[:2]):
         sigma = float(sched.sigmas[i])
@@ -99,15 +99,22 @@ def test_with_euler_the_preview_is_the_exact_x0_of_the_step_from_two_projections
 
 
 def test_a_preview_that_cannot_be_made_turns_itself_off_without_raising(tmp_path: Path) -> None:
-    preview = LivePreview(tmp_path / "w" / "preview.jpg")
+    preview = LivePreview(tmp_path / "off")
     assert preview.offer(1, latents(12), None) is False
     assert preview.offer(2, latents(16), None) is False  # stays off for the rest of the job
-    assert not preview.path.exists() and preview.written == 0
-    ok = LivePreview(tmp_path / "w" / "other.jpg")
-    assert ok.offer(1, latents(16), None) and ok.path.is_file() and ok.source == "latents"
-    assert [p.name for p in ok.path.parent.iterdir()] == ["other.jpg"]  # no temp file left
-    ok.remove()
-    assert not ok.path.exists()
+    assert latest_preview(preview.folder) is None and preview.written == 0
+
+
+def test_each_step_is_a_new_file_the_newest_five_are_kept_and_removed_at_the_end(tmp_path: Path) -> None:
+    (tmp_path / "preview-000009.jpg").write_bytes(b"an earlier attempt's")
+    preview = LivePreview(tmp_path)
+    for step in range(1, 8):
+        assert preview.offer(step, latents(16, seed=step), None) and preview.source == "latents"
+        assert latest_preview(tmp_path) == preview.path == tmp_path / f"preview-{step:06d}.jpg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"preview-{n:06d}.jpg" for n in (3, 4, 5, 6, 7)]  # no temp file
+    assert Image.open(preview.path).format == "JPEG"
+    preview.remove()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_map_is_unchanged_from_the_published_tables() -> None:

@@ -143,3 +143,33 @@ def test_without_a_login_nothing_is_served(idle_server: AccountsServer, files: d
     with httpx.Client(base_url=idle_server.url, timeout=30) as anonymous:
         r = fetch(anonymous, str(files["video"]))
         assert r.status_code == 401 and r.content != files["video"].read_bytes()
+
+
+def test_a_jobs_live_preview_reaches_its_owner_and_an_admin_only(idle_server: AccountsServer,
+                                                                 sessions: dict[str, httpx.Client]) -> None:
+    from wan_studio.engine.job import work_dir_of
+    from wan_studio.engine.request import GenerationRequest
+
+    studio = idle_server.studio
+    job = studio.queue.submit(GenerationRequest(prompt="ann preview", model="demo", width=64, height=64,  # type: ignore[attr-defined]
+                                                num_frames=5, steps=2), owner="ann-tab", user="ann")
+    preview = work_dir_of(idle_server.outputs, job.id) / "preview-000001.jpg"
+    preview.parent.mkdir(parents=True)
+    preview.write_bytes(b"\xff\xd8\xff\xe0" + b"j" * 2000)
+    beside = preview.with_name("outputs.json")  # the rest of the job's work folder stays closed
+    beside.write_text("{}")
+    for who in ("ann", "root"):
+        r = fetch(sessions[who], str(preview))
+        assert r.status_code == 200 and r.content == preview.read_bytes(), who
+    assert fetch(sessions["bob"], str(preview)).status_code == 404
+    assert fetch(sessions["ann"], str(beside)).status_code == 404
+    assert fetch(sessions["ann"], str(preview.with_name("preview-1.jpg.tmp"))).status_code == 404
+    for spelled in _spellings(preview, idle_server.outputs)[1:]:  # other spellings never bypass the owner check
+        assert fetch(sessions["bob"], spelled).content != preview.read_bytes(), spelled
+    link = work_dir_of(idle_server.outputs, "annvideo0002") / "preview-000001.jpg"  # a work folder of no job, a symlink in it
+    os.symlink(preview, link)
+    assert fetch(sessions["root"], str(link)).status_code == 404
+    with httpx.Client(base_url=idle_server.url, timeout=30) as anonymous:
+        assert fetch(anonymous, str(preview)).status_code == 401
+    preview.unlink()
+    assert fetch(sessions["ann"], str(preview)).status_code == 404  # the job ended: gone

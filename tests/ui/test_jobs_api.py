@@ -19,6 +19,7 @@ from wan_studio.settings import Settings
 
 TINY = json.dumps({"width": 64, "height": 64, "num_frames": 5, "steps": 2})
 SLOW = json.dumps({"width": 128, "height": 128, "num_frames": 9, "steps": 100})
+PREVIEWED = json.dumps({"width": 128, "height": 128, "num_frames": 17, "steps": 100})  # cancelled after 3 steps
 
 
 def free_port() -> int:
@@ -79,6 +80,35 @@ def test_cancel_job_stops_a_running_job(client: Client) -> None:
     assert status["status"] == "cancelled"
     with pytest.raises(AppError, match="is cancelled"):
         client.predict(job_id, api_name="/job_result")
+
+
+def test_a_running_job_shows_a_live_preview_that_changes_every_step(server: tuple[Studio, str],
+                                                                    client: Client) -> None:
+    import httpx
+
+    from wan_studio.engine.job import preview_of
+
+    studio, url = server
+    job_id = client.predict("a preview", "demo-fast", 3, PREVIEWED, 0, api_name="/submit")
+    pictures: dict[str, bytes] = {}
+    deadline = time.monotonic() + 90
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while len(pictures) < 3 and time.monotonic() < deadline:
+            status = client.predict(job_id, api_name="/job_status")
+            assert status["status"] in ("queued", "running"), (status, pictures)
+            link = status["preview_url"]
+            if link and link not in pictures:
+                try:
+                    r = http.get(link.lstrip("/"))
+                except httpx.RemoteProtocolError:  # the demo's millisecond steps removed it while it was sent
+                    continue
+                if r.status_code == 200:  # 404: removed before it was asked for
+                    pictures[link] = r.content
+    assert len(pictures) == 3 and all(p[:3] == b"\xff\xd8\xff" for p in pictures.values())  # JPEGs
+    assert len(set(pictures.values())) == 3  # each step a new picture
+    client.predict(job_id, api_name="/cancel_job")
+    status = _wait_status(client, job_id, {"cancelled"})
+    assert status["preview_url"] is None and preview_of(studio.settings.outputs_dir, job_id) is None
 
 
 def test_clear_errors_for_bad_calls(client: Client) -> None:

@@ -64,6 +64,7 @@ def test_submit_runs_the_job_and_status_follows_it(open_app: tuple[Studio, str])
             time.sleep(0.2)
     assert view["request"]["prompt"] == "a red fox in snow" and view["request"]["seed"] == 7
     assert view["request"]["width"] == 64 and view["mine"] is True
+    assert view["preview_url"] is None  # the live preview exists only while the job runs
     assert Path(studio.queue.get(job_id).outputs[0]).exists()
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, finished_earlier, work_dir_of
+from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.engine.video_io import write_record
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
@@ -41,6 +42,7 @@ class JobPath:
         self.t0 = time.perf_counter()
         # The mp4 write of this job when the runtime writes in the background (``_defer``).
         self._pending: Any = None
+        self.preview = LivePreview(self.work_dir)
 
     def _msg(self, ev: str, **fields: Any) -> None:
         self.send({"ev": ev, "job_id": self.job_id, "at": time.time(), **fields})
@@ -59,7 +61,11 @@ class JobPath:
                 # A previous attempt wrote everything and was stopped before the job was recorded done.
                 self._done(earlier[0], earlier[1], "")
                 return
-            result = self._generate(req)
+            try:
+                result = self._generate(req)
+            finally:
+                # Only while the job runs: a finished job shows its video, a failed one nothing.
+                self.preview.remove()
             if self._pending is not None:
                 # The GPU is done with this job: the worker may take the next one while the writer
                 # encodes. The job stays unfinished (and its claim kept) until the write is in place.
@@ -193,7 +199,8 @@ class JobPath:
         later = self._defer if self.rt.writer is not None else None
         return execute(pipe, req, self.outputs_dir, loras_dir=self.rt.loras_dir, work_dir=self.work_dir,
                        ratios=self.rt.ratios, on_progress=self.report, cancel=self.cancel, between_steps=between,
-                       extra_sidecar=self.sidecar, paths=paths, write_later=later)
+                       extra_sidecar=self.sidecar, paths=paths, write_later=later,
+                       preview=self.preview)
 
     def _calibrate(self, pipe: Any, req: GenerationRequest, between: Any, paths: tuple[Path, Path]) -> Any:
         """Run ``req`` in MagCache calibration mode and store the measured ratios for its model."""

@@ -26,6 +26,7 @@ from wan_studio.engine.decode import DecodeProgress, decode_pieces, decoded_on_h
 from wan_studio.engine.distill import motion_phase, sampler_of
 from wan_studio.engine.framing import frame_of, load_framed
 from wan_studio.engine.noise import NoiseSource, seeded_generator
+from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.sampler import official_scheduler, sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, write_mp4, write_record
@@ -169,6 +170,7 @@ def render(
     start_image: Image.Image | None = None,
     checkpoints: StepCheckpoints | None = None,
     as_uint8: bool = True,
+    preview: LivePreview | None = None,
 ) -> Rendered:
     """Run the pipeline for a validated, resolved ``request`` and return its frames (no files).
 
@@ -180,6 +182,8 @@ def render(
     ``checkpoints``, when given, keeps the denoising state every few steps and starts from the
     one an earlier, stopped run of the same request kept. ``as_uint8=False`` leaves the frames as
     the decoder's floats in [0, 1] (a background writer converts them while it encodes).
+    ``preview``, when given, is offered the latents after every step (the live preview: a small
+    picture of the x0 estimate).
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -207,6 +211,8 @@ def render(
         if checkpoints is not None:
             last = step_ends[-1] - step_ends[-2] if len(step_ends) >= 2 else None
             checkpoints.offer(done, request.steps, kwargs["latents"], _pipe.scheduler, last)
+        if preview is not None:
+            preview.offer(done, kwargs["latents"], _pipe.scheduler)
         eta = None
         if len(step_ends) >= 2:
             per_step = (step_ends[-1] - step_ends[0] - paused["between"]) / (len(step_ends) - 1)
@@ -324,6 +330,7 @@ def generate(
     paths: tuple[Path, Path] | None = None,
     checkpoints: StepCheckpoints | None = None,
     write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
+    preview: LivePreview | None = None,
 ) -> GenerationResult:
     """Make the video of a validated, resolved ``request`` with ``pipe``; write mp4 + sidecar.
 
@@ -331,6 +338,7 @@ def generate(
     is written, so lists in it that fill during the run (thermal pauses) are recorded complete.
     ``paths`` names the mp4 and sidecar to write (default: a new name under ``outputs_dir``).
     ``checkpoints`` (see ``render``) are removed once the video and sidecar are written.
+    ``preview`` (see ``render``) is written after every step.
 
     ``write_later``, when given, receives the write (encode the mp4, then the sidecar, then drop the
     checkpoints; returns the ``GenerationResult``) instead of it running here, once the frames are
@@ -342,11 +350,11 @@ def generate(
         from wan_studio.engine.s2v.runner import generate_s2v
 
         return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar,
-                            between_steps=between_steps, paths=paths)
+                            between_steps=between_steps, paths=paths, preview=preview)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     done = render(pipe, request, report, cancel, between_steps, checkpoints=checkpoints,
-                  as_uint8=write_later is None)
+                  as_uint8=write_later is None, preview=preview)
     t_decoded = time.perf_counter()
     report(Progress("writing", request.steps, request.steps, t_decoded - t0))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)

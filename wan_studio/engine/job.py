@@ -85,6 +85,13 @@ def drop_claimed_outputs(work_dir: Path) -> list[Path]:
     return removed
 
 
+def preview_of(outputs_dir: Path, job_id: str) -> Path | None:
+    """Job ``job_id``'s live preview while it runs (a JPEG of its latest step), or None."""
+    from wan_studio.engine.preview import latest_preview
+
+    return latest_preview(work_dir_of(outputs_dir, job_id))
+
+
 def calibration_dir_of(outputs_dir: Path) -> Path:
     """Where MagCache ratios calibrated on this machine's weights are stored."""
     return Path(outputs_dir) / CALIBRATION_FOLDER
@@ -104,6 +111,7 @@ def execute(
     extra_sidecar: dict[str, Any] | None = None,
     paths: tuple[Path, Path] | None = None,
     write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
+    preview: Any = None,
 ) -> GenerationResult:
     """Run a validated, resolved ``request`` on ``pipe`` and write its mp4 + sidecar (at ``paths``
     when given, see ``claim_outputs``).
@@ -111,7 +119,8 @@ def execute(
     ``work_dir`` keeps step checkpoints and the finished windows of a long clip, so running the
     same job again resumes it. A step cache keeps state of its own outside the latents, so a job
     with one keeps no checkpoints and restarts at step 0. ``write_later`` (see ``generate``) takes
-    the mp4 write of a single clip off the caller's path; long clips write in line.
+    the mp4 write of a single clip off the caller's path; long clips write in line. ``preview`` (an
+    ``engine.preview.LivePreview``) is written after every step.
     """
     spec = get_spec(request.model)
     extra = dict(extra_sidecar or {})
@@ -131,8 +140,9 @@ def execute(
         if request.total_frames is None:
             checkpoints = StepCheckpoints(work_dir, request_key(request.to_dict())) if keep else None
             return generate(pipe, request, outputs_dir, on_progress, cancel, extra, between_steps, paths,
-                            checkpoints=checkpoints, write_later=write_later)
+                            checkpoints=checkpoints, write_later=write_later,
+                            preview=preview)
         clip = plan_long_clip(request, request.total_frames,
                               request.window_overlap or default_overlap(request.num_frames), request.window_prompts)
         return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra,
-                             paths, step_checkpoints=keep)
+                             paths, step_checkpoints=keep, preview=preview)

@@ -149,6 +149,7 @@ def generate_long(
     extra_sidecar: dict[str, Any] | None = None,
     paths: tuple[Path, Path] | None = None,
     step_checkpoints: bool = False,
+    preview: Any = None,
 ) -> GenerationResult:
     """Make a long clip window by window, resuming from ``work_dir`` where a run left off (at
     the first missing window, and with ``step_checkpoints`` at that window's last kept step).
@@ -177,7 +178,10 @@ def generate_long(
         window_request = _window_request(request, window)
         steps_kept = (StepCheckpoints(work.folder, request_key(window_request.to_dict()),
                                       name=f"steps-window-{window.index:03d}") if step_checkpoints else None)
-        done = render(pipe, window_request, in_window, cancel, between_steps, start_image, steps_kept)
+        if preview is not None:
+            preview.new_window()
+        done = render(pipe, window_request, in_window, cancel, between_steps, start_image, steps_kept,
+                      preview=preview)
         work.save(window.index, done.frames, request.fps, clip.stride)
         if steps_kept is not None:
             steps_kept.remove()

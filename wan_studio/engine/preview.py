@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-PREVIEW_FILE = "preview.jpg"
+# Each step's picture is a new file, written once and never changed: a browser or client fetching
+# one is never handed half of the next (a file replaced while it is sent breaks the response).
+PREVIEW_NAME = re.compile(r"^preview-\d{6}\.jpg$")
+KEEP = 5  # pictures kept: the newest and four before it, so a fetch of one just superseded still finds it
 MAX_FRAMES = 4  # frames of the clip shown (first, last and evenly between): a 2×2 grid
 FRAME_WIDTH = 320  # pixels a frame is scaled to (whole multiples of its latent width)
 
@@ -133,18 +137,21 @@ def to_image(rgb: torch.Tensor, frame_width: int = FRAME_WIDTH) -> Image.Image:
     return image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.BILINEAR)
 
 
-def x0_estimate(scheduler: Any, latents: torch.Tensor) -> torch.Tensor | None:
+def sampler_x0(scheduler: Any) -> torch.Tensor | None:
     """The sampler's latest prediction of the clean latents, when it keeps one: diffusers' UniPC
-    (``predict_x0``) and DPM-Solver++ store it as their last model output. None otherwise."""
+    (``predict_x0``, the official Wan sampler) and DPM-Solver++ store it as their last model
+    output. None otherwise (Euler)."""
     outputs = getattr(scheduler, "model_outputs", None)
     config = getattr(scheduler, "config", None)
     keeps_x0 = bool(getattr(config, "predict_x0", False)) or "++" in str(getattr(config, "algorithm_type", ""))
-    if not outputs or not keeps_x0:
-        return None
-    last = outputs[-1]
-    if not isinstance(last, torch.Tensor) or last.shape != latents.shape:
-        return None
-    return last
+    last = outputs[-1] if outputs and keeps_x0 else None
+    return last if isinstance(last, torch.Tensor) else None
+
+
+def x0_estimate(scheduler: Any, latents: torch.Tensor) -> torch.Tensor | None:
+    """``sampler_x0`` when it belongs to ``latents`` (same shape), else None."""
+    last = sampler_x0(scheduler)
+    return last if last is not None and last.shape == latents.shape else None
 
 
 def _euler_sigmas(scheduler: Any) -> tuple[float, float] | None:
@@ -156,7 +163,8 @@ def _euler_sigmas(scheduler: Any) -> tuple[float, float] | None:
 
 
 class LivePreview:
-    """Writes ``path`` (a JPEG) from the latents after each step; never raises into the job.
+    """Writes a JPEG per step into ``folder`` (``preview-000001.jpg``, …; the newest ``KEEP`` stay)
+    from the latents after each step; never raises into the job.
 
     ``offer(step, latents, scheduler)`` is called from the pipeline's step callback. A sampler that
     keeps its x0 prediction (UniPC, the official Wan sampler) is shown that; for a flow-matching Euler
@@ -165,8 +173,9 @@ class LivePreview:
     extra latent-sized tensor is kept; otherwise the current latents are shown.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self.path: Path | None = None  # the newest picture
         self.written = 0  # pictures written
         self.step = 0  # the step the picture shows
         self.source = ""  # "x0" (the sampler's prediction), "euler-x0" or "latents"
@@ -182,7 +191,7 @@ class LivePreview:
             return True
         except Exception as e:  # noqa: BLE001 - a preview must never stop a job
             self._failed = True
-            log.warning("live preview turned off for %s: %s: %s", self.path.parent.name, type(e).__name__, e)
+            log.warning("live preview turned off for %s: %s: %s", self.folder.name, type(e).__name__, e)
             return False
 
     def _rgb(self, latents: torch.Tensor, scheduler: Any) -> torch.Tensor:
@@ -200,18 +209,37 @@ class LivePreview:
         return now
 
     def _write(self, step: int, rgb: torch.Tensor) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        # JPEG: 0.4 ms for a 640×352 grid where WebP takes 5–15 ms (bench/preview_cost.py)
+        if self.written == 0:
+            self.remove()  # an earlier attempt's pictures (a worker that died mid-job)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n = self.written + 1
+        path = self.folder / f"preview-{n:06d}.jpg"
+        tmp = self.folder / f".{path.name}.{os.getpid()}.tmp"
+        # JPEG: 0.4 ms for a 640×352 grid where WebP takes 5–15 ms (this CPU; bench/preview_cost.py)
         to_image(rgb).save(tmp, format="JPEG", quality=85)
-        os.replace(tmp, self.path)  # a reader sees the old picture or the new one, never half of one
-        self.written += 1
-        self.step = step
+        os.replace(tmp, path)  # complete when it appears
+        (self.folder / f"preview-{n - KEEP:06d}.jpg").unlink(missing_ok=True)
+        self.written, self.step, self.path = n, step, path
 
     def new_window(self) -> None:
         """A long clip's next window (or an S2V chunk) starts from fresh noise: forget the last step."""
         self._previous = None
 
     def remove(self) -> None:
-        """Delete the picture (the job ended)."""
-        self.path.unlink(missing_ok=True)
+        """Delete the pictures (the job ended)."""
+        for p in previews_in(self.folder):
+            p.unlink(missing_ok=True)
+
+
+def previews_in(folder: Path | str) -> list[Path]:
+    """The preview pictures in a job's work ``folder``, oldest first."""
+    try:
+        return sorted(p for p in Path(folder).iterdir() if PREVIEW_NAME.match(p.name))
+    except OSError:
+        return []
+
+
+def latest_preview(folder: Path | str) -> Path | None:
+    """The newest preview picture in a job's work ``folder``, or None."""
+    found = previews_in(folder)
+    return found[-1] if found else None

@@ -2,7 +2,8 @@
 
 - **Files.** Gradio serves any file under ``allowed_paths`` (the outputs folder, which it must reach
   to copy a finished video into its cache for the player). Under the outputs folder this guard
-  lets through only a finished video or sidecar of a job the caller may open; everything else
+  lets through only a finished video or sidecar of a job the caller may open, and a running job's
+  live preview (``.work/<job id>/preview-<n>.jpg``) to its owner or an admin; everything else
   there (work folders, kept uploads, calibration, half-written temp files, anything a symlink
   points at) answers 404, like a path that does not exist, so nothing about it leaks, not even
   its size. Gradio's own cache (uploads and the copies it serves) is left to Gradio.
@@ -26,8 +27,11 @@ from gradio import utils as gradio_utils
 from gradio_client import utils as client_utils
 from starlette.requests import Request
 
+from wan_studio.engine.job import WORK_FOLDER
+from wan_studio.engine.preview import PREVIEW_NAME
 from wan_studio.engine.text import text_problem
 from wan_studio.jobs.access import may_act
+from wan_studio.jobs.store import JobNotFound
 from wan_studio.services import Studio
 from wan_studio.ui.sessions import SessionRevoker
 
@@ -65,7 +69,11 @@ def file_decision(studio: Studio, raw: str, user: str | None) -> bool | None:
         return False
     if not any(_is_under(p, f) for p in (lexical, real) for f in (outputs, state)):
         return None
-    if not _is_under(real, outputs) or real.suffix not in SERVED_SUFFIXES or not real.is_file():
+    if not _is_under(real, outputs):
+        return False
+    if real.relative_to(outputs).parts[:1] == (WORK_FOLDER,) and PREVIEW_NAME.match(real.name):
+        return _preview_decision(studio, outputs, lexical, real, user)
+    if real.suffix not in SERVED_SUFFIXES or not real.is_file():
         return False
     if any(part.startswith(".") for part in real.relative_to(outputs).parts):
         return False  # .work, .inputs, .calibration and temp files are never served
@@ -74,6 +82,19 @@ def file_decision(studio: Studio, raw: str, user: str | None) -> bool | None:
         if any(Path(o).resolve() == real for o in job.outputs) and may_act(caller, job):
             return True
     return False
+
+
+def _preview_decision(studio: Studio, outputs: Path, lexical: Path, real: Path, user: str | None) -> bool:
+    """A running job's live preview (``.work/<job id>/preview-<n>.jpg``): only to its owner or an admin,
+    only the file itself (no symlink on the way), only while it exists."""
+    parts = real.relative_to(outputs).parts
+    if len(parts) != 3 or lexical != real or not real.is_file():
+        return False
+    try:
+        job = studio.queue.store.get(parts[1])
+    except JobNotFound:
+        return False
+    return may_act(studio.caller(user, "file-route"), job)
 
 
 def _is_file_data(value: dict[str, Any]) -> bool:

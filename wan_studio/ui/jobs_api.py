@@ -22,21 +22,23 @@ API_FIELDS = ("model", "negative_prompt", "width", "height", "num_frames", "fps"
               "guidance_2", "shift")
 
 
-def public_view(job: Job, ahead: int | None = None) -> dict[str, Any]:
-    """What an API client sees of a job (no server paths)."""
+def public_view(job: Job, ahead: int | None = None, preview_url: str | None = None) -> dict[str, Any]:
+    """What an API client sees of a job (no server paths but the preview's URL)."""
     view = {k: getattr(job, k) for k in ("id", "status", "progress", "progress_text", "eta_s", "attempts",
                                           "max_attempts", "priority", "worker", "error", "created_at",
                                           "started_at", "finished_at", "plan")}
     view["request"] = {k: v for k, v in job.request.items() if k != "image"}
     if ahead is not None:
         view["queued_ahead"] = ahead
+    view["preview_url"] = preview_url
     return view
 
 
-def view_for(caller: Caller, job: Job, ahead: int | None = None) -> dict[str, Any]:
+def view_for(caller: Caller, job: Job, ahead: int | None = None, studio: Studio | None = None) -> dict[str, Any]:
     """``public_view`` for the job's owner or an admin; for anyone else only what explains the wait
-    (no prompt, error text or plan)."""
-    view = public_view(job, ahead)
+    (no prompt, error text, plan or preview). With ``studio``, ``preview_url`` is the running job's
+    live preview (a JPEG of its latest step, ``Studio.preview_url``), else None."""
+    view = public_view(job, ahead, studio.preview_url(job) if studio is not None and may_act(caller, job) else None)
     view["mine"] = owns(caller, job)
     if not may_act(caller, job):
         view["request"] = redact_request(job.request)
@@ -106,11 +108,11 @@ def register(studio: Studio) -> None:
             raise user_error(f"invalid settings: {e}") from None
 
     def job_status(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
-        """Status, progress (0..1), ETA (seconds) and error text of a job (another user's job: no
-        prompt, no error text)."""
+        """Status, progress (0..1), ETA (seconds), error text and, while it runs, ``preview_url`` (a
+        JPEG of its latest step) of a job (another user's job: no prompt, no error text, no preview)."""
         job = _get(job_id)
         ahead = q.store.queued_ahead(job.id) if job.status == "queued" else None
-        return view_for(caller_of(studio, request, "api:"), job, ahead)
+        return view_for(caller_of(studio, request, "api:"), job, ahead, studio)
 
     def cancel_job(job_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
         """Cancel a waiting job, or stop a running one after its current step (own jobs; admins: any)."""
@@ -118,7 +120,7 @@ def register(studio: Studio) -> None:
         job = _get(job_id)
         try:
             check_may_act(caller, job, "cancel")
-            return view_for(caller, q.cancel(job.id))
+            return view_for(caller, q.cancel(job.id), studio=studio)
         except (IllegalTransition, NotYourJob) as e:
             raise user_error(str(e)) from None
 
@@ -136,7 +138,7 @@ def register(studio: Studio) -> None:
             n = max(1, min(int(limit), 1000))
         except (TypeError, ValueError, OverflowError):
             raise user_error(f"limit must be a whole number, not {limit!r}") from None
-        return [view_for(caller, j) for j in q.store.list(wanted or None, limit=n)]
+        return [view_for(caller, j, studio=studio) for j in q.store.list(wanted or None, limit=n)]
 
     def job_result(job_id: str, request: gr.Request = None) -> tuple[str, str, dict[str, Any]]:  # type: ignore[assignment]
         """The finished video, its sidecar file and the sidecar's contents (own jobs; admins: any)."""

@@ -170,7 +170,7 @@ def mount(app: gr.Blocks, studio: Studio) -> None:
         except JobNotFound:
             return _error(404, f"no job with id {job_id!r} (it may have been deleted)")
         ahead = studio.queue.store.queued_ahead(job.id) if job.status == "queued" else None
-        return view_for(who, job, ahead)
+        return view_for(who, job, ahead, studio)
 
     def cancel(job_id: str, request: Request) -> Any:
         """Cancel a waiting job, or stop a running one after its current step (own jobs; admins: any)."""
@@ -178,7 +178,7 @@ def mount(app: gr.Blocks, studio: Studio) -> None:
         try:
             job = studio.queue.get(job_id.strip())
             check_may_act(who, job, "cancel")
-            return view_for(who, studio.queue.cancel(job.id))
+            return view_for(who, studio.queue.cancel(job.id), studio=studio)
         except JobNotFound:
             return _error(404, f"no job with id {job_id!r} (it may have been deleted)")
         except NotYourJob as e:

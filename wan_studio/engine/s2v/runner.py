@@ -16,6 +16,7 @@ from PIL import Image
 import wan_studio
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, output_paths
+from wan_studio.engine.preview import sampler_x0
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.s2v.audio_io import load_speech
 from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for
@@ -43,12 +44,15 @@ def generate_s2v(
     chunk_frames: int = CHUNK_FRAMES,
     between_steps: Callable[[int], None] | None = None,
     paths: tuple[Path, Path] | None = None,
+    preview: Any = None,
 ) -> GenerationResult:
     """Make the talking video of a validated, resolved S2V ``request``; write mp4 (with audio) + sidecar.
 
     ``request.width × request.height`` is the pixel budget; the frame follows the portrait's
     aspect. Raises ``GenerationCancelled`` from the step after ``cancel`` is set;
     ``between_steps(done_steps)`` runs after each step (the thermal guard may wait there).
+    ``preview`` (an ``engine.preview.LivePreview``) is offered the sampler's x0 prediction after
+    each step.
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -64,6 +68,13 @@ def generate_s2v(
     def on_step(chunk: int, _chunks: int, step: int, steps: int) -> None:
         step_ends.append(time.perf_counter())
         done = chunk * steps + step
+        if preview is not None:
+            if step == 1:
+                preview.new_window()  # each chunk starts from its own noise
+            # The chunk's latents stay inside the pipeline; its UniPC sampler holds the x0 prediction.
+            x0 = sampler_x0(pipe.scheduler)
+            if x0 is not None:
+                preview.offer(done, x0, pipe.scheduler)
         eta = None
         if len(step_ends) >= 2:
             eta = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) * (total - done)
