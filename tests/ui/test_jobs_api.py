@@ -19,7 +19,7 @@ from wan_studio.settings import Settings
 
 TINY = json.dumps({"width": 64, "height": 64, "num_frames": 5, "steps": 2})
 SLOW = json.dumps({"width": 128, "height": 128, "num_frames": 9, "steps": 100})
-PREVIEWED = json.dumps({"width": 128, "height": 128, "num_frames": 17, "steps": 100})  # cancelled after 3 steps
+PREVIEWED = json.dumps({"width": 256, "height": 256, "num_frames": 33, "steps": 100})  # cancelled after 3 steps
 
 
 def free_port() -> int:
