@@ -290,3 +290,11 @@ def test_gguf_can_be_pinned_and_a_model_without_gguf_files_says_so():
     assert planner.plan_ladder(spec, work, hw, overrides=pinned)[0].storage == "gguf"
     with pytest.raises(OverrideError, match="has no way to run with"):
         planner.plan_ladder(a14b, work, hw, overrides=pinned)
+
+
+def test_a_truncated_file_beside_a_good_one_is_named_but_does_not_stop_the_model(folder: Path, reference):
+    spare = folder / "diffusion_models" / "wan2.2_ti2v_5B_fp8_scaled.safetensors"
+    data = (folder / "spare" / spare.name).read_bytes()
+    spare.write_bytes(data[:1000])
+    avail = loading.availability(TI2V, folder.parent / "none", folder)
+    assert avail.usable and f"not used: {spare} is truncated" in avail.detail

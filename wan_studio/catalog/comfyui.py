@@ -154,33 +154,40 @@ class ComfyUIFolder(ModelFormat):
         parts: list[Part] = []
         missing: list[str] = []
         problems: list[str] = []
+        notes: list[str] = []
+
+        def settle(found: list[Part], issues: list[str], expected: str) -> None:
+            # A bad file beside a good one for the same component does not stop the model: it is
+            # named as not used; with no good file it is the reason the model cannot run.
+            if found:
+                parts.extend(found)
+                notes.extend(f"not used: {issue}" for issue in issues)
+            else:
+                problems.extend(issues)
+                missing.append(expected)
+
         experts = [c.name for c in spec.components if c.name in ("transformer", "transformer_2")]
         any_transformer = False
         for comp in experts:
             named = [p for p in self._files(TRANSFORMER_DIRS) if names_transformer(p.name, spec, comp)]
             any_transformer |= bool(named)
-            good = self._check_transformers(spec, comp, named, problems)
-            if not good:
-                missing.append(self._expected_transformer(spec, comp))
-            parts += good
+            issues: list[str] = []
+            settle(self._check_transformers(spec, comp, named, issues), issues, self._expected_transformer(spec, comp))
         if not any_transformer:
             return None  # nothing of this model here: the other components alone say nothing
         if spec.task == "s2v":
             problems.append("speech to video is not read from ComfyUI files yet: it needs the official "
                             f"folder (python app.py --download {spec.key})")
-        text = self._text_encoder(problems)
-        if text is None:
-            missing.append("text_encoders/umt5_xxl_fp16.safetensors (or umt5_xxl_fp8_e4m3fn_scaled.safetensors)")
-        else:
-            parts.append(text)
-        vae = self._vae(spec, problems)
-        if vae is None:
-            missing.append(f"vae/{'wan2.2_vae' if spec.vae == 'wan2.2' else 'wan_2.1_vae'}.safetensors")
-        else:
-            parts.append(vae)
-        notes = () if self._tokenizer is not None or tokenizer_cached() else (
-            f"the tokenizer ({TOKENIZER_REPO}, a few MB) is fetched from the Hub at the first job",)
-        return Found(spec, self.name, self.root, tuple(parts), tuple(missing), tuple(problems), notes)
+        issues = []
+        text = self._text_encoder(issues)
+        settle([text] if text else [], issues,
+               "text_encoders/umt5_xxl_fp16.safetensors (or umt5_xxl_fp8_e4m3fn_scaled.safetensors)")
+        issues = []
+        vae = self._vae(spec, issues)
+        settle([vae] if vae else [], issues, f"vae/{'wan2.2_vae' if spec.vae == 'wan2.2' else 'wan_2.1_vae'}.safetensors")
+        if self._tokenizer is None and not tokenizer_cached():
+            notes.append(f"the tokenizer ({TOKENIZER_REPO}, a few MB) is fetched from the Hub at the first job")
+        return Found(spec, self.name, self.root, tuple(parts), tuple(missing), tuple(problems), tuple(notes))
 
     def _expected_transformer(self, spec: ModelSpec, comp: str) -> str:
         if spec.task == "ti2v":

@@ -85,10 +85,12 @@ def _safetensors_info(path: Path) -> FileInfo:
     try:
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > size:
-                raise ValueError("header longer than file")
+            if 8 + header_len > size and header_len < 100_000_000:  # a plausible header, cut short
+                raise DamagedFile(f"{path} is truncated ({size:,} bytes, shorter than its own header)")
             header = json.loads(f.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError):
+    except DamagedFile:
+        raise
+    except (struct.error, ValueError, UnicodeDecodeError, MemoryError):
         raise DamagedFile(f"{path} is damaged (unreadable safetensors header)") from None
     tensors = {k: t for k, t in header.items() if k != "__metadata__"}
     end = max((t["data_offsets"][1] for t in tensors.values()), default=0)
