@@ -190,7 +190,11 @@ def cost_line(studio: Studio, form: AdvancedForm) -> str:
 
     What Generate would refuse is said first (a model not downloaded, an empty prompt), but the cost
     is still shown: it does not depend on the prompt's words, and it helps to choose a model to fetch.
+    A model that is not here is said even when the settings cannot run on this machine.
     """
+    spec = CATALOG.get(form.model)
+    avail = studio.availability(spec) if spec is not None else None
+    first = "" if avail is None or avail.usable else f"**{spec.title} is {avail.status}:** {avail.detail}  \n"
     try:
         request = build_request(form, seed=0)
         blank = not (request.prompt or "").strip()
@@ -199,11 +203,8 @@ def cost_line(studio: Studio, form: AdvancedForm) -> str:
         r = validate(request, studio.settings.max_prompt_chars)
         plan = studio.plans(r)[0]
         n = windows_of(r)
-    except RequestError as e:
-        return f"**Cannot run as set:** {e}"
-    spec = get_spec(r.model)
-    avail = studio.availability(spec)
-    first = "" if avail.usable else f"**{spec.title} is {avail.status}:** {avail.detail}  \n"
+    except (RequestError, KeyError) as e:
+        return first + f"**Cannot run as set:** {e.args[0] if isinstance(e, KeyError) else e}"
     last = "  \n*Type a prompt to Generate.*" if blank else ""
     return first + cost_text(plan, r, n) + last
 

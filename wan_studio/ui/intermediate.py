@@ -161,5 +161,7 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
         api_name="intermediate",
         concurrency_limit=1,
         concurrency_id="gpu",
+        # Progress, and a refusal, show on the joined video's panel alone, not on all five outputs.
+        show_progress_on=[tab.joined_video],
     )
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name="intermediate_cancel", queue=False)
