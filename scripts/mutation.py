@@ -44,8 +44,10 @@ ROOMS: dict[str, list[str]] = {
                                      "tests/memory/test_oom_ladder.py",
                                      "tests/memory/test_overrides.py"],
     "wan_studio/memory/manager.py": ["tests/memory/test_lru.py", "tests/memory/test_manager.py"],
-    "wan_studio/memory/costs.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_planner.py"],
-    "wan_studio/memory/estimate.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_planner.py"],
+    "wan_studio/memory/costs.py": ["tests/memory/test_cost_model.py", "tests/memory/test_byte_counts.py",
+                                   "tests/memory/test_measured_fit.py", "tests/memory/test_planner.py"],
+    "wan_studio/memory/estimate.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_measured_fit.py",
+                                      "tests/memory/test_planner.py", "tests/memory/test_planner_sizes.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 SQL_WORD = re.compile(r"\b(SELECT|UPDATE|DELETE|INSERT|PRAGMA|FROM|WHERE|ORDER BY|CASE|COUNT|COALESCE|SET|AND|DESC|ASC)\b")

@@ -1,0 +1,117 @@
+"""The cost model against the measurements it was fitted to (memory/costs.py names each one): the
+times a user sees as the job's estimate, the token counts and activation bytes the memory plan
+rests on, and when the worker compiles."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from wan_studio.catalog.specs import DEMO, S2V_14B, T2V_A14B, TI2V_5B
+from wan_studio.memory import costs
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("spec, size, measured_s", [
+    (TI2V_5B, (1280, 704, 121), (14.3, 15.9)),    # Wan2.2 VAE, 720p 5 s
+    (TI2V_5B, (1920, 1088, 241), (69.6, 71.2)),   # 1080p 10 s
+    (T2V_A14B, (832, 480, 81), (7.6, 8.1)),       # Wan2.1 VAE, 7.84 s measured
+    (T2V_A14B, (1280, 720, 81), (13.2, 14.0)),    # 13.59 s measured
+])
+def test_decode_time_on_the_reference_gpu_matches_the_measurements(spec, size, measured_s) -> None:
+    low, high = measured_s
+    assert low * 0.97 <= costs.decode_s(spec, *size, costs.GPU_PROFILE, costs.REF_TFLOPS) <= high * 1.03
+
+
+def test_decode_time_scales_with_the_gpu_and_the_cpu_is_far_slower() -> None:
+    ref = costs.decode_s(T2V_A14B, 1280, 720, 81, costs.GPU_PROFILE, costs.REF_TFLOPS)
+    assert costs.decode_s(T2V_A14B, 1280, 720, 81, costs.GPU_PROFILE, costs.REF_TFLOPS / 2) == pytest.approx(2 * ref)
+    cpu = costs.decode_s(T2V_A14B, 1280, 720, 81, costs.CPU_PROFILE, None)
+    assert cpu == pytest.approx(ref * costs.REF_TFLOPS / costs.CPU_TFLOPS)
+
+
+@pytest.mark.parametrize("size, measured_s", [((256, 256, 17), 3.1), ((512, 512, 17), 10.2)])
+def test_demo_decode_on_a_cpu_pays_its_ops_and_its_pixels(size, measured_s) -> None:
+    s = costs.decode_s(DEMO, *size, costs.CPU_PROFILE, None)
+    assert s == pytest.approx(costs.DEMO_DECODE_OPS * costs.CPU_PROFILE.op_overhead_s
+                              + costs.mpx(*size) * costs.CPU_PROFILE.demo_decode_s_per_mpx)
+    assert measured_s * 0.85 <= s <= measured_s * 1.15
+
+
+def test_on_a_gpu_op_launches_overlap_the_demo_decode() -> None:
+    overlapped = costs.decode_s(DEMO, 64, 64, 5, costs.GPU_PROFILE, costs.REF_TFLOPS)
+    ops = costs.DEMO_DECODE_OPS * costs.GPU_PROFILE.op_overhead_s
+    assert overlapped == pytest.approx(max(ops, costs.mpx(64, 64, 5) * costs.GPU_PROFILE.demo_decode_s_per_mpx))
+    serial = costs.decode_s(DEMO, 64, 64, 5, replace(costs.GPU_PROFILE, ops_overlap=False), costs.REF_TFLOPS)
+    assert serial == pytest.approx(ops + costs.mpx(64, 64, 5) * costs.GPU_PROFILE.demo_decode_s_per_mpx)
+
+
+@pytest.mark.parametrize("size, measured_s", [((1280, 704, 121), (3.2, 3.5)), ((1920, 1088, 241), (11.1, 11.5))])
+def test_mp4_write_time_on_the_gpu_machine_matches_the_measurements(size, measured_s) -> None:
+    low, high = measured_s
+    assert low * 0.97 <= costs.write_s(*size, costs.GPU_PROFILE) <= high * 1.03
+
+
+def test_cpu_mp4_write_and_op_counts() -> None:
+    assert costs.write_s(256, 256, 17, costs.CPU_PROFILE) == pytest.approx(0.2 + 1.114112 * 0.14)
+    assert costs.ops_per_forward(DEMO) == 1105  # measured: 1,105 ops per demo forward
+    assert costs.ops_per_forward(T2V_A14B) == 305 + 400 * 40
+    assert costs.cpu_efficiency(DEMO) == pytest.approx(32 / 2048) and costs.cpu_efficiency(T2V_A14B) == 1.0
+
+
+def test_latent_tokens_of_the_calibration_sizes() -> None:
+    assert costs.tokens(T2V_A14B, 832, 480, 81) == 32_760  # the fp8 calibration job
+    assert costs.tokens(TI2V_5B, 1920, 1088, 121) == 63_240
+    assert costs.tokens(TI2V_5B, 1280, 704, 121) == 31 * 22 * 40
+
+
+def test_activation_bytes_per_token_dim_with_and_without_a_start_image() -> None:
+    n = costs.tokens(TI2V_5B, 1920, 1088, 121)
+    assert costs.activation_bytes(TI2V_5B, n, image=True) == int(n * 3072 * 39.0)  # 7.05 GiB measured
+    assert costs.activation_bytes(TI2V_5B, n, image=True) / GIB == pytest.approx(7.05, abs=0.01)
+    assert costs.activation_bytes(TI2V_5B, n, image=False) == int(n * 3072 * 15.0)
+    a14b = costs.tokens(T2V_A14B, 832, 480, 81)
+    assert costs.activation_bytes(T2V_A14B, a14b, image=True) / GIB == pytest.approx(3.98, abs=0.01)
+
+
+def test_the_worker_compiles_bf16_diffusers_transformers_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
+    assert costs.compiles(TI2V_5B, "bf16", "model_offload") and costs.compiles(T2V_A14B, "bf16", "group_offload")
+    assert not costs.compiles(TI2V_5B, "fp8", "model_offload")
+    assert not costs.compiles(TI2V_5B, "bf16", "sequential")
+    assert not costs.compiles(S2V_14B, "bf16", "resident")  # our own S2V class: no named blocks to compile
+    monkeypatch.setattr(costs, "triton_installed", lambda: False)
+    assert not costs.compiles(TI2V_5B, "bf16", "model_offload")
+
+
+def test_flops_of_a_forward_count_every_matmul() -> None:
+    n, d, t, f, layers = 32_760, 5120, 512, 13824, 40
+    per_layer = 8 * n * d * d + 4 * n * n * d + 4 * n * d * d + 4 * t * d * d + 4 * n * t * d + 4 * n * d * f
+    assert costs.flops_per_forward(T2V_A14B, n) == float(per_layer * layers)
+    assert costs.flops_per_forward(T2V_A14B, 2 * n) > 2 * costs.flops_per_forward(T2V_A14B, n)  # attention is n²
+
+
+def test_stored_bytes_per_storage_and_gguf_files_by_their_size() -> None:
+    assert costs.stored_bytes(1000, "fp32") == 4000 and costs.stored_bytes(1000, "bf16") == 2000
+    assert costs.stored_bytes(1000, "fp8", nonblock_params=100) == 900 + 200
+    assert costs.stored_bytes(1000, "int8", nonblock_params=100) == int(900 * 1.02 + 200)
+    expert = next(c for c in T2V_A14B.components if c.name == "transformer")
+    assert costs.component_bytes(replace(expert, gguf_bytes=123), "gguf") == 123
+    assert costs.component_bytes(expert, "bf16") == expert.params * 2
+
+
+def test_block_and_decode_bytes() -> None:
+    expert = next(c for c in T2V_A14B.components if c.name == "transformer")
+    assert costs.block_bytes(T2V_A14B, expert.params, "bf16") == int((expert.params - 232_000_000) * 2 / 40)
+    assert costs.decode_bytes(DEMO, 64, 48, 5) == 2 * 5 * 3 * 48 * 64 * 4
+    assert costs.decode_bytes(TI2V_5B, 1280, 704, 121) == int(3.0 * GIB)
+    assert costs.decode_bytes(T2V_A14B, 1280, 720, 81) == int(1.5 * GIB)
+    assert costs.decode_host_bytes(1280, 704, 121) == int(3.7 * 121 * 3 * 704 * 1280 * 4)
+
+
+def test_a_model_without_a_memory_model_is_named() -> None:
+    with pytest.raises(KeyError, match="no memory model for 'mystery'; add it to costs.ARCHITECTURES"):
+        costs.arch(replace(DEMO, key="mystery"))
+    assert costs.arch(replace(T2V_A14B, key="t2v-a14b@high")) == costs.ARCHITECTURES["t2v-a14b"]
