@@ -1,0 +1,206 @@
+"""The model manager's promises with components of real sizes on the meta device (no weights held,
+so each test takes milliseconds): what is kept, shared, released and dropped, and what a job's status
+line says while its model loads. tests/memory/test_manager.py runs the same rules on tiny pipelines."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from wan_studio.catalog.specs import DEMO, S2V_14B, TI2V_5B, ModelSpec
+from wan_studio.memory.manager import (LoadStatus, ManagerError, ModelManager, component_key, default_share_key,
+                                       module_bytes)
+from wan_studio.memory.plan import Placement, Plan
+
+A, B = (replace(TI2V_5B, key=f"ti2v-{name}", title=f"Wan2.2 TI2V-{name.upper()} (fine-tune)") for name in "ab")
+
+
+class Loader:
+    """Meta-device components; records what it read and can fail on one component."""
+
+    def __init__(self, fail_on: str | None = None, during: Any = None) -> None:
+        self.loaded: list[str] = []
+        self.fail_on, self.during = fail_on, during
+
+    def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+        if self.during is not None:
+            self.during(spec, name)
+        if f"{spec.key}/{name}" == self.fail_on:
+            raise OSError(f"cannot read {name}")
+        c = next(c for c in spec.components if c.name == name)
+        module = torch.nn.Module()
+        dtype = torch.float32 if storage == "fp32" else torch.bfloat16
+        module.weight = torch.nn.Parameter(torch.empty(c.params, dtype=dtype, device="meta"), requires_grad=False)
+        self.loaded.append(f"{spec.key}/{name}")
+        return module
+
+    def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
+        return {"model": spec.key, **modules}
+
+
+def plan(spec: ModelSpec, device: str = "cpu", label: str = "cpu", storage: str = "bf16") -> Plan:
+    placements = tuple(Placement(c.name, device, "fp32" if c.dtype == "fp32" else storage,
+                                 "cpu" if device == "cpu" else "resident") for c in spec.components)
+    return Plan(spec.key, label, placements, vae_tiling=False, peak_vram=(), host_ram_bytes=0, step_s=0.0,
+                job_s=0.0, relative_speed=1.0)
+
+
+def manager(loader: Loader | None = None, budget: int | None = None, fail_apply: bool = False):
+    released: list[str] = []
+
+    def apply(pipe: Any, p: Plan) -> None:
+        if fail_apply:
+            raise RuntimeError("CUDA out of memory")
+
+    loader = loader or Loader()
+    m = ModelManager(loader, budget_bytes=budget, apply=apply, release=lambda pipe: released.append(pipe["model"]))
+    return m, loader, released
+
+
+def use(m: ModelManager, spec: ModelSpec, p: Plan | None = None) -> None:
+    with m.use(spec, p or plan(spec)):
+        pass
+
+
+def test_the_status_line_says_how_far_loading_has_come() -> None:
+    assert LoadStatus("Wan2.2 TI2V-5B", 200, 92).describe() == "loading Wan2.2 TI2V-5B 46 %"
+    assert LoadStatus("Wan2.2 TI2V-5B", 0).describe() == "loading Wan2.2 TI2V-5B 100 %"
+    assert LoadStatus("Wan2.2 TI2V-5B", 10, 3, stage="placing").describe() == \
+        "placing Wan2.2 TI2V-5B for this job (pinning, moving to the GPU)"
+
+
+def test_while_a_model_loads_its_status_counts_the_bytes_read_and_is_gone_after() -> None:
+    seen: list[str] = []
+    m: ModelManager | None = None
+
+    def during(spec: ModelSpec, name: str) -> None:
+        status = m.status(spec.key)
+        seen.append(f"{status.describe()} {status.done_bytes == 0}")
+
+    m, _, _ = manager(Loader(during=during))
+    use(m, A)
+    assert seen[0] == "loading Wan2.2 TI2V-A 0 % True" and len(seen) == 3
+    assert all(s.startswith("loading Wan2.2 TI2V-A ") for s in seen) and seen[-1] != seen[0]
+    assert m.status(A.key) is None
+
+
+def test_the_same_plan_reuses_the_pipeline_and_a_new_plan_reassembles_from_the_cache() -> None:
+    m, loader, released = manager()
+    use(m, A)
+    use(m, A)
+    assert loader.loaded.count("ti2v-a/transformer") == 1 and released == [] and m.loads == 3
+    use(m, A, plan(A, "cuda:0", label="another"))
+    assert released == ["ti2v-a"] and m.loaded() == {"ti2v-a": "another"} and m.loads == 3
+
+
+def test_models_share_identical_parts_and_take_them_over_from_an_idle_pipeline() -> None:
+    m, loader, released = manager()
+    use(m, A)
+    use(m, B)  # B takes A's text encoder and VAE: A's idle pipeline is released first
+    assert loader.loaded == ["ti2v-a/transformer", "ti2v-a/text_encoder", "ti2v-a/vae", "ti2v-b/transformer"]
+    assert released == ["ti2v-a"] and list(m.loaded()) == ["ti2v-b"]
+    assert set(m.cached()) == {("umt5-xxl", "bf16"), ("wan2.2-vae", "fp32"), ("ti2v-a/transformer", "bf16"),
+                               ("ti2v-b/transformer", "bf16")}
+
+
+def test_a_new_plan_on_a_gpu_releases_the_idle_pipelines_on_that_gpu_only() -> None:
+    m, _, released = manager()
+    demo_s2v = replace(DEMO, key="other-demo")
+    use(m, demo_s2v, plan(demo_s2v, "cuda:1"))
+    use(m, A, plan(A, "cuda:0"))
+    assert released == [] and set(m.loaded()) == {"other-demo", "ti2v-a"}
+    use(m, DEMO, plan(DEMO, "cuda:0"))
+    assert released == ["ti2v-a"] and set(m.loaded()) == {"other-demo", "demo"}
+
+
+def test_the_least_recently_used_unlocked_component_goes_first_and_a_held_one_never() -> None:
+    demo_bytes = sum(module_bytes(Loader().load(DEMO, c.name, "fp32" if c.dtype == "fp32" else "bf16"))
+                     for c in DEMO.components)
+    m, _, _ = manager(budget=demo_bytes)
+    other = replace(DEMO, key="demo-two")
+    models = lambda: sorted({k[0].split("/")[0] for k in m.cached()})  # noqa: E731
+    use(m, DEMO)
+    use(m, other)  # over budget: the parts used longest ago go
+    assert models() == ["demo-two"]
+    use(m, DEMO)
+    assert models() == ["demo"]
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with m.use(DEMO, plan(DEMO)):
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    use(m, other)  # over budget, but DEMO's parts are in use: they stay
+    assert models() == ["demo", "demo-two"]
+    done.set()
+    t.join(10)
+
+
+def test_a_failed_load_leaves_nothing_half_loaded_and_the_next_try_loads_afresh() -> None:
+    m, loader, _ = manager(Loader(fail_on="ti2v-a/transformer"))
+    with pytest.raises(OSError, match="cannot read transformer"):
+        use(m, A)
+    assert m.cached() == {} or all(k[0] != "ti2v-a/transformer" for k in m.cached())
+    assert m.loaded() == {} and m.status(A.key) is None
+    loader.fail_on = None
+    use(m, A)
+    assert m.loaded() == {"ti2v-a": "cpu"}
+
+
+def test_a_failed_placement_releases_the_pipeline_and_drops_what_it_loaded() -> None:
+    m, _, released = manager(fail_apply=True)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        use(m, A)
+    assert released == ["ti2v-a"] and m.cached() == {} and m.loaded() == {}
+
+
+def test_a_nested_use_in_one_thread_is_refused_in_words() -> None:
+    m, _, _ = manager()
+    with m.use(A, plan(A)):
+        with pytest.raises(ManagerError, match=r"this thread already holds \['ti2v-a'\]; release it before "
+                                               r"using ti2v-b"):
+            with m.use(B, plan(B)):
+                pass
+    use(m, B)  # once released, the same thread may use another model
+
+
+def test_unload_drops_only_the_models_own_idle_parts() -> None:
+    m, _, released = manager()
+    use(m, A)
+    use(m, B)
+    assert m.unload("ti2v-a") == [("ti2v-a/transformer", "bf16")]
+    assert ("umt5-xxl", "bf16") in m.cached()  # shared: kept for B
+    with m.use(B, plan(B)):
+        assert m.unload("ti2v-b") == []  # in use: nothing goes
+        assert m.unload_all() == []
+    assert m.unload("ti2v-b") == [("ti2v-b/transformer", "bf16")] and released == ["ti2v-a", "ti2v-b"]
+    assert sorted(m.unload_all()) == [("umt5-xxl", "bf16"), ("wan2.2-vae", "fp32")] and m.cached() == {}
+
+
+def test_unload_all_keeps_a_pipeline_in_use_and_drops_the_idle_ones() -> None:
+    m, _, released = manager()
+    other = replace(DEMO, key="demo-two")
+    use(m, other)
+    with m.use(DEMO, plan(DEMO)):
+        dropped = m.unload_all()
+        assert released == ["demo-two"] and all(k[0].startswith("demo-two/") for k in dropped)
+        assert list(m.loaded()) == ["demo"] and all(k[0].startswith("demo/") for k in m.cached())
+
+
+def test_component_keys_follow_the_plans_storage_and_the_catalogs_sharing() -> None:
+    assert component_key(A, "transformer", plan(A, storage="fp8")) == ("ti2v-a/transformer", "fp8")
+    assert component_key(A, "text_encoder", plan(A), "umt5-xxl") == ("umt5-xxl", "bf16")
+    empty = replace(plan(A), placements=())
+    assert component_key(A, "vae", empty) == ("ti2v-a/vae", "fp32")  # not placed: its own dtype
+    assert default_share_key(A, "text_encoder") == "umt5-xxl"
+    assert default_share_key(S2V_14B, "text_encoder") is None  # our own S2V class reads its own copies
+    assert module_bytes("not a module") == 0
+    assert module_bytes(torch.nn.Linear(4, 2)) == (4 * 2 + 2) * 4
