@@ -298,3 +298,12 @@ def test_a_truncated_file_beside_a_good_one_is_named_but_does_not_stop_the_model
     spare.write_bytes(data[:1000])
     avail = loading.availability(TI2V, folder.parent / "none", folder)
     assert avail.usable and f"not used: {spare} is truncated" in avail.detail
+
+
+def test_the_vae_of_the_other_wan_generation_is_named_when_it_is_the_only_one(folder: Path):
+    (folder / VAE).unlink()
+    cf.save(cf.wan21_vae_to_original(tiny.build_wan21_vae().state_dict()), folder / "vae/wan_2.1_vae.safetensors")
+    avail = loading.availability(TI2V, folder.parent / "none", folder)
+    assert avail.status == "incomplete"
+    assert f"{folder / 'vae/wan_2.1_vae.safetensors'} is the Wan2.1 VAE (A14B, S2V), not the one {TI2V.title} needs" \
+        in avail.detail

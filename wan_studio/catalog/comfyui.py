@@ -249,6 +249,7 @@ class ComfyUIFolder(ModelFormat):
 
     def _vae(self, spec: ModelSpec, problems: list[str]) -> Part | None:
         want = 48 if spec.vae == "wan2.2" else 16
+        other: list[str] = []
         for path in self._files(VAE_DIRS):
             if path.suffix.lower() != ".safetensors" or "wan" not in "".join(_tokens(path.name)):
                 continue
@@ -260,6 +261,9 @@ class ComfyUIFolder(ModelFormat):
             z = vae_latent_channels(info)
             if z == want:
                 return Part("vae", path, info.file_bytes, info.label)
+            if z in VAE_WORDS:
+                other.append(f"{path} is {VAE_WORDS[z]}, not the one {spec.title} needs")
+        problems.extend(other)  # the other generation's VAE is worth naming only when it is all there is
         return None
 
     # --- loading ----------------------------------------------------------------------------------

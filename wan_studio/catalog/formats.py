@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 from wan_studio.catalog.specs import ModelSpec
 
-GB = 1e9
 FoundStatus = Literal["ready", "incomplete"]
 
 

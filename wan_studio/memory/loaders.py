@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from wan_studio.catalog import loading, tiny
 from wan_studio.catalog.assembly import build_pipeline
 from wan_studio.catalog.formats import Found, ModelFormat, Sources
