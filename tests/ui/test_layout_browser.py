@@ -117,3 +117,35 @@ def test_the_queue_table_is_readable_from_1280_to_1600_px(browser, server, tmp_p
                                                                         "queue-1600.png"]
     finally:
         page.context.close()
+
+
+def test_load_these_settings_from_a_dropped_video_fills_the_form_in_the_browser(browser, server) -> None:
+    from gradio_client import Client
+
+    from tests.ui.test_advanced_tab import values
+
+    client = Client(server.url, verbose=False)
+    video, _files, _sidecar, status = client.predict(*values(prompt="a paper crane", seed=808, width=96, height=64),
+                                                     api_name="/advanced_generate")
+    assert "Done in" in status, status
+    page = _open(browser, server, "Advanced")
+    try:
+        # Another model first: loading the video must bring back its model and its own size together.
+        page.locator("#adv-preset input").click()
+        page.get_by_role("option", name="A14B · 480p 5 s (T2V-A14B, two experts)").click()
+        page.wait_for_function("() => document.querySelector('#adv-width input').value === '832'", timeout=20_000)
+        page.get_by_text("Settings from a video made here").click()
+        page.locator("#adv-settings-video input[type=file]").set_input_files(video)
+        page.locator("#adv-settings-video").get_by_text(Path(video).name).first.wait_for(timeout=20_000)
+        page.locator("#adv-load-settings").click()
+        page.wait_for_function("() => document.querySelector('#adv-load-status').innerText.includes('seed 808')",
+                               timeout=20_000)
+        page.wait_for_function("() => document.querySelector('#adv-cost').innerText.includes('96×64')",
+                               timeout=20_000)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#adv-prompt textarea").input_value() == "a paper crane"
+        assert (page.locator("#adv-width input").input_value(), page.locator("#adv-height input").input_value()) \
+            == ("96", "64")
+        assert "from the video itself" in page.locator("#adv-load-status").inner_text()
+    finally:
+        page.context.close()
