@@ -91,7 +91,7 @@ def test_each_preset_is_shown_with_its_cost_on_this_machine(studio) -> None:
             if p.fields["model"] != "demo":
                 assert "is not downloaded" in line, line  # nothing is downloaded here
     demo = next(line for line in presets_markdown(studio, "beginner").splitlines() if "(`demo-fast`)" in line)
-    assert "peak VRAM none (runs on the CPU)" in demo and "of denoising" in demo
+    assert "peak VRAM none (runs on the CPU)" in demo and "for the job" in demo and "of denoising" in demo
 
 
 def test_picking_a_preset_in_advanced_makes_its_request(studio) -> None:

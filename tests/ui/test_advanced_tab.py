@@ -37,7 +37,7 @@ def client(server):
 
 
 def _ms(line: str) -> float:
-    m = re.search(r"about ([\d.e+-]+) (ms|s|min) of denoising", line)
+    m = re.search(r"about ([\d.e+-]+) (ms|s|min) for the job", line)
     assert m, line
     return float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "min": 60.0}[m.group(2)]
 

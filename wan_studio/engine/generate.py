@@ -384,7 +384,11 @@ def generate(
             sidecar["speed"] = speed
         if checkpoints is not None:
             sidecar["checkpoints"] = checkpoints.record(done.resumed_from)
-        write_record(video_path, sidecar_path, {**sidecar, **(extra_sidecar or {})})
+        record = {**sidecar, **(extra_sidecar or {})}
+        beside = prediction_beside_measured(record.get("plan"), timings, record, request.steps)
+        if beside:
+            record["predicted_vs_measured"] = beside
+        write_record(video_path, sidecar_path, record)
         if checkpoints is not None:
             checkpoints.remove()
         report(Progress("done", request.steps, request.steps, timings["total_s"]))
@@ -394,6 +398,39 @@ def generate(
         write_later(write)
         return GenerationResult(video_path, sidecar_path, request, dict(done.timings), done.peak_vram_bytes)
     return write()
+
+
+def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, float], record: dict[str, Any],
+                               steps: int) -> dict[str, Any] | None:
+    """The plan's predicted phases beside this job's measured ones, ``phase: [predicted, measured]``
+    in seconds (measured None where the job did not time it; compile and loading only count on a
+    worker that did not hold the model), and the peak VRAM in GiB. None without a plan's phases."""
+    ph = (plan or {}).get("phases") or {}
+    if not ph:
+        return None
+    cold = record.get("model_was_loaded") is False
+    step = timings.get("s_per_step")
+    text = timings.get("text_s")
+    first = timings.get("first_step_s")
+    compile_meas = (max(first - (text or 0.0) - step, 0.0) if cold and first is not None and step else None)
+    load = record.get("load_s")
+    out = {
+        "text_s": [ph.get("text_s"), text],
+        "steps_s": [ph.get("steps_s"), step * steps if step else timings.get("denoise_s")],
+        "decode_s": [ph.get("decode_s"), timings.get("decode_s")],
+        "write_s": [ph.get("write_s"), timings.get("write_s")],
+        "load_s": [ph.get("load_s") if cold else 0.0, load],
+        "compile_s": [ph.get("compile_s") if cold else 0.0, compile_meas],
+    }
+    predicted_job = sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
+    if cold:
+        predicted_job += ph.get("compile_s", 0.0)
+    out["job_s"] = [predicted_job, timings.get("total_s")]
+    peak = record.get("peak_vram_gib")
+    predicted_peak = max((plan or {}).get("peak_vram_gib", {}).values(), default=None)
+    if peak is not None and predicted_peak is not None:
+        out["peak_vram_gib"] = [predicted_peak, peak]
+    return {k: [None if v is None else round(v, 3) for v in pair] for k, pair in out.items()}
 
 
 def sidecar_for(request: GenerationRequest, frames: np.ndarray, fps: int, video_path: Path,

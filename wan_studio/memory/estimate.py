@@ -252,8 +252,11 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
         compile_s = costs.COMPILE_FIRST_S + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
     else:
         compile_s = costs.FIRST_CALL_S if on_gpu else 0.0
-    return {"load_s": load_s(spec, placements), "compile_s": compile_s, "text_s": text_s, "steps_s": steps_s,
-            "decode_s": decode, "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
+    phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "text_s": text_s, "steps_s": steps_s,
+              "decode_s": decode, "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
+    if not on_gpu:  # a CPU shared with other work gives the job its share
+        phases = {k: v * hw.cpu_busy for k, v in phases.items()}
+    return phases
 
 
 def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:

@@ -63,11 +63,14 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class Hardware:
-    """GPUs of this box (may be empty) and host RAM in bytes."""
+    """GPUs of this box (may be empty) and host RAM in bytes; ``cpu_busy``: how many times over its
+    cores the CPU is loaded by other work (1.0: it has them to itself), which a CPU job's phases
+    are stretched by."""
 
     gpus: tuple[GpuInfo, ...] = field(default_factory=tuple)
     host_total_bytes: int = 32 * GIB
     host_free_bytes: int = 28 * GIB
+    cpu_busy: float = 1.0
 
     @property
     def has_gpu(self) -> bool:
@@ -91,8 +94,21 @@ def gpu(index: int = 0, gib: float = 24.0, name: str = "NVIDIA GeForce RTX 3090"
     return GpuInfo(index, name, total, free, capability)
 
 
+def cpu_busy() -> float:
+    """The CPU's load over its cores (the last minute's run-queue average), at least 1: a CPU shared
+    with four times its cores of other work gives a job about a quarter of its speed."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return 1.0
+    return max(1.0, (load - 1.0) / (os.cpu_count() or 1))  # one runnable thread is this app's own
+
+
 def detect() -> Hardware:
-    """Read the real machine: CUDA devices through torch, RAM through psutil."""
+    """Read the real machine: CUDA devices through torch, RAM through psutil; without a GPU, how
+    busy the CPU is (``cpu_busy``)."""
     import psutil
     import torch
 
@@ -103,4 +119,4 @@ def detect() -> Hardware:
             props = torch.cuda.get_device_properties(i)
             free, total = torch.cuda.mem_get_info(i)
             gpus.append(GpuInfo(i, props.name, total, free, (props.major, props.minor)))
-    return Hardware(tuple(gpus), vm.total, vm.available)
+    return Hardware(tuple(gpus), vm.total, vm.available, 1.0 if gpus else cpu_busy())
