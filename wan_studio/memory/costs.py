@@ -102,7 +102,7 @@ PIN_BYTES_PER_S = 1.38e9
 # shapes dynamic; not predicted (0 s).
 COMPILE_FIRST_S = 13.5
 COMPILE_MORE_EXPERT_S = 1.5
-DEMO_BUILD_S = 2.0             # a worker builds the demo model in code (measured in tests/memory/test_cpu_estimate.py's job)
+DEMO_BUILD_S = 0.1             # a worker builds the demo model in code: 0.06-0.08 s (load_s of a first demo job)
 FIRST_CALL_S = 1.0             # an eager first job: kernel selection, cuBLAS/cuDNN set-up (not measured)
 # VAE decode on the reference GPU, fp32, tiled: (fixed seconds, seconds per megapixel-frame).
 # TI2V-5B's Wan2.2 VAE: 14.3-15.9 s at 720p 5 s (109 Mpx), 29.7 at 720p 10 s, 36.4-37.6 at 1080p
