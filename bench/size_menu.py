@@ -99,6 +99,7 @@ def row(label: str, job: Any, side: dict[str, Any] | None) -> dict[str, Any]:
         write_s=t.get("write_s"), submit_to_mp4_s=round((job.finished_at or 0) - job.created_at, 2),
         checkpoint_share_of_step=(round(ck["copy_s"] / ck["taken"] / step_s, 5)
                                   if ck.get("taken") and step_s else None),
+        pred_phases=plan.get("phases"), predicted_vs_measured=side.get("predicted_vs_measured"),
         speed=side.get("speed"))
     return out
 

@@ -25,4 +25,5 @@ def test_tiny_menu_runs_every_case_through_the_worker_and_reports_each_phase(tmp
         assert r["decode_s"] > 0 and r["write_s"] > 0 and r["submit_to_mp4_s"] >= r["denoise_s"]
         assert r["checkpoint_share_of_step"] is not None
         assert r["text_s"] > 0 and r["place_s"] is not None and r["place_s"] <= r["load_s"] + 0.05
+        assert r["pred_phases"]["decode_s"] > 0 and r["predicted_vs_measured"]["job_s"][1] > 0
     assert "| tiny (warm) |" in proc.stdout  # the Markdown rows for docs/BENCHMARKS.md
