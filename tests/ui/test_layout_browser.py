@@ -119,15 +119,11 @@ def test_the_queue_table_is_readable_from_1280_to_1600_px(browser, server, tmp_p
         page.context.close()
 
 
-def test_load_these_settings_from_a_dropped_video_fills_the_form_in_the_browser(browser, server) -> None:
-    from gradio_client import Client
+def test_load_these_settings_from_a_dropped_video_fills_the_form_in_the_browser(browser, server, demo_pipe,
+                                                                               tmp_path: Path) -> None:
+    from tests.ui.test_load_settings import made_here
 
-    from tests.ui.test_advanced_tab import values
-
-    client = Client(server.url, verbose=False)
-    video, _files, _sidecar, status = client.predict(*values(prompt="a paper crane", seed=808, width=96, height=64),
-                                                     api_name="/advanced_generate")
-    assert "Done in" in status, status
+    video = made_here(demo_pipe, tmp_path, prompt="a paper crane", seed=808, width=96, height=64)
     page = _open(browser, server, "Advanced")
     try:
         # Another model first: loading the video must bring back its model and its own size together.
