@@ -36,6 +36,12 @@ def reference():
 
 
 @pytest.fixture(scope="module")
+def want(reference) -> np.ndarray:
+    """The Diffusers-layout model's frames, made once."""
+    return frames(reference)
+
+
+@pytest.fixture(scope="module")
 def written(reference, tmp_path_factory) -> Path:
     """A ComfyUI folder: fp16 transformer (with ComfyUI's prefix), UMT5, Wan2.2 VAE, and the same
     transformer as fp8_scaled, GGUF Q8_0 and Q4_0 kept aside for the tests that swap them in."""
@@ -71,7 +77,7 @@ def comfy(root: Path, reference) -> ComfyUIFolder:
 
 def frames(pipe) -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
-    out = pipe("a boat", height=64, width=64, num_frames=5, num_inference_steps=2,
+    out = pipe("a boat", height=64, width=64, num_frames=5, num_inference_steps=2, max_sequence_length=32,
                generator=torch.Generator().manual_seed(0), output_type="np")
     return out.frames[0]
 
@@ -92,15 +98,14 @@ def swap_transformer(root: Path, name: str) -> None:
     shutil.copy(root / "spare" / name, target)
 
 
-def test_the_comfyui_files_make_the_video_of_the_diffusers_model(written: Path, reference):
+def test_the_comfyui_files_make_the_video_of_the_diffusers_model(written: Path, reference, want):
     fmt = comfy(written, reference)
     found = fmt.detect(TI2V)
     assert [p.component for p in found.parts] == ["transformer", "text_encoder", "vae"]
-    np.testing.assert_allclose(frames(load_pipe(fmt)), frames(reference), atol=3e-3)  # fp16 files
+    np.testing.assert_allclose(frames(load_pipe(fmt)), want, atol=3e-3)  # fp16 files
 
 
-def test_fp8_scaled_weights_are_multiplied_by_their_scales(folder: Path, reference):
-    want = frames(reference)
+def test_fp8_scaled_weights_are_multiplied_by_their_scales(folder: Path, reference, want):
     swap_transformer(folder, "wan2.2_ti2v_5B_fp8_scaled.safetensors")
     scaled = np.abs(frames(load_pipe(comfy(folder, reference))) - want).max()
     (folder / "diffusion_models" / "wan2.2_ti2v_5B_fp8_scaled.safetensors").unlink()
@@ -112,15 +117,15 @@ def test_fp8_scaled_weights_are_multiplied_by_their_scales(folder: Path, referen
     assert not unscaled < 0.05
 
 
-@pytest.mark.parametrize("quant, atol", [("Q8_0", 0.02), ("Q4_0", 0.1)])
-def test_gguf_transformers_make_the_video_within_their_quantisation_error(folder: Path, reference, quant, atol):
+@pytest.mark.parametrize("quant, atol", [("Q8_0", 0.03), ("Q4_0", 0.1)])
+def test_gguf_transformers_make_the_video_within_their_quantisation_error(folder: Path, reference, want, quant, atol):
     swap_transformer(folder, f"Wan2.2-TI2V-5B-{quant}.gguf")
     fmt = comfy(folder, reference)
     part = fmt.detect(TI2V).part("transformer")
     assert part.label == f"GGUF {quant}" and part.path.parent.name == "unet"
     pipe = load_pipe(fmt, "gguf")
     assert type(pipe.transformer.blocks[0].attn1.to_q.weight).__name__ == "GGUFParameter"  # kept quantised
-    np.testing.assert_allclose(frames(pipe), frames(reference), atol=atol)
+    np.testing.assert_allclose(frames(pipe), want, atol=atol)
 
 
 def test_the_model_list_names_what_was_found_with_sizes(written: Path, reference):
@@ -249,7 +254,7 @@ def test_a14b_from_comfyui_files_through_the_manager_makes_the_video_of_the_diff
 
     def four_steps(pipe) -> np.ndarray:  # the last of four steps is below the 0.875 switch: both experts run
         pipe.set_progress_bar_config(disable=True)
-        return pipe("a boat", height=32, width=32, num_frames=5, num_inference_steps=4,
+        return pipe("a boat", height=32, width=32, num_frames=5, num_inference_steps=4, max_sequence_length=32,
                     generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
 
     with manager.use(spec, plan) as pipe:
