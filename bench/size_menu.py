@@ -38,6 +38,7 @@ MENU: list[tuple[str, int, int, int, bool]] = [
     ("1080p 5 s", 1920, 1088, 121, False),
     ("1080p 5 s, image", 1920, 1088, 121, True),
     ("1080p 10 s", 1920, 1088, 241, False),
+    ("1080p 10 s, image", 1920, 1088, 241, True),
     ("portrait 1080p 10 s", 1088, 1920, 241, False),
 ]
 TINY_MENU = [("tiny", 64, 64, 5, False), ("tiny, image", 64, 64, 5, True), ("tiny 9 f", 64, 64, 9, False)]
