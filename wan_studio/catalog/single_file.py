@@ -157,7 +157,8 @@ def vae_latent_channels(info: FileInfo) -> int | None:
 def is_umt5(info: FileInfo) -> bool:
     """A UMT5 encoder: every block has its own relative attention bias (T5 has it in block 0 only)."""
     keys = {_strip_text_prefix(k) for k in info.shapes}
-    return "shared.weight" in keys and "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in keys
+    embedding = "shared.weight" in keys or "encoder.embed_tokens.weight" in keys
+    return embedding and "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in keys
 
 
 # --- reading weights ---------------------------------------------------------------------------------
@@ -292,7 +293,10 @@ def load_umt5(info: FileInfo, config: dict[str, Any], dtype: Any) -> Any:
     from transformers import UMT5Config, UMT5EncoderModel
 
     state = {_strip_text_prefix(k): v for k, v in load_state_dict(info.path, dtype).items()}
+    # the embedding is tied: a file may hold it under either name
+    state.setdefault("shared.weight", state.get("encoder.embed_tokens.weight"))
     state.setdefault("encoder.embed_tokens.weight", state.get("shared.weight"))
+    state = {k: v for k, v in state.items() if v is not None}
     with torch.device("meta"):
         model = UMT5EncoderModel(UMT5Config(**config))
     expected = set(model.state_dict())
