@@ -95,11 +95,23 @@ def test_the_list_shows_running_then_queued_then_paused_then_finished_newest_fir
     assert len(store.list(limit=2)) == 2
 
 
-def test_newest_first_is_by_submission_time(store: JobStore) -> None:
-    first = _done(store, ["/o/a.mp4"])
-    [later] = store.add(_new(1))
-    store.set_order(later.id, priority=0, position=-5)  # dispatch order does not matter here
-    assert [j.id for j in store.list(newest_first=True)] == [later.id, first]
+def test_newest_first_is_by_submission_time_not_by_when_a_job_ended(store: JobStore) -> None:
+    [older] = store.add(_new(1))
+    [newer] = store.add(_new(1))
+    for job in (newer, older):  # the newer one finishes first
+        store.transition(job.id, "running")
+        store.transition(job.id, "done", outputs=[])
+    assert [j.id for j in store.list()] == [older.id, newer.id]  # the queue view: last finished first
+    assert [j.id for j in store.list(newest_first=True)] == [newer.id, older.id]
+
+
+def test_waiting_jobs_of_one_priority_list_in_their_dispatch_order_not_by_last_change(store: JobStore) -> None:
+    a, b, c = (store.add(_new(1))[0] for _ in range(3))
+    store.set_order(a.id, priority=0, position=c.position + 1)  # a moved to the end (changed last)
+    store.transition(b.id, "paused")
+    store.set_order(b.id, priority=0, position=b.position)
+    assert [j.id for j in store.list()] == [c.id, a.id, b.id]
+    assert [j.id for j in store.list(("queued", "paused"))] == [c.id, a.id, b.id]
 
 
 def test_active_jobs_are_counted_per_user(store: JobStore) -> None:
@@ -124,6 +136,7 @@ def test_done_with_output_finds_only_finished_jobs_holding_that_file_name(store:
     mine = _done(store, ['/o/it"s é.mp4', '/o/it"s é.json'])
     _done(store, ["/o/other.mp4"])
     _done(store, ['/o/it"s é.mp"'])  # one character short of the name
+    _done(store, ['/o/at"s é.mp4'])  # another first character
     [running] = store.add(_new(1))
     store.transition(running.id, "running")
     store.update(running.id, outputs=['/o/it"s é.mp4'])
