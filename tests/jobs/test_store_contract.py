@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wan_studio.jobs.store import (MIGRATIONS, DamagedStore, IllegalTransition, JobNotFound, JobStore, NewJob,
-                                   QueueFull, RestoredJob, StoreError)
+                                   QueueFull, RestoredJob, StoreError, StoreUnwritable)
 
 
 def _new(n: int = 1, **kw: object) -> list[NewJob]:
@@ -236,3 +236,14 @@ def test_sweep_cancels_a_job_whose_cancel_was_asked_before_the_stop(store: JobSt
     store.update(job.id, cancel_requested=True)
     [swept] = store.sweep()
     assert (swept.status, swept.error) == ("cancelled", "cancelled while the app was stopped")
+
+
+def test_a_full_database_says_the_disk_holding_it_is_full_and_keeps_what_was_there(store: JobStore) -> None:
+    [kept] = store.add(_new(1))
+    with store._tx() as c:  # SQLite answers "database or disk is full" once the file may not grow
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+        c.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnwritable, match=rf"the disk holding {store.path.parent}.* is full .*; the job list "
+                                              r"cannot be updated until space is freed"):
+        store.add([NewJob({"prompt": "x" * 200_000})])
+    assert [j.id for j in store.list()] == [kept.id]

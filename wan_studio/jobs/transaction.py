@@ -48,7 +48,10 @@ class Transaction:
     def __exit__(self, exc_type: type | None, *_: Any) -> None:
         try:
             if exc_type:
-                self._conn.execute("ROLLBACK")
+                # A statement that met a full disk has already rolled the transaction back; a
+                # second ROLLBACK would fail and hide the StoreUnwritable being raised.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
             else:
                 self._run("COMMIT")
         except StoreUnwritable:
