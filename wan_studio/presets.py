@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from wan_studio.catalog.specs import get_spec
-from wan_studio.engine.request import GenerationRequest, RequestError, validate
+from wan_studio.engine.request import PRESET, GenerationRequest, RequestError, fields_on, validate
 
 log = logging.getLogger(__name__)
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-PRESET_FIELDS = ("model", "width", "height", "num_frames", "fps", "steps", "guidance", "guidance_2", "shift",
-                 "fast", "motion_steps", "total_frames", "window_overlap")
+PRESET_FIELDS = fields_on(PRESET)  # the field table's ``preset`` column
 WORKFLOWS = ("beginner", "intermediate", "advanced")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from wan_studio.engine.video_io import read_mp4
-from wan_studio.ui.advanced_form import FORM_FIELDS
+from wan_studio.ui.advanced_form import HAND_FIELDS
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 BASE: dict[str, Any] = dict(
@@ -25,8 +25,10 @@ BASE: dict[str, Any] = dict(
 
 
 def values(**changes: Any) -> list[Any]:
+    """The form's values by position, in the order of one release ago (kept for that release;
+    tests/ui/test_named_endpoints.py calls by name)."""
     form = {**BASE, **changes}
-    return [form[name] for name in FORM_FIELDS]
+    return [form[name] for name in HAND_FIELDS]
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,19 @@ def test_submit_runs_the_job_and_status_follows_it(open_app: tuple[Studio, str])
     assert Path(studio.queue.get(job_id).outputs[0]).exists()
 
 
+def test_every_api_field_of_the_table_reaches_the_job(open_app: tuple[Studio, str], tmp_path: Path) -> None:
+    from tests.fields import files
+    from tests.ui.test_named_endpoints import every_api_setting
+
+    studio, url = open_app
+    settings = every_api_setting(files(tmp_path))
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("api/v1/jobs", json={"prompt": "a kite", "settings": settings})
+    assert r.status_code == 201, r.text
+    stored = studio.queue.get(r.json()["job_id"]).request
+    assert {k: stored[k] for k in settings} == settings
+
+
 def test_bad_submissions_get_a_clear_error_and_store_nothing(open_app: tuple[Studio, str]) -> None:
     studio, url = open_app
     before = len(studio.queue.store.list())

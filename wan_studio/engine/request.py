@@ -7,6 +7,7 @@ to do, before anything heavy happens.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -27,54 +28,125 @@ MAX_STEPS = 100
 STEP_CACHES = ("first_block", "mag", "taylorseer")
 
 
+# Why speech-to-video refuses a field (the table's ``s2v`` column), where several share a reason.
+_ONE_CLIP = "makes one clip as long as its speech; long-clip windows do not apply, leave them out"
+_NO_CACHE = "has no step cache (its own transformer runs every step); leave the step cache and its threshold out"
+_NO_FAST = "has no step-distilled recipe; leave fast and motion_steps out"
+
+
 class RequestError(ValueError):
     """A request that cannot run as given; the message is written for the user."""
 
 
-@dataclass
-class GenerationRequest:
-    """One video to make. Sizes in pixels, ``num_frames`` in frames, ``fps`` frames per second.
+# Where a field can be set besides Python: the Advanced tab, the API's ``settings`` (``/submit``'s
+# ``settings_json`` and ``POST /api/v1/jobs``), a batch file's columns, a preset file. The Beginner
+# and Intermediate tabs show a fixed few (prompt, images, audio, seed) and take the rest from a preset.
+ADVANCED, API, BATCH, PRESET = "advanced", "api", "batch", "preset"
+SURFACES = (ADVANCED, API, BATCH, PRESET)
+EVERYWHERE = SURFACES
 
-    ``None`` fields take the model's defaults in ``resolved()``; ``seed`` ``None`` or negative means
-    "pick one", and the picked seed is recorded in the result.
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One row of the field table (``FIELDS``): what a request field is and where it is set.
+
+    ``kind`` is its JSON type (``str``, ``int``, ``float``, ``list``, ``dict``); ``low``/``high``
+    a range checked by ``validate`` once defaults are filled in, ``choices`` the values allowed
+    (both where the range does not depend on the model); ``help`` the sentence a user reads beside
+    it; ``s2v`` why speech-to-video refuses the field when it is set (None: S2V uses it), with
+    ``s2v_allows`` values that mean the same as leaving it out there; ``upload`` what a file field's
+    widget takes.
     """
 
-    prompt: str
-    model: str = "demo"
-    image: str | None = None
-    negative_prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    guidance_2: float | None = None
-    shift: float | None = None
-    seed: int | None = None
-    preset: str | None = None
+    kind: type
+    help: str
+    surfaces: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    s2v: str | None = None
+    s2v_allows: tuple[Any, ...] = ()
+    upload: str | None = None  # a file field's kind of upload in the tabs: "image", "audio" or "video"
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """A widget label: the help's first clause."""
+        return self.help.split(";")[0].split(" (")[0]
+
+
+def knob(kind: type, help: str, surfaces: tuple[str, ...] = (), default: Any = None, **spec: Any) -> Any:
+    """A ``GenerationRequest`` field with its row of the field table (``dataclasses.field`` metadata)."""
+    return field(default=default, metadata={"spec": FieldSpec(kind, help, tuple(surfaces), **spec)})
+
+
+@dataclass
+class GenerationRequest:
+    """One video to make; each field's definition is its row of the field table (``knob``, listed
+    in ``FIELDS`` and docs/ARCHITECTURE.md). Sizes in pixels, ``num_frames`` in frames, ``fps``
+    frames per second.
+
+    ``None`` fields take the model's defaults in ``resolved()``; ``seed`` ``None`` or negative means
+    "pick one", and the picked seed is recorded in the result. A new field is one line here, its use
+    in ``engine/generate.py`` and its test: every surface reads this table.
+    """
+
+    prompt: str = knob(str, "what should happen in the video", (ADVANCED, BATCH), default=dataclasses.MISSING)
+    model: str = knob(str, "model key (see the Models list)", EVERYWHERE, default="demo")
+    image: str | None = knob(str, "start image (a file path; not over the API: a server path)", (ADVANCED, BATCH),
+                              upload="image")
+    negative_prompt: str | None = knob(str, "negative prompt (blank: the model's official one)", (ADVANCED, API, BATCH))
+    width: int | None = knob(int, "width in pixels (a multiple of the model's; blank: the model's)", EVERYWHERE)
+    height: int | None = knob(int, "height in pixels (a multiple of the model's; blank: the model's)", EVERYWHERE)
+    num_frames: int | None = knob(int, "frames, 4k+1 (blank: the model's)", EVERYWHERE,
+                                  s2v="makes as many frames as its speech lasts; leave num_frames out")
+    fps: int | None = knob(int, "frames per second", EVERYWHERE, low=1, high=60)
+    steps: int | None = knob(int, "denoising steps", EVERYWHERE, low=1, high=MAX_STEPS)
+    guidance: float | None = knob(float, "guidance scale (1: one transformer pass per step)", EVERYWHERE,
+                                  low=0.0, high=20.0)
+    guidance_2: float | None = knob(float, "guidance of the low-noise expert (A14B models)", EVERYWHERE,
+                                    low=0.0, high=20.0,
+                                    s2v="has one transformer: guidance_2 (the A14B low-noise expert's) does not "
+                                        "apply; leave it out")
+    shift: float | None = knob(float, "sampling shift of the noise schedule", EVERYWHERE, low=0.1, high=30.0)
+    seed: int | None = knob(int, "seed (blank or -1: random; the one used is recorded)", (ADVANCED, BATCH),
+                            low=0, high=MAX_SEED)
+    preset: str | None = knob(str, "preset the request started from", (BATCH,))
     # Speech-to-video inputs (paths); ``last_image`` is the optional end frame of image-to-video.
-    audio: str | None = None
-    pose_video: str | None = None
-    last_image: str | None = None
+    audio: str | None = knob(str, "speech audio file (S2V models)", (ADVANCED,), upload="audio")
+    pose_video: str | None = knob(str, "pose video (S2V models, optional: the body follows it)", (ADVANCED,),
+                                  upload="video")
+    last_image: str | None = knob(str, "last frame image (I2V-A14B, optional)", (ADVANCED,), upload="image",
+                                  s2v="does not take a last frame; remove it or pick Wan2.2 I2V-A14B")
     # Start image framing: "official" (the model's own sizing within width × height; default) or
     # "crop" (exactly width × height, image centre-cropped). See ``engine.framing``.
-    framing: str | None = None
+    framing: str | None = knob(str, "start image framing: official (follows the image within width × height) or "
+                                    "crop (exactly width × height)", EVERYWHERE, choices=("official", "crop"),
+                               s2v="sizes the portrait the official way; framing 'crop' does not apply, leave "
+                                   "framing out", s2v_allows=("official",))
     # Advanced: a long clip made of windows of ``num_frames`` (``total_frames`` None = one clip),
     # LoRAs from the loras folder, an opt-in step cache.
-    total_frames: int | None = None
-    window_overlap: int | None = None
-    window_prompts: list[str] | None = None
-    loras: list[Any] | None = None
-    step_cache: str | None = None
-    cache_threshold: float | None = None
+    total_frames: int | None = knob(int, "frames of a long clip made of windows (blank: one clip)", (ADVANCED, PRESET),
+                                    low=5, high=100_000, s2v=_ONE_CLIP)
+    window_overlap: int | None = knob(int, "frames two windows of a long clip share", (ADVANCED, PRESET), low=1,
+                                      high=1000, s2v=_ONE_CLIP)
+    window_prompts: list[str] | None = knob(list, "one prompt per window of a long clip", (ADVANCED,), s2v=_ONE_CLIP)
+    loras: list[Any] | None = knob(list, "LoRAs from the loras folder, file.safetensors:weight", (ADVANCED,),
+                                   s2v="does not take LoRAs (they load into the Wan2.2 video transformers only); "
+                                       "remove them")
+    step_cache: str | None = knob(str, "step cache (trades quality for speed)", (ADVANCED,), choices=STEP_CACHES,
+                                  s2v=_NO_CACHE)
+    cache_threshold: float | None = knob(float, "step cache threshold (blank: the cache's default)", (ADVANCED,),
+                                         low=0.001, high=10.0, s2v=_NO_CACHE)
     # Advanced: pinned plan knobs (storage, offload, text_encoder, gpu, attention, compile); the
     # planner checks them (``wan_studio.memory.overrides``). None = everything automatic.
-    overrides: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = knob(dict, "pinned plan knobs (blank: automatic)", (ADVANCED,))
     # A step-distilled ("fast") recipe (``wan_studio.engine.distill``): its LoRAs, sampler and grid;
     # ``motion_steps`` first steps then run on the base weights with guidance (more motion, more time).
-    fast: str | None = None
-    motion_steps: int | None = None
+    fast: str | None = knob(str, "step-distilled recipe (sets steps, shift and guidance)", (ADVANCED, BATCH, PRESET),
+                            s2v=_NO_FAST)
+    motion_steps: int | None = knob(int, "first steps of a fast job on the base model with guidance",
+                                    (ADVANCED, BATCH, PRESET), s2v=_NO_FAST)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -117,6 +189,32 @@ class GenerationRequest:
             motion_steps=pick(self.motion_steps, fast.get("motion_steps")),
             overrides=fast.get("overrides", self.overrides),
         )
+
+
+FIELDS: dict[str, FieldSpec] = {f.name: dataclasses.replace(f.metadata["spec"], name=f.name)
+                                for f in dataclasses.fields(GenerationRequest)}
+
+
+def fields_on(surface: str) -> tuple[str, ...]:
+    """Names of the request fields ``surface`` sets, in table order."""
+    return tuple(name for name, f in FIELDS.items() if surface in f.surfaces)
+
+
+def coerce_text(name: str, value: Any) -> Any:
+    """A field's value from text (a CSV cell): a number for a number field, a list or mapping from
+    JSON; anything else unchanged. Raises ``RequestError`` naming the field."""
+    kind = FIELDS[name].kind
+    if not isinstance(value, str) or kind is str:
+        return value
+    try:
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        return json.loads(value)
+    except (ValueError, json.JSONDecodeError):
+        what = {int: "a whole number", float: "a number"}.get(kind, f"JSON of a {kind.__name__}")
+        raise RequestError(f"{name} must be {what}, got {value!r}") from None
 
 
 def _fast_defaults(r: GenerationRequest) -> dict[str, Any]:
@@ -164,13 +262,8 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
     _check_size(spec, r.width, r.height)
     if spec.task != "s2v":  # speech-to-video length follows the audio, not num_frames
         _check_frames(spec, r.num_frames)
-    _check_number("fps", r.fps, 1, 60, whole=True)
-    _check_number("steps", r.steps, 1, MAX_STEPS, whole=True)
-    _check_number("guidance", r.guidance, 0.0, 20.0)
-    if r.guidance_2 is not None:
-        _check_number("guidance_2", r.guidance_2, 0.0, 20.0)
-    _check_number("shift", r.shift, 0.1, 30.0)
-    _check_number("seed", r.seed, 0, MAX_SEED, whole=True)
+    _check_table(r)
+    _check_s2v(spec, r)
     if r.image is not None and not spec.accepts_image:
         raise RequestError(f"{spec.title} makes video from text only; remove the image or pick another model")
     if r.image is None and spec.requires_image:
@@ -182,6 +275,31 @@ def validate(request: GenerationRequest, max_prompt_chars: int = MAX_PROMPT_CHAR
     _check_advanced(spec, r)
     _check_fast(spec, r)
     return r
+
+
+def _check_table(r: GenerationRequest) -> None:
+    """Every field with a range or a list of choices in the table, where it is set (defaults filled in)."""
+    for f in FIELDS.values():
+        value = getattr(r, f.name)
+        if value is None:
+            continue
+        if f.low is not None and f.high is not None:
+            _check_number(f.name, value, f.low, f.high, whole=f.kind is int)
+        if f.choices is not None and value not in f.choices:
+            raise RequestError(f"unknown {f.name.replace('_', ' ')} {value!r}; choose one of {', '.join(f.choices)}")
+
+
+def _check_s2v(spec: ModelSpec, r: GenerationRequest) -> None:
+    """Speech-to-video runs its own pipeline: a field it would not use is refused in words, never
+    silently ignored (the table's ``s2v`` column says why)."""
+    if spec.task != "s2v":
+        return
+    unset = GenerationRequest(prompt="-", model=spec.key).resolved()
+    for f in FIELDS.values():
+        value = getattr(r, f.name)
+        if f.s2v is None or value in (None, [], {}) or value in f.s2v_allows or value == getattr(unset, f.name):
+            continue
+        raise RequestError(f"{spec.title} {f.s2v}")
 
 
 def _check_fast(spec: ModelSpec, r: GenerationRequest) -> None:
@@ -222,12 +340,9 @@ def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
     """Long-clip, LoRA and step-cache fields (the files of LoRAs are checked where the folder is known)."""
     if r.overrides is not None and not isinstance(r.overrides, dict):
         raise RequestError("overrides must be a mapping of plan knob → value")
-    if r.step_cache is not None and r.step_cache not in STEP_CACHES:
-        raise RequestError(f"unknown step cache {r.step_cache!r}; choose one of {', '.join(STEP_CACHES)}")
     if r.cache_threshold is not None:
         if r.step_cache is None:
             raise RequestError("cache_threshold needs a step_cache")
-        _check_number("cache_threshold", r.cache_threshold, 0.001, 10.0)
     if r.loras is not None:
         from wan_studio.engine.lora import MAX_LORAS, LoraChoice  # lora imports this module
 
@@ -240,9 +355,6 @@ def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
 
         if r.total_frames is None:
             raise RequestError("window settings need total_frames (the length of the long clip)")
-        _check_number("total_frames", r.total_frames, 5, 100_000, whole=True)
-        if r.window_overlap is not None:
-            _check_number("window_overlap", r.window_overlap, 1, 1000, whole=True)
         if r.window_prompts is not None and (not isinstance(r.window_prompts, list)
                                              or not all(isinstance(p, str) for p in r.window_prompts)):
             raise RequestError("window_prompts must be a list of prompts")
@@ -253,10 +365,8 @@ def _check_advanced(spec: ModelSpec, r: GenerationRequest) -> None:
 
 def _check_framing(spec: ModelSpec, r: GenerationRequest) -> None:
     """The framing choice, and the frame it gives for this image within the model's limits."""
-    from wan_studio.engine.framing import FRAMINGS, frame_of
+    from wan_studio.engine.framing import frame_of
 
-    if r.framing is not None and r.framing not in FRAMINGS:
-        raise RequestError(f"unknown framing {r.framing!r}; choose one of {', '.join(FRAMINGS)}")
     w, h = frame_of(r)
     if (w, h) != (r.width, r.height):
         try:

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from wan_studio.engine.request import MAX_SEED, GenerationRequest, RequestError, validate
-from wan_studio.presets import PRESET_FIELDS, Preset
+from wan_studio.engine.request import BATCH, MAX_SEED, GenerationRequest, RequestError, coerce_text, fields_on, validate
+from wan_studio.presets import Preset
 
 BatchFormat = Literal["csv", "jsonl", "txt"]
-INT_FIELDS = ("width", "height", "num_frames", "fps", "steps", "seed")
-FLOAT_FIELDS = ("guidance", "guidance_2", "shift")
-ROW_FIELDS = ("prompt", "negative_prompt", "image", "seed", "preset", *PRESET_FIELDS)
+ROW_FIELDS = fields_on(BATCH)  # the field table's ``batch`` column; CSV cells are read by its types
 MAX_ROWS = 10_000
 MAX_SEEDS_PER_ROW = 100
 
@@ -129,20 +127,7 @@ def _coerce(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - set(ROW_FIELDS))
     if unknown:
         raise RequestError(f"unknown column(s) {', '.join(unknown)}; allowed: {', '.join(ROW_FIELDS)}")
-    out = dict(fields)
-    for name in INT_FIELDS:
-        if isinstance(out.get(name), str):
-            try:
-                out[name] = int(out[name])
-            except ValueError:
-                raise RequestError(f"{name} must be a whole number, got {out[name]!r}") from None
-    for name in FLOAT_FIELDS:
-        if isinstance(out.get(name), str):
-            try:
-                out[name] = float(out[name])
-            except ValueError:
-                raise RequestError(f"{name} must be a number, got {out[name]!r}") from None
-    return out
+    return {name: coerce_text(name, value) for name, value in fields.items()}
 
 
 def plan_batch(rows: list[tuple[int, dict[str, Any]]], presets: dict[str, Preset], default_preset: str,

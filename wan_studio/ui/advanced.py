@@ -4,7 +4,9 @@ batches — with a live "this will cost" line. Jobs go through the queue, so the
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,13 @@ from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.generate import GenerationCancelled
 from wan_studio.engine.framing import FRAMING_LABELS
 from wan_studio.engine.lora import list_loras
-from wan_studio.engine.request import RequestError, validate
+from wan_studio.engine.request import FIELDS, FieldSpec, RequestError, validate
 from wan_studio.services import JobFailed, Studio, result_of
 from wan_studio.jobs.recorded import NoRecordedSettings
-from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE_FIELDS, FORM_FIELDS, AdvancedForm,
-                                         automatic_text, batch_requests, build_request, cost_line, form_of_record,
-                                         gpu_choices, knob_choices, model_choices, negative_prompt_help,
-                                         size_choices)
+from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE_FIELDS, FORM_FIELDS, HAND_FIELDS,
+                                         TABLE_FIELDS, AdvancedForm, automatic_text, batch_requests, build_request,
+                                         cost_line, form_of, form_of_record, gpu_choices, knob_choices, model_choices,
+                                         negative_prompt_help, size_choices)
 from wan_studio.ui import models_panel
 from wan_studio.ui.errors import user_error
 from wan_studio.ui.preset_costs import PRESET_FORM_FIELDS, form_of_preset, presets_markdown
@@ -59,9 +61,24 @@ class AdvancedTab:
         return [self.form[name] for name in FORM_FIELDS]
 
 
-def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Component]:
+# The form's numbers that default to the model's own: blank, with the model's value shown as the
+# placeholder, so a blank field (and a script that leaves the parameter out) means "the model's".
+MODEL_NUMBERS = ("width", "height", "frames", "fps", "steps", "shift", "guidance", "guidance_2")
+
+
+def model_blanks(key: str) -> dict[str, dict[str, Any]]:
+    """For each of ``MODEL_NUMBERS``: a blank value with the model's default as its placeholder."""
     spec = get_spec(key)
     w, h = spec.default_size
+    own = dict(width=w, height=h, frames=spec.frames, fps=spec.fps, steps=spec.steps, shift=spec.shift,
+               guidance=spec.guidance, guidance_2=spec.guidance_2)
+    return {n: {"value": None, "placeholder": "" if own[n] is None else f"{own[n]:g} (the model's)"}
+            for n in MODEL_NUMBERS}
+
+
+def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Component]:
+    spec = get_spec(key)
+    blank = model_blanks(key)
     f: dict[str, gr.components.Component] = {}
     f["model"] = gr.Dropdown(model_choices(studio), value=key, label="Model", elem_id="adv-model")
     f["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id="adv-prompt")
@@ -75,21 +92,59 @@ def _model_widgets(studio: Studio, key: str) -> dict[str, gr.components.Componen
     f["audio"] = gr.Audio(label="Speech (S2V models)", type="filepath", sources=["upload"], elem_id="adv-audio")
     with gr.Row():
         f["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="adv-seed")
-        f["steps"] = gr.Number(label="Steps", value=spec.steps, precision=0, elem_id="adv-steps")
-        f["shift"] = gr.Number(label="Shift", value=spec.shift, elem_id="adv-shift")
-        f["guidance"] = gr.Number(label="Guidance", value=spec.guidance, elem_id="adv-guidance")
-        f["guidance_2"] = gr.Number(label="Guidance, low-noise expert (A14B)", value=spec.guidance_2 or 0,
-                                    elem_id="adv-guidance-2")
+        f["steps"] = gr.Number(label="Steps", precision=0, elem_id="adv-steps", **blank["steps"])
+        f["shift"] = gr.Number(label="Shift", elem_id="adv-shift", **blank["shift"])
+        f["guidance"] = gr.Number(label="Guidance", elem_id="adv-guidance", **blank["guidance"])
+        f["guidance_2"] = gr.Number(label="Guidance, low-noise expert (A14B)", elem_id="adv-guidance-2",
+                                    **blank["guidance_2"])
     with gr.Row():
-        f["width"] = gr.Number(label="Width", value=w, precision=0, elem_id="adv-width")
-        f["height"] = gr.Number(label="Height", value=h, precision=0, elem_id="adv-height")
-        f["frames"] = gr.Number(label="Frames (4k+1; one window of a long clip)", value=spec.frames, precision=0,
-                                elem_id="adv-frames")
-        f["fps"] = gr.Number(label="fps", value=spec.fps, precision=0, elem_id="adv-fps")
+        f["width"] = gr.Number(label="Width", precision=0, elem_id="adv-width", **blank["width"])
+        f["height"] = gr.Number(label="Height", precision=0, elem_id="adv-height", **blank["height"])
+        f["frames"] = gr.Number(label="Frames (4k+1; one window of a long clip)", precision=0,
+                                elem_id="adv-frames", **blank["frames"])
+        f["fps"] = gr.Number(label="fps", precision=0, elem_id="adv-fps", **blank["fps"])
     f["framing"] = gr.Radio([(label, key) for key, label in FRAMING_LABELS.items()], value="official",
                             label="Start image framing (width × height is the area the frame fits in)",
                             elem_id="adv-framing")
     return f
+
+
+def table_widget(spec: FieldSpec) -> gr.components.Component:
+    """The widget of a field-table row the form does not lay out by hand: an upload for a file, a
+    choice for a closed list, a number, or text; blank is the default. Its label and help come from
+    the table."""
+    common: dict[str, Any] = dict(label=spec.label, info=spec.help, elem_id=f"adv-{spec.name.replace('_', '-')}")
+    if spec.upload is not None:
+        common.pop("info")
+        upload = {"image": gr.Image, "audio": gr.Audio, "video": gr.Video}[spec.upload]
+        return upload(sources=["upload"], **({"type": "filepath"} if spec.upload != "video" else {}), **common)
+    if spec.choices is not None:
+        return gr.Dropdown(list(spec.choices), value=None, **common)
+    if spec.kind in (int, float):
+        return gr.Number(value=None, precision=0 if spec.kind is int else None, minimum=spec.low, maximum=spec.high,
+                         **common)
+    return gr.Textbox(lines=3 if spec.kind in (list, dict) else 1, **common)
+
+
+def named(fn: Callable[[dict[str, Any], Any, Any], Any], names: Sequence[str], special: bool = True) -> Callable[..., Any]:
+    """``fn(values_by_name, request, progress)`` as an event function whose signature names every
+    input: Gradio takes the API's parameter names from it, and each parameter without a widget value
+    gets the API default None (so a script may leave out any optional input). ``special``: the
+    function also takes the caller's request and a progress bar."""
+    def endpoint(*args: Any) -> Any:
+        values, rest = args[:len(names)], args[len(names):]
+        return fn(dict(zip(names, values)), *(rest if special else (None, None)))
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kind, default=None) for n in names]
+    if special:
+        params += [inspect.Parameter("request", kind, default=None, annotation=gr.Request),
+                   inspect.Parameter("progress", kind, default=gr.Progress())]
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__annotations__ = {"request": gr.Request} if special else {}
+    endpoint.__name__ = endpoint.__qualname__ = getattr(fn, "__name__", "endpoint")
+    endpoint.__doc__ = fn.__doc__
+    return endpoint
 
 
 def render(studio: Studio) -> AdvancedTab:
@@ -133,6 +188,9 @@ def render(studio: Studio) -> AdvancedTab:
                 f["step_cache"] = gr.Radio(CACHE_CHOICES, value="off", label="Step cache", elem_id="adv-cache")
                 f["cache_threshold"] = gr.Number(label="Threshold (0 = default)", value=0, elem_id="adv-threshold")
                 calibrate = gr.Button("Calibrate MagCache on my weights", size="sm", elem_id="adv-calibrate")
+            with gr.Accordion("More settings", open=False):
+                for name in TABLE_FIELDS:
+                    f[name] = table_widget(FIELDS[name])
             with gr.Accordion("Plan overrides (automatic unless set)", open=False):
                 with gr.Row():
                     f["storage"] = gr.Dropdown(knobs["storage"], value=AUTO, label="Weight storage", elem_id="adv-storage")
@@ -146,7 +204,7 @@ def render(studio: Studio) -> AdvancedTab:
                                             label="torch.compile", elem_id="adv-compile")
                     f["decode"] = gr.Radio([("fp32 (automatic)", AUTO), ("bf16: faster, pixels differ slightly", "bf16")],
                                            value=AUTO, label="VAE decode", elem_id="adv-decode")
-                first = AdvancedForm(**{n: f[n].value for n in FORM_FIELDS})
+                first = form_of({n: f[n].value for n in FORM_FIELDS})
                 automatic = gr.Markdown(automatic_text(studio, first), elem_id="adv-automatic")
             cost = gr.Markdown(cost_line(studio, first), elem_id="adv-cost")
             with gr.Row():
@@ -175,8 +233,7 @@ def render(studio: Studio) -> AdvancedTab:
                        load_settings, load_status)
 
 
-def _form(values: tuple[Any, ...]) -> AdvancedForm:
-    return AdvancedForm(**dict(zip(FORM_FIELDS, values)))
+BATCH_INPUTS = ("prompts", "seeds", "first_seed")
 
 
 def _owner(request: gr.Request | None) -> str:
@@ -200,11 +257,13 @@ def _wait(studio: Studio, job: Any, progress: gr.Progress) -> Any:
 
 def listen(tab: AdvancedTab, studio: Studio) -> None:
     """Wire the events; ``advanced_generate``, ``advanced_cost``, ``advanced_batch`` and
-    ``advanced_calibrate`` are named API endpoints taking the form's values in ``FORM_FIELDS`` order."""
+    ``advanced_calibrate`` are API endpoints with named parameters (``FORM_FIELDS``; the batch adds
+    ``prompts``, ``seeds`` and ``first_seed``), each with an API default, so a script names what it
+    sets. Positional calls in the old order keep working for this release."""
 
-    def run_job(values: tuple[Any, ...], request: gr.Request | None, progress: gr.Progress,
+    def run_job(values: dict[str, Any], request: gr.Request | None, progress: gr.Progress,
                 calibrate: bool) -> tuple[Any, ...]:
-        form = _form(values)
+        form = form_of(values)
         try:
             req = build_request(form)
             if calibrate:
@@ -231,29 +290,24 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
             status += f" · MagCache ratios stored in {sidecar['magcache_calibration']['file']}"
         return str(result.video_path), [str(result.video_path), str(result.sidecar_path)], sidecar, status
 
-    def on_generate(*args: Any) -> tuple[Any, ...]:
-        *values, request, progress = args
-        return run_job(tuple(values), request, progress, calibrate=False)
+    def advanced_generate(values: dict[str, Any], request: gr.Request | None, progress: gr.Progress) -> tuple[Any, ...]:
+        """Make one video from the Advanced form's fields (by name; any left out take the form's defaults)."""
+        return run_job(values, request, progress, calibrate=False)
 
-    def on_calibrate(*args: Any) -> tuple[Any, ...]:
-        *values, request, progress = args
-        return run_job(tuple(values), request, progress, calibrate=True)
+    def advanced_calibrate(values: dict[str, Any], request: gr.Request | None, progress: gr.Progress) -> tuple[Any, ...]:
+        """Measure MagCache ratios on your weights with the form's settings, then store them."""
+        return run_job(values, request, progress, calibrate=True)
 
-    # Gradio reads the special parameters (request, progress) from the signature, so spell them out.
-    def generate_fn(*values: Any, request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
-        return on_generate(*values, request, progress)
-
-    def calibrate_fn(*values: Any, request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Any:  # type: ignore[assignment]
-        return on_calibrate(*values, request, progress)
-
-    def on_cost(*values: Any) -> tuple[str, str]:
-        form = _form(values)
+    def advanced_cost(values: dict[str, Any], _request: Any, _progress: Any) -> tuple[str, str]:
+        """The predicted cost of the form's settings and what the planner would pick."""
+        form = form_of(values)
         return cost_line(studio, form), automatic_text(studio, form)
 
-    def on_batch(*args: Any, request: gr.Request = None) -> str:  # type: ignore[assignment]
-        *values, prompts, seeds, first = args
+    def advanced_batch(values: dict[str, Any], request: gr.Request | None, _progress: Any) -> str:
+        """Queue ``prompts`` (one per line) × ``seeds`` seeds from ``first_seed`` with the form's settings."""
+        prompts, seeds, first = (values.pop(k) for k in BATCH_INPUTS)
         try:
-            reqs, problems = batch_requests(_form(tuple(values)), prompts, int(seeds or 1), int(first or 0))
+            reqs, problems = batch_requests(form_of(values), prompts, int(seeds or 1), int(first or 0))
         except RequestError as e:
             raise user_error(str(e)) from None
         queued, lines = 0, [str(p) for p in problems]
@@ -268,9 +322,9 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
 
     def on_model(key: str) -> tuple[Any, ...]:
         spec = get_spec(key)
-        w, h = spec.default_size
         placeholder, gloss = negative_prompt_help(spec)
-        return (w, h, spec.frames, spec.fps, spec.steps, spec.shift, spec.guidance, spec.guidance_2 or 0,
+        blank = model_blanks(key)
+        return (*(gr.update(**blank[n]) for n in MODEL_NUMBERS),
                 gr.update(choices=size_choices(spec) + ["custom"], value=None),
                 gr.update(placeholder=placeholder, info=gloss))
 
@@ -320,21 +374,26 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
 
     f = tab.form
     outputs = [tab.video, tab.file, tab.params, tab.status]
+    # One release ago the batch endpoint took the form's hand-laid fields, then its three own inputs,
+    # by position; that order is kept, and fields of the table come last.
+    batch_names = [*HAND_FIELDS, *BATCH_INPUTS, *TABLE_FIELDS]
+    batch_widgets = {"prompts": tab.batch_prompts, "seeds": tab.batch_seeds, "first_seed": tab.batch_first_seed}
     # Progress, and a refusal, show on the video panel alone: an error marks one place, not all four.
-    tab.generate.click(generate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_generate",
+    tab.generate.click(named(advanced_generate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs, api_name="advanced_generate",
                        concurrency_limit=4, concurrency_id="advanced", show_progress_on=[tab.video])
-    tab.calibrate.click(calibrate_fn, inputs=tab.inputs, outputs=outputs, api_name="advanced_calibrate",
+    tab.calibrate.click(named(advanced_calibrate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs, api_name="advanced_calibrate",
                         concurrency_limit=1, concurrency_id="advanced-calibrate", show_progress_on=[tab.video])
     def on_cancel(request: gr.Request) -> str:
         return "Cancelling after the current step…" if studio.cancel(_owner(request)) else "Nothing is running."
 
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name=False, queue=False)
-    tab.batch_go.click(on_batch, inputs=[*tab.inputs, tab.batch_prompts, tab.batch_seeds, tab.batch_first_seed],
+    tab.batch_go.click(named(advanced_batch, batch_names),
+                       inputs=[batch_widgets[n] if n in batch_widgets else f[n] for n in batch_names],
                        outputs=[tab.batch_status], api_name="advanced_batch")
     # On user input only: loading a video's settings sets the model and its own sizes together.
     f["model"].input(on_model, inputs=[f["model"]],
-                      outputs=[f["width"], f["height"], f["frames"], f["fps"], f["steps"], f["shift"], f["guidance"],
-                               f["guidance_2"], tab.size, f["negative_prompt"]], api_name=False, queue=False)
+                     outputs=[*(f[n] for n in MODEL_NUMBERS), tab.size, f["negative_prompt"]], api_name=False,
+                     queue=False)
     tab.preset.input(on_preset, inputs=[tab.preset],
                      outputs=[*(f[n] for n in PRESET_FORM_FIELDS), tab.size, f["negative_prompt"]], api_name=False,
                      queue=False)
@@ -347,7 +406,7 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     # The cost line follows every field that changes the plan, the time or whether Generate can run
     # (the prompt too: an empty one is said there before Generate); only the seed changes nothing.
     watched = [f[n] for n in FORM_FIELDS if n != "seed"]
-    gr.on([w.change for w in watched], on_cost, inputs=tab.inputs, outputs=[tab.cost, tab.automatic],
+    gr.on([w.change for w in watched], named(advanced_cost, FORM_FIELDS, special=False), inputs=tab.inputs, outputs=[tab.cost, tab.automatic],
           api_name="advanced_cost", queue=False)
 
 

@@ -7,7 +7,9 @@ in ``FORM_FIELDS`` order and hands their values to these functions.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
@@ -16,7 +18,8 @@ from wan_studio.engine.caches import CACHE_LABELS
 from wan_studio.engine.distill import RECIPES
 from wan_studio.engine.framing import frame_of
 from wan_studio.engine.lora import LoraChoice
-from wan_studio.engine.request import GenerationRequest, RequestError, default_overlap, validate
+from wan_studio.engine.request import (ADVANCED, FIELDS, FieldSpec, GenerationRequest, RequestError, default_overlap,
+                                      fields_on, validate)
 from wan_studio.jobs.batch import RowProblem, read_rows
 from wan_studio.memory.overrides import OFFLOAD_CHOICES, STORAGE_CHOICES, TEXT_ENCODER_CHOICES
 from wan_studio.memory.plan import Plan, Workload
@@ -33,8 +36,8 @@ ATTENTION_CHOICES = ("cudnn", "flash", "flash3", "sage", "xformers", "sdpa")
 
 @dataclass
 class AdvancedForm:
-    """Every value of the tab, in widget order. Numbers arrive as floats from Gradio; ``0`` in an
-    optional number means "the model's default"."""
+    """Every value of the tab, in widget order. Numbers arrive as floats from Gradio; blank (None) or
+    ``0`` in an optional number means "the model's default"."""
 
     model: str
     prompt: str
@@ -43,14 +46,14 @@ class AdvancedForm:
     last_image: str | None
     audio: str | None
     seed: float
-    steps: float
-    shift: float
-    guidance: float
-    guidance_2: float
-    width: float
-    height: float
-    frames: float
-    fps: float
+    steps: float | None
+    shift: float | None
+    guidance: float | None
+    guidance_2: float | None
+    width: float | None
+    height: float | None
+    frames: float | None
+    fps: float | None
     long_clip: bool
     total_seconds: float
     overlap: float
@@ -68,9 +71,45 @@ class AdvancedForm:
     fast: str = "off"
     motion_steps: float = 0
     framing: str = "official"  # start image: the model's official framing, or "crop" to width × height
+    extra: dict[str, Any] = field(default_factory=dict)  # values of ``TABLE_FIELDS``, by name
 
 
-FORM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm))
+# The request fields this form builds by hand (from composite widgets or with a rule of their own);
+# every other ``advanced`` field of the field table gets a widget made from its row
+# (``advanced.table_widget``) and goes into the request as it is.
+BUILT_BY_HAND = frozenset({"prompt", "model", "image", "negative_prompt", "width", "height", "num_frames", "fps",
+                           "steps", "guidance", "guidance_2", "shift", "seed", "audio", "last_image", "framing",
+                           "total_frames", "window_overlap", "window_prompts", "loras", "step_cache",
+                           "cache_threshold", "overrides", "fast", "motion_steps"})
+TABLE_FIELDS: tuple[str, ...] = tuple(n for n in fields_on(ADVANCED) if n not in BUILT_BY_HAND)
+HAND_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdvancedForm) if f.name != "extra")
+# The tab's inputs, and the named parameters of its API endpoints, in this order (positional
+# callers of one release ago pass ``HAND_FIELDS`` only; table fields come after).
+FORM_FIELDS: tuple[str, ...] = HAND_FIELDS + TABLE_FIELDS
+
+
+def form_of(values: dict[str, Any] | Sequence[Any]) -> AdvancedForm:
+    """The form from its widget values, by name or in ``FORM_FIELDS`` order."""
+    named = dict(values) if isinstance(values, dict) else dict(zip(FORM_FIELDS, values))
+    extra = {n: named.pop(n) for n in TABLE_FIELDS if n in named}
+    return AdvancedForm(**named, extra=extra)
+
+
+def table_value(spec: FieldSpec, value: Any) -> Any:
+    """A table field's widget value as the request takes it: blank → None (the default), a number
+    widget's float → int for a whole-number field, one list item per line, JSON text → a mapping."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if spec.kind is list and isinstance(value, str):
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    if spec.kind is dict and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise RequestError(f"{spec.name} must be JSON of a mapping: {e.msg}") from None
+    return value
 FAST_CHOICES: list[tuple[str, str]] = [("off (the model's own steps and guidance)", "off")] + [
     (f"{r.label} — {get_spec(r.model).title.split(' (')[0]}", r.key) for r in RECIPES.values()]
 
@@ -162,6 +201,7 @@ def build_request(form: AdvancedForm, prompt: str | None = None, seed: int | Non
         cache_threshold=_optf(form.cache_threshold) if cache else None,
         overrides=overrides_of_form(form), fast=fast, motion_steps=_opt(form.motion_steps) if fast else None,
         framing="crop" if form.framing == "crop" else None,
+        **{n: table_value(FIELDS[n], form.extra.get(n)) for n in TABLE_FIELDS},
     )
 
 
@@ -338,5 +378,13 @@ def form_of_record(request: dict[str, Any], gpus: list[str] | None = None) -> tu
         cache_threshold=r.cache_threshold or 0, fast=r.fast or "off", motion_steps=r.motion_steps or 0,
         framing=r.framing or "official", decode=pins.get("decode") or AUTO,
         compile=AUTO if pins.get("compile") is None else ("on" if pins["compile"] else "off"),
-        **{k: pins.get(k) or AUTO for k in ("storage", "offload", "text_encoder", "gpu", "attention")})
+        **{k: pins.get(k) or AUTO for k in ("storage", "offload", "text_encoder", "gpu", "attention")},
+        **{n: widget_text(getattr(r, n)) for n in TABLE_FIELDS if n not in FILE_FIELDS})
     return values, notes
+
+
+def widget_text(value: Any) -> Any:
+    """A table field's value as its widget shows it (the reverse of ``table_value``)."""
+    if isinstance(value, list):
+        return "\n".join(map(str, value))
+    return json.dumps(value) if isinstance(value, dict) else value

@@ -113,13 +113,14 @@ def render(studio: Studio) -> BeginnerTab:
 def listen(tab: BeginnerTab, studio: Studio) -> None:
     """Wire the events; ``generate`` is also the public ``/generate`` API endpoint."""
 
-    def on_generate(prompt: str, image: str | None, preset_name: str, seed: float | None,
-                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        preset = studio.presets.get(preset_name)
-        if preset is None:
-            raise user_error(f"unknown preset {preset_name!r}; choose one of {', '.join(studio.presets)}")
+    def on_generate(prompt: str, image: str | None = None, preset: str = "demo-fast", seed: float | None = -1,
+                    request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # type: ignore[assignment]
+        """Make one video from a prompt, an optional start image, a preset and a seed (-1: random)."""
+        chosen = studio.presets.get(preset)
+        if chosen is None:
+            raise user_error(f"unknown preset {preset!r}; choose one of {', '.join(studio.presets)}")
         seed_value = None if seed is None or seed < 0 else int(seed)
-        req = preset.request(prompt, image=image or None, seed=seed_value)
+        req = chosen.request(prompt, image=image or None, seed=seed_value)
         owner = getattr(request, "session_hash", None) or "api"
         for warning in studio.vram_warnings(req):  # a warning, not a refusal: the plan may still fit
             gr.Warning(warning, duration=None)

@@ -119,9 +119,10 @@ def render(studio: Studio) -> IntermediateTab:
 def listen(tab: IntermediateTab, studio: Studio) -> None:
     """Wire the events; ``generate`` is also the public ``/intermediate`` API endpoint."""
 
-    def on_generate(mode: str, scene_prompt: str, scene_image: str | None, portrait: str | None,
-                    speech: str | None, talk_prompt: str, join: bool, seed: float | None,
-                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    def on_generate(mode: str, scene_prompt: str, scene_image: str | None = None, portrait: str | None = None,
+                    speech: str | None = None, talk_prompt: str | None = None, join: bool = True, seed: float | None = -1,
+                    request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # type: ignore[assignment]
+        """A scene clip and a talking clip (portrait + speech), joined into one video if ``join``."""
         seed_value = None if seed is None or seed < 0 else int(seed)
         owner = getattr(request, "session_hash", None) or "api"
 

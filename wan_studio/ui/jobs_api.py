@@ -9,17 +9,17 @@ from typing import Any
 
 import gradio as gr
 
-from wan_studio.engine.request import GenerationRequest, RequestError
+from wan_studio.engine.request import API, GenerationRequest, RequestError, fields_on
 from wan_studio.jobs.access import HIDDEN, Caller, NotYourJob, check_may_act, may_act, owns, redact_request
 from wan_studio.jobs.store import FINISHED, STATUSES, IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
 from wan_studio.ui.errors import user_error
 from wan_studio.ui.identity import caller_of
 
-# Request fields an API client may set besides prompt/seed. ``image`` is left out on purpose: a
-# server-side path from a remote client would let it read files on this machine.
-API_FIELDS = ("model", "negative_prompt", "width", "height", "num_frames", "fps", "steps", "guidance",
-              "guidance_2", "shift")
+# Request fields an API client may set besides prompt/seed: the field table's ``api`` column.
+# ``image`` is not one on purpose: a server-side path from a remote client would let it read files
+# on this machine.
+API_FIELDS = fields_on(API)
 
 
 def public_view(job: Job, ahead: int | None = None, preview_url: str | None = None) -> dict[str, Any]:
