@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wan_studio.presets import PRESETS_DIR, load_presets, read_presets
-from wan_studio.ui.advanced_form import FORM_FIELDS, AdvancedForm, build_request
+from wan_studio.ui.advanced_form import build_request, form_of
 
 PRESETS = load_presets()
 
@@ -100,7 +100,7 @@ def test_picking_a_preset_in_advanced_makes_its_request(studio) -> None:
 
     for name in ("advanced-long-20s", "advanced-a14b-720p", "fast-demo-4step", "intermediate-ti2v-1080p-5s"):
         preset = studio.presets[name]
-        form = AdvancedForm(**{**{k: BASE[k] for k in FORM_FIELDS}, **form_of_preset(preset)})
+        form = form_of({**BASE, **form_of_preset(preset)})
         made = build_request(form).resolved()
         want = preset.request("a paper boat").resolved()
         for key in ("model", "width", "height", "num_frames", "fps", "steps", "guidance", "shift", "total_frames",

@@ -67,6 +67,6 @@ def every_api_setting(made: dict[str, str]) -> dict[str, Any]:
 
 def test_submit_carries_every_api_field(client: Client, server, made) -> None:
     settings = every_api_setting(made)
-    job_id = client.predict(prompt="a kite", settings_json=json.dumps(settings), api_name="/submit")
+    job_id = client.predict(prompt="a kite named by the table", settings_json=json.dumps(settings), api_name="/submit")
     stored = server.studio.queue.get(job_id).request
     assert {k: stored[k] for k in settings} == settings

@@ -75,7 +75,7 @@ def test_every_api_field_of_the_table_reaches_the_job(open_app: tuple[Studio, st
     studio, url = open_app
     settings = every_api_setting(files(tmp_path))
     with httpx.Client(base_url=url, timeout=30) as http:
-        r = http.post("api/v1/jobs", json={"prompt": "a kite", "settings": settings})
+        r = http.post("api/v1/jobs", json={"prompt": "a kite named by the table", "settings": settings})
     assert r.status_code == 201, r.text
     stored = studio.queue.get(r.json()["job_id"]).request
     assert {k: stored[k] for k in settings} == settings

@@ -342,7 +342,7 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
 
     loaded_fields = [n for n in FORM_FIELDS if n not in FILE_FIELDS]
 
-    def on_load_settings(video: str | None, request: gr.Request = None) -> tuple[Any, ...]:  # type: ignore[assignment]
+    def on_load_settings(video: str | None = None, request: gr.Request = None) -> tuple[Any, ...]:  # type: ignore[assignment]
         """Fill the form from the settings a dropped video was made with; why not, in words."""
         keep = tuple(gr.update() for _ in range(len(loaded_fields) + 1))
         if not video:
