@@ -67,6 +67,17 @@ def test_two_chunks_cover_the_speech_and_report_progress(two_chunk_run) -> None:
     assert steps == [1, 2, 3, 4] and seen[-1].stage == "done"
 
 
+def test_the_last_chunks_decode_is_its_own_phase_with_an_eta(two_chunk_run) -> None:
+    _, seen, *_ = two_chunk_run
+    last_step = max(i for i, p in enumerate(seen) if p.stage == "denoising")
+    decoding = [p for p in seen[last_step:] if p.stage == "decoding"]
+    timed = [p for p in decoding if p.eta_s is not None]
+    assert timed and timed[-1].decoded == 1.0 and "s left" in timed[0].message
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions)  # the bar never goes back
+    assert all(p.stage != "decoding" for p in seen[:last_step])  # earlier chunks decode between steps
+
+
 def test_speech_is_muxed_with_matching_duration(two_chunk_run) -> None:
     result, _, audio, _ = two_chunk_run
     frames, fps = read_mp4(result.video_path)

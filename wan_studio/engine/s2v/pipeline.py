@@ -176,6 +176,7 @@ class S2VPipeline(DiffusionPipeline):
         seed: int = 0,
         callback: StepCallback | None = None,
         sigmas: list[float] | None = None,
+        on_decode: Callable[[int, tuple[int, ...]], None] | None = None,
     ) -> S2VOutput:
         """Make a talking video of ``image`` speaking ``audio`` (16 kHz mono float32).
 
@@ -183,6 +184,7 @@ class S2VPipeline(DiffusionPipeline):
         ``pose_video`` is uint8 (T, H, W, 3) at ``fps``. ``callback(chunk, chunks, step, steps)``
         runs after every step; raising from it stops the job before anything is decoded.
         The sampler is the official one at ``shift`` (``engine.sampler``), or runs ``sigmas`` as given.
+        ``on_decode(chunk, latent_shape)`` runs just before each chunk's latents are decoded.
         """
         if chunk_frames % 4 or chunk_frames < 8:
             raise ValueError(f"chunk_frames must be a multiple of 4 and at least 8, got {chunk_frames}")
@@ -216,7 +218,10 @@ class S2VPipeline(DiffusionPipeline):
                                                  device, report)
             first_noise = first_noise or noise
             lead = ref_latents if motion_latents is None else motion_latents
-            pixels = self.decode_latents(torch.cat([lead, latents.to(lead.dtype)], dim=2), device)
+            z = torch.cat([lead, latents.to(lead.dtype)], dim=2)
+            if on_decode is not None:
+                on_decode(r, tuple(z.shape))
+            pixels = self.decode_latents(z, device)
             pixels = pixels[:, :, -chunk_frames:]
             if r == 0:
                 pixels = pixels[:, :, DROPPED_FIRST_FRAMES:]

@@ -15,6 +15,7 @@ from PIL import Image
 
 import wan_studio
 from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.decode import DecodeProgress, decode_pieces
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, output_paths
 from wan_studio.engine.preview import sampler_x0
 from wan_studio.engine.request import GenerationRequest, GenerationResult
@@ -84,15 +85,28 @@ def generate_s2v(
         if cancel.is_set():
             raise GenerationCancelled(f"cancelled after step {done} of {total}")
 
+    def on_piece(done: int, pieces: int, spent_s: float) -> None:
+        report(Progress("decoding", total, total, time.perf_counter() - t0, spent_s / done * (pieces - done),
+                        decoded=done / pieces))
+
+    decoding = DecodeProgress(on_piece)
+
+    def on_decode(chunk: int, latent_shape: tuple[int, ...]) -> None:
+        # Earlier chunks decode between denoising steps; the last one's decode ends the job.
+        if chunk == chunks - 1:
+            report(Progress("decoding", total, total, time.perf_counter() - t0))
+            decoding.expect(decode_pieces(pipe.vae, latent_shape))
+
     if cancel.is_set():
         raise GenerationCancelled("cancelled before start")
     report(Progress("encoding", 0, total, 0.0))
     with Image.open(request.image) as im:
         image = im.convert("RGB")
-    out = pipe(image, speech.samples, prompt=request.prompt, negative_prompt=request.negative_prompt or "",
-               pose_video=pose, max_area=request.width * request.height, fps=fps, chunk_frames=chunk_frames,
-               num_inference_steps=request.steps, guidance_scale=request.guidance, shift=request.shift,
-               seed=request.seed, callback=on_step)
+    with decoding.watch(pipe.vae):
+        out = pipe(image, speech.samples, prompt=request.prompt, negative_prompt=request.negative_prompt or "",
+                   pose_video=pose, max_area=request.width * request.height, fps=fps, chunk_frames=chunk_frames,
+                   num_inference_steps=request.steps, guidance_scale=request.guidance, shift=request.shift,
+                   seed=request.seed, callback=on_step, on_decode=on_decode)
     t_decoded = time.perf_counter()
     report(Progress("writing", total, total, t_decoded - t0))
     frames = frames_to_uint8(out.frames)
