@@ -120,7 +120,7 @@ class Studio:
         budget = int(hardware.host_total_bytes * memory_limits.host_fraction) - HOST_OVERHEAD_BYTES
         if manager is None:
             loader = FolderLoader(settings.models_dir, settings.comfyui_dir)
-            register_found(loader.sources)  # GGUF files are planned by their own size
+            register_found(loader.sources, max(budget, 0))  # GGUF files are planned by their own size
             manager = ModelManager(loader, budget_bytes=max(budget, 0))
         telemetry = (telemetry or make_sampler(interval_s=settings.telemetry_interval_s)).start()
         limits = ThermalLimits(pause_c=settings.thermal_pause_c, resume_c=settings.thermal_resume_c,

@@ -16,7 +16,7 @@ import torch
 from tests.catalog import comfy_files as cf
 from wan_studio.catalog import loading, tiny
 from wan_studio.catalog.comfyui import ComfyUIFolder, TokenizerUnavailable, hub_tokenizer
-from wan_studio.catalog.formats import Sources, with_gguf
+from wan_studio.catalog.formats import Found, Sources, with_gguf
 from wan_studio.catalog.specs import get_spec
 from wan_studio.memory.hardware import GIB, Hardware, gpu
 from wan_studio.memory.loaders import FolderLoader
@@ -312,3 +312,21 @@ def test_the_vae_of_the_other_wan_generation_is_named_when_it_is_the_only_one(fo
     assert avail.status == "incomplete"
     assert f"{folder / 'vae/wan_2.1_vae.safetensors'} is the Wan2.1 VAE (A14B, S2V), not the one {TI2V.title} needs" \
         in avail.detail
+
+
+def test_with_several_quantisations_the_least_quantised_that_fits_the_ram_is_taken(folder: Path, reference):
+    swap_transformer(folder, "Wan2.2-TI2V-5B-Q8_0.gguf")
+    shutil.copy(folder / "spare" / "Wan2.2-TI2V-5B-Q4_0.gguf", folder / "unet")
+    fmt = comfy(folder, reference)
+    found = fmt.detect(TI2V)
+    assert [p.label for p in found.parts if p.component == "transformer"] == ["GGUF Q8_0", "GGUF Q4_0"]
+    q8, q4 = (fmt.info(folder / "unet" / f"Wan2.2-TI2V-5B-{q}.gguf").tensor_bytes for q in ("Q8_0", "Q4_0"))
+    others = sum(c.bytes for c in TI2V.components if c.name != "transformer")
+    sources = Sources([fmt])
+    assert sources.resolved_spec(TI2V).components[0].gguf_quant == "Q8_0"  # no budget: the best
+    assert sources.resolved_spec(TI2V, others + q8).components[0].gguf_quant == "Q8_0"
+    tight = sources.resolved_spec(TI2V, others + q8 - 1)
+    assert tight.components[0].gguf_quant == "Q4_0" and tight.components[0].gguf_bytes == q4
+    # and the loader reads the file the planner counted
+    module = fmt.load(Found(tight, fmt.name, folder, found.parts), "transformer", "gguf")
+    assert module.blocks[0].attn1.to_q.weight.quant_type.name == "Q4_0"

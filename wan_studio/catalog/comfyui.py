@@ -198,9 +198,11 @@ class ComfyUIFolder(ModelFormat):
         return f"diffusion_models/wan2.2_{spec.task}_{noise}_noise_14B_fp8_scaled.safetensors (or fp16, or GGUF)"
 
     def _check_transformers(self, spec: ModelSpec, comp: str, named: list[Path], problems: list[str]) -> list[Part]:
-        """The sound files among ``named`` for ``comp``: the best full/fp8 one and the best GGUF one."""
+        """The sound files among ``named`` for ``comp``: the best full/fp8 one, then every GGUF one,
+        largest (least quantised) first."""
         want = IN_CHANNELS.get(spec.task)
-        best: dict[bool, tuple[tuple[int, int], Part]] = {}
+        best: tuple[int, Part] | None = None
+        ggufs: list[tuple[int, Part]] = []
         for path in named:
             try:
                 info = self.info(path)
@@ -218,12 +220,13 @@ class ComfyUIFolder(ModelFormat):
                 problems.append(f"{path} is a {TASK_WORDS.get(ch[1], f'{ch[1]}-channel')} transformer "
                                 f"({ch[1]} input channels), not one for {spec.title} ({want})")
                 continue
-            gguf = info.kind == "gguf"
-            rank = (0, info.tensor_bytes) if gguf else (DTYPE_RANK.get(info.dtype, 0), 0)
             part = Part(comp, path, info.file_bytes, info.label)
-            if gguf not in best or rank > best[gguf][0]:
-                best[gguf] = (rank, part)
-        return [best[k][1] for k in (False, True) if k in best]
+            if info.kind == "gguf":
+                ggufs.append((info.tensor_bytes, part))
+            elif best is None or DTYPE_RANK.get(info.dtype, 0) > best[0]:
+                best = (DTYPE_RANK.get(info.dtype, 0), part)
+        ggufs.sort(key=lambda g: -g[0])
+        return ([best[1]] if best else []) + [p for _, p in ggufs]
 
     def _text_encoder(self, problems: list[str]) -> Part | None:
         best: tuple[int, Part] | None = None
@@ -268,8 +271,13 @@ class ComfyUIFolder(ModelFormat):
 
     # --- loading ----------------------------------------------------------------------------------
     def _file_for(self, found: Found, name: str, storage: str) -> FileInfo:
-        part = found.part(name, gguf=True) if storage == "gguf" else (found.part(name, gguf=False)
-                                                                        or found.part(name))
+        if storage == "gguf":
+            # the quantisation ``with_files`` chose for this machine (the spec carries it)
+            quant = next((c.gguf_quant for c in found.spec.components if c.name == name), "")
+            ggufs = [p for p in found.parts if p.component == name and p.label.startswith("GGUF")]
+            part = next((p for p in ggufs if p.label == f"GGUF {quant}"), ggufs[0] if ggufs else None)
+        else:
+            part = found.part(name, gguf=False) or found.part(name)
         if part is None:
             raise DamagedFile(f"no {storage} file for the {name} of {found.spec.title} in {self.root}")
         return self.info(part.path)
@@ -308,11 +316,19 @@ class ComfyUIFolder(ModelFormat):
         # The same file serves every model that uses it (one UMT5 for all, one Wan2.1 VAE for A14B).
         return f"file:{part.path}" if part is not None and name in ("text_encoder", "vae") else None
 
-    def with_files(self, spec: ModelSpec, found: Found) -> ModelSpec:
+    def with_files(self, spec: ModelSpec, found: Found, ram_bytes: int | None = None) -> ModelSpec:
+        """``spec`` with its GGUF files' sizes. With several quantisations of an expert, the least
+        quantised whose experts fit ``ram_bytes`` beside the other components (the smallest when
+        none does; the largest when no budget is given)."""
+        experts = [c for c in spec.components if c.name in ("transformer", "transformer_2")]
+        others = sum(c.bytes for c in spec.components if c not in experts)
+        share = None if ram_bytes is None else (ram_bytes - others) / max(len(experts), 1)
         sizes: dict[str, tuple[int, str, bool]] = {}
-        for c in spec.components:
-            part = found.part(c.name, gguf=True)
-            if part is not None:
-                info = self.info(part.path)
-                sizes[c.name] = (info.tensor_bytes, info.quant or "", found.part(c.name, gguf=False) is None)
+        for c in experts:
+            options = [self.info(p.path) for p in found.parts if p.component == c.name and p.label.startswith("GGUF")]
+            if not options:
+                continue
+            fitting = [i for i in options if share is None or i.tensor_bytes <= share]
+            info = fitting[0] if fitting else options[-1]
+            sizes[c.name] = (info.tensor_bytes, info.quant or "", found.part(c.name, gguf=False) is None)
         return with_gguf(spec, sizes) if sizes else spec

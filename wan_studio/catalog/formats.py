@@ -121,8 +121,9 @@ class ModelFormat(ABC):
         (one UMT5 in memory for every model), None when this format's copy is its own."""
         return None
 
-    def with_files(self, spec: ModelSpec, found: Found) -> ModelSpec:
-        """``spec`` with what the planner must know of these files (e.g. GGUF sizes)."""
+    def with_files(self, spec: ModelSpec, found: Found, ram_bytes: int | None = None) -> ModelSpec:
+        """``spec`` with what the planner must know of these files (e.g. GGUF sizes); ``ram_bytes``:
+        the host RAM the model's weights may take here, when a format has files to choose between."""
         return spec
 
 
@@ -264,27 +265,28 @@ class Sources:
             partial = partial or (fmt, found)
         return partial
 
-    def resolved_spec(self, spec: ModelSpec) -> ModelSpec:
+    def resolved_spec(self, spec: ModelSpec, ram_bytes: int | None = None) -> ModelSpec:
         """``spec`` as the serving format's files make it (what the planner should count)."""
         hit = self.find(spec)
         if hit is None or not hit[1].usable:
             return spec
-        return hit[0].with_files(spec, hit[1])
+        return hit[0].with_files(spec, hit[1], ram_bytes)
 
 
 # --- the catalog as the files make it ---------------------------------------------------------------------
 _ORIGINAL: dict[str, ModelSpec] = {}
 
 
-def register_found(sources: Sources) -> list[str]:
+def register_found(sources: Sources, ram_bytes: int | None = None) -> list[str]:
     """Replace catalog entries by what the files make of them (GGUF sizes for the planner), in this
-    process; returns the keys changed. ``reset_catalog`` undoes it."""
+    process; ``ram_bytes``: host RAM a model's weights may take here (picks among GGUF
+    quantisations). Returns the keys changed; ``reset_catalog`` undoes it."""
     from wan_studio.catalog.specs import CATALOG
 
     changed = []
     for key, spec in list(CATALOG.items()):
         base = _ORIGINAL.get(key, spec)
-        resolved = sources.resolved_spec(base)
+        resolved = sources.resolved_spec(base, ram_bytes)
         if resolved != base:
             _ORIGINAL.setdefault(key, base)
             CATALOG[key] = resolved

@@ -179,7 +179,8 @@ class WorkerRuntime:
 
             comfy = Path(self.config.comfyui_dir) if self.config.comfyui_dir else None
             loader = FolderLoader(Path(self.config.models_dir), comfy)
-            register_found(loader.sources)  # the planner here counts GGUF files by their size
+            # the planner here counts GGUF files by their size (the quantisation that fits this RAM)
+            register_found(loader.sources, self.ram_budget_bytes)
         return ModelManager(loader, budget_bytes=self.ram_budget_bytes,
                             apply=plan_applier(SpeedOptions(**self.config.speed)))
 
