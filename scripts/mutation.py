@@ -44,7 +44,7 @@ ROOMS: dict[str, list[str]] = {
                                  "tests/jobs/test_queue.py", "tests/jobs/test_groups.py"],
     "wan_studio/jobs/access.py": ["tests/jobs/test_access.py"],
     # the served-path and ownership check of the file route
-    "wan_studio/ui/guard.py::_is_under,file_decision": ["tests/security/test_file_decision.py"],
+    "wan_studio/ui/guard.py::_is_under,file_decision,_preview_decision": ["tests/security/test_file_decision.py"],
     "wan_studio/memory/planner.py": ["tests/memory/test_planner.py", "tests/memory/test_planner_words.py",
                                      "tests/memory/test_oom_ladder.py",
                                      "tests/memory/test_overrides.py"],
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only print the last run's score")
     parser.add_argument("--skip-killed", type=Path, help="results.json of an earlier run: its kills count, "
                                                            "only its other mutants run again")
+    parser.add_argument("--also", nargs="*", default=[], help="with --skip-killed: mutant names or globs "
+                                                              "to run as well (functions new since then)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.rooms) - set(ROOMS))  # noqa: C401
     if unknown:
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         again = []
         if args.skip_killed:
             earlier = json.loads(args.skip_killed.read_text(encoding="utf-8"))
-            again = sorted(k for k, v in earlier.items() if v not in KILLED)
+            again = sorted(k for k, v in earlier.items() if v not in KILLED) + args.also
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *again],
                        cwd=args.work)
     earlier = json.loads(args.skip_killed.read_text(encoding="utf-8")) if args.skip_killed else None

@@ -127,3 +127,49 @@ def test_the_state_folder_is_never_served_and_other_folders_are_left_to_gradio(w
     escape.symlink_to(beside)  # lexically inside the outputs, really beside them
     assert world.decide(escape, "admin") is False
     assert world.decide("https://example.com/ann.mp4", "admin") is None
+
+
+def _preview(world, user: str, name: str = "preview-000003.jpg") -> tuple[str, Path]:
+    store = world.studio.queue.store
+    [job] = store.add([NewJob({"prompt": "a mill"}, user=user)])
+    store.transition(job.id, "running")
+    path = world.outputs / ".work" / job.id / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xff\xd8\xff")
+    return job.id, path
+
+
+def test_a_running_jobs_live_preview_goes_to_its_owner_and_an_admin_only(world) -> None:
+    job_id, frame = _preview(world, "ann")
+    assert world.decide(frame, "ann") is True and world.decide(frame, "admin") is True
+    assert world.decide(frame, "bob") is False and world.decide(frame, None) is False
+    assert world.decide(frame.with_name("preview-000004.jpg"), "ann") is False  # not (yet) there
+
+
+def test_only_preview_files_of_a_known_job_directly_in_its_work_folder_are_previews(world) -> None:
+    job_id, frame = _preview(world, "ann")
+    other = frame.with_name("latents.pt")
+    other.write_bytes(b"x")
+    assert world.decide(other, "ann") is False  # the rest of the work folder stays hidden
+    deep = frame.parent / "sub" / frame.name
+    deep.parent.mkdir()
+    deep.write_bytes(b"\xff\xd8\xff")
+    assert world.decide(deep, "ann") is False
+    orphan = world.outputs / ".work" / "no-such-job" / frame.name
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"\xff\xd8\xff")
+    assert world.decide(orphan, "admin") is False
+    named_like = world.outputs / "day" / job_id / frame.name  # a preview name outside .work
+    named_like.parent.mkdir(parents=True)
+    named_like.write_bytes(b"\xff\xd8\xff")
+    assert world.decide(named_like, "ann") is False
+
+
+def test_a_preview_reached_through_a_link_is_refused(world) -> None:
+    job_id, frame = _preview(world, "ann")
+    link_dir = world.outputs / ".work" / "alias"
+    link_dir.symlink_to(frame.parent)
+    assert world.decide(link_dir / frame.name, "ann") is False
+    link = frame.with_name("preview-000009.jpg")
+    link.symlink_to(frame)
+    assert world.decide(link, "ann") is False
