@@ -120,7 +120,9 @@ def _config(rooms: list[str]) -> str:
     tests = sorted({t for room in rooms for t in ROOMS[room]})
     lines = ["[mutmut]", "source_paths=wan_studio", "only_mutate=" + "\n    ".join(sorted({_file(r) for r in rooms})),
              "pytest_add_cli_args_test_selection=" + "\n    ".join(tests),
-             "pytest_add_cli_args=-p no:cacheprovider -q -x", "process_isolation=forkserver"]
+             "pytest_add_cli_args=-p no:cacheprovider -q -x", "process_isolation=forkserver",
+             # tests read bench/ helpers (fit_table), presets and recorded data beside the sources
+             "also_copy=bench\n    presets\n    assets\n    docs"]
     return "\n".join(lines) + "\n"
 
 

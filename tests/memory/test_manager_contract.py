@@ -204,3 +204,52 @@ def test_component_keys_follow_the_plans_storage_and_the_catalogs_sharing() -> N
     assert default_share_key(S2V_14B, "text_encoder") is None  # our own S2V class reads its own copies
     assert module_bytes("not a module") == 0
     assert module_bytes(torch.nn.Linear(4, 2)) == (4 * 2 + 2) * 4
+
+
+class WholePipe:
+    """A pipeline class as diffusers shapes one: modules and other parts by name, ``components``."""
+
+    built = 0
+
+    def __init__(self, **parts: Any) -> None:
+        self.parts = parts
+        self.progress: dict[str, Any] = {}
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return dict(self.parts)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["parts"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def set_progress_bar_config(self, **kw: Any) -> None:
+        self.progress = kw
+
+
+def build_whole(spec: ModelSpec) -> WholePipe:
+    WholePipe.built += 1
+    return WholePipe(tokenizer="tok", scheduler="sched",
+                     **{c.name: torch.nn.Linear(2, 2) for c in spec.components})
+
+
+@pytest.mark.parametrize("returns_tuple", [False, True])
+def test_a_loader_of_whole_pipelines_is_cached_by_parts(returns_tuple: bool) -> None:
+    WholePipe.built = 0
+    load = (lambda spec: (build_whole(spec), "cpu")) if returns_tuple else build_whole
+    m = ModelManager(load, apply=lambda pipe, p: None, release=lambda pipe: None)
+    with m.use(DEMO, plan(DEMO)) as pipe:
+        assert isinstance(pipe, WholePipe) and pipe.progress == {"disable": True}
+        assert (pipe.parts["tokenizer"], pipe.parts["scheduler"]) == ("tok", "sched")  # kept from the build
+        assert all(isinstance(pipe.parts[c.name], torch.nn.Linear) for c in DEMO.components)
+        first = pipe.parts["transformer"]
+    assert WholePipe.built == 1 and m.loads == 3  # one build for the three parts
+    with m.use(DEMO, plan(DEMO, "cuda:0")) as pipe:  # another placement: the cached parts, no build
+        assert pipe.parts["transformer"] is first
+    assert WholePipe.built == 1
+    m.unload_all()
+    with m.use(DEMO, plan(DEMO)) as pipe:
+        assert pipe.parts["transformer"] is not first
+    assert WholePipe.built == 2
