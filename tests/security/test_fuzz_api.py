@@ -29,7 +29,7 @@ FUZZ = settings(max_examples=12, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ENDPOINTS = {"/generate", "/cancel", "/unload_models", "/intermediate", "/intermediate_cancel", "/gpu_samples",
              "/submit", "/job_status", "/cancel_job", "/list_jobs", "/job_result",
-             "/advanced_generate", "/advanced_cost", "/advanced_batch", "/advanced_calibrate"}
+             "/advanced_generate", "/advanced_cost", "/advanced_batch", "/advanced_calibrate", "/advanced_load_settings"}
 ADVANCED = ("/advanced_cost", "/advanced_generate", "/advanced_batch", "/advanced_calibrate")
 
 
