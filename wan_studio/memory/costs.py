@@ -27,10 +27,12 @@ ACT_BYTES_PER_TOKEN_DIM = 25.5
 #   the text phase up to 1920×1088×121 (63,240 tokens): ≤ 3.52 GiB over 63,240 × 3072 → ≤ 19.4 B
 #   (the 45.1 B fitted on 2026-11-26 was the text phase's peak, read as the transformer's). From an
 #   image (a timestep per token) 1920×1088×121 peaks at 16.36 GiB: 7.05 GiB over 63,240 × 3072 =
-#   39.0 B. The per-token modulation is (tokens, 6, dim) in fp32, 24 B; the other 15 B are the rest
-#   of the forward, which keeps the text job's phase under its bound.
+#   39.0 B; 1920×1088×241 from an image (124,440 tokens, block offload) peaks at 13.68 GiB, less per
+#   token. The per-token modulation is (tokens, 6, dim) in fp32 (24 B, not all of it live at the
+#   peak): 21 B fits both rows (-3 % and +6 %); the other 15 B are the rest of the forward, which
+#   keeps the text job's phase under its bound.
 TI2V_ACT_BYTES_PER_TOKEN_DIM = 15.0
-TIMESTEP_BYTES_PER_TOKEN_DIM = 24.0
+TIMESTEP_BYTES_PER_TOKEN_DIM = 21.0
 # Group offload (block level, one block per group, CUDA stream): blocks on the GPU at once besides
 # the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
 # non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
@@ -127,9 +129,11 @@ class DeviceProfile:
     demo_decode_s_per_mpx: float  # the demo's tiny VAE, per megapixel-frame
 
 
-# The H200 machine (16 cores): mp4 write 3.2-3.5 s at 720p 5 s (109 Mpx), 11.1-11.5 s at 1080p 10 s.
+# The H200 machine (16 cores), the mp4 written and then its settings tag added (a stream copy):
+# 3.0-4.3 s at 720p 5 s (109 Mpx, bench/run_first_video.sh), 13.7-14.6 s at 1080p 10 s (503 Mpx,
+# "1080p 10 s, image"), 2026-12-02. Before the settings tag: 3.2-3.5 s and 11.1-11.5 s.
 GPU_PROFILE = DeviceProfile("gpu", op_overhead_s=10e-6, ops_overlap=True, text_fixed_s=0.03,
-                            write_fixed_s=1.09, write_s_per_mpx=0.0203, demo_decode_s_per_mpx=0.05)
+                            write_fixed_s=0.70, write_s_per_mpx=0.0266, demo_decode_s_per_mpx=0.05)
 # A CPU (the 2-core build machine, demo model at its sizes): a demo forward is 1,105 ops, 25 ms;
 # decode 3.1 s at 256×256×17, 10.2 s at 512×512×17; mp4 write 0.25-0.42 s and 0.84 s.
 CPU_PROFILE = DeviceProfile("cpu", op_overhead_s=12.7e-6, ops_overlap=False, text_fixed_s=0.15,
