@@ -209,6 +209,11 @@ class Studio:
             return self.accounts.is_admin(user)
         return not self.settings.shared
 
+    def live_jobs(self, session: str) -> list[Any]:
+        """The queued and running jobs a browser tab or API client (``session``) submitted, in
+        queue order (what its live preview panels follow)."""
+        return [j for j in self.queue.store.list(("running", "queued", "paused"), limit=200) if j.owner == session]
+
     def preview_of(self, job: Any) -> Path | None:
         """The live preview (a JPEG of the latest step) of a running ``job``, when its worker writes it
         beside these outputs (in-process and local workers; a Ray worker on another machine does not)."""

@@ -52,3 +52,16 @@ def test_default_job_runs_the_official_timesteps_and_records_its_noise(s2v_pipe,
     assert side["sampler"]["timesteps"][:4] == [999, 991, 982, 973] and spec.steps == 40
     assert side["noise"]["device"] == "cpu" and side["noise"]["seed"] == 5
     assert side["request"]["negative_prompt"] == spec.negative_prompt  # blank -> the official default
+
+
+def test_every_step_of_a_talking_clip_gets_a_live_preview_of_the_samplers_x0(s2v_pipe, portrait_file: Path,
+                                                                              make_audio, tmp_path: Path) -> None:
+    from wan_studio.engine.preview import LivePreview
+
+    request = GenerationRequest(prompt="a person talking", model="s2v-14b", image=str(portrait_file),
+                                audio=str(make_audio(0.5)), width=64, height=64, guidance=1.0, steps=3,
+                                seed=5).resolved()
+    preview = LivePreview(tmp_path / "work")
+    generate_s2v(s2v_pipe, request, tmp_path, chunk_frames=16, preview=preview)
+    assert (preview.written, preview.step, preview.source) == (3, 3, "x0")  # the UniPC prediction, 16 channels
+    assert preview.path is not None and preview.path.is_file()

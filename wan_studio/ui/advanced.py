@@ -26,6 +26,7 @@ from wan_studio.ui.advanced_form import (AUTO, CACHE_CHOICES, FAST_CHOICES, FILE
                                          negative_prompt_help, size_choices)
 from wan_studio.ui import models_panel
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.live import LiveView, arm, follow, render_view
 from wan_studio.ui.preset_costs import PRESET_FORM_FIELDS, form_of_preset, presets_markdown
 
 
@@ -54,6 +55,7 @@ class AdvancedTab:
     settings_video: gr.File
     load_settings: gr.Button
     load_status: gr.Markdown
+    live: LiveView
 
     @property
     def inputs(self) -> list[gr.components.Component]:
@@ -225,12 +227,13 @@ def render(studio: Studio) -> AdvancedTab:
             models_panel.listen(models_panel.render(studio), studio)
         with gr.Column(scale=2):
             video = gr.Video(label="Video", elem_id="adv-video", interactive=False, autoplay=True, loop=True)
+            live = render_view("adv", {"job": "Video"})
             status = gr.Markdown("", elem_id="adv-status")
             file = gr.File(label="Download", elem_id="adv-file", interactive=False)
             params = gr.JSON(label="Parameters used", elem_id="adv-params")
     return AdvancedTab(f, size, lora_pick, cost, automatic, generate, cancel, calibrate, video, file, params, status,
                        batch_prompts, batch_seeds, batch_first_seed, batch_go, batch_status, preset, settings_video,
-                       load_settings, load_status)
+                       load_settings, load_status, live)
 
 
 BATCH_INPUTS = ("prompts", "seeds", "first_seed")
@@ -378,11 +381,18 @@ def listen(tab: AdvancedTab, studio: Studio) -> None:
     # by position; that order is kept, and fields of the table come last.
     batch_names = [*HAND_FIELDS, *BATCH_INPUTS, *TABLE_FIELDS]
     batch_widgets = {"prompts": tab.batch_prompts, "seeds": tab.batch_seeds, "first_seed": tab.batch_first_seed}
-    # Progress, and a refusal, show on the video panel alone: an error marks one place, not all four.
-    tab.generate.click(named(advanced_generate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs, api_name="advanced_generate",
-                       concurrency_limit=4, concurrency_id="advanced", show_progress_on=[tab.video])
-    tab.calibrate.click(named(advanced_calibrate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs, api_name="advanced_calibrate",
-                        concurrency_limit=1, concurrency_id="advanced-calibrate", show_progress_on=[tab.video])
+    # The job's progress is drawn once, beside its preview (``ui.live``); a refusal marks the status
+    # line alone, not all four outputs.
+    quiet: dict[str, Any] = dict(show_progress="minimal", show_progress_on=[tab.status])
+    arm(tab.live, tab.generate)
+    arm(tab.live, tab.calibrate)
+    made = tab.generate.click(named(advanced_generate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs,
+                              api_name="advanced_generate", concurrency_limit=4, concurrency_id="advanced", **quiet)
+    calibrated = tab.calibrate.click(named(advanced_calibrate, FORM_FIELDS), inputs=tab.inputs, outputs=outputs,
+                                     api_name="advanced_calibrate", concurrency_limit=1,
+                                     concurrency_id="advanced-calibrate", **quiet)
+    follow(tab.live, studio, made)
+    follow(tab.live, studio, calibrated, timer_wired=True)
     def on_cancel(request: gr.Request) -> str:
         return "Cancelling after the current step…" if studio.cancel(_owner(request)) else "Nothing is running."
 

@@ -14,6 +14,7 @@ from wan_studio.engine.request import RequestError
 from wan_studio.ui.safe_inputs import ImageInput
 from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.live import LiveView, arm, follow, render_view
 from wan_studio.ui.preset_costs import presets_markdown
 
 
@@ -35,6 +36,7 @@ class BeginnerTab:
     plan: gr.Markdown
     unload: gr.Button
     unload_status: gr.Markdown
+    live: LiveView
 
 
 def model_status_text(studio: Studio, preset_name: str) -> str:
@@ -99,6 +101,7 @@ def render(studio: Studio) -> BeginnerTab:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="beginner-cancel")
         with gr.Column(scale=1):
             video = gr.Video(label="Video", elem_id="beginner-video", interactive=False, autoplay=True, loop=True)
+            live = render_view("beginner", {"job": "Video"})
             status = gr.Markdown("", elem_id="beginner-status")
             file = gr.File(label="Download", elem_id="beginner-file", interactive=False)
             plan = gr.Markdown("", elem_id="beginner-plan")
@@ -107,7 +110,7 @@ def render(studio: Studio) -> BeginnerTab:
                 unload = gr.Button("Unload models", size="sm", elem_id="beginner-unload")
                 unload_status = gr.Markdown("", elem_id="beginner-unload-status")
     return BeginnerTab(prompt, image, preset, seed, generate, cancel, model_status, video, file, params, status,
-                       plan, unload, unload_status)
+                       plan, unload, unload_status, live)
 
 
 def listen(tab: BeginnerTab, studio: Studio) -> None:
@@ -147,15 +150,22 @@ def listen(tab: BeginnerTab, studio: Studio) -> None:
             return "Cancelling after the current step…"
         return "Nothing is running."
 
-    tab.generate.click(
+    # The job's progress is drawn once, beside its preview (``ui.live``); the status line only says
+    # that the call is still going.
+    arm(tab.live, tab.generate)
+    event = tab.generate.click(
         on_generate,
         inputs=[tab.prompt, tab.image, tab.preset, tab.seed],
         outputs=[tab.video, tab.file, tab.params, tab.status],
         api_name="generate",
         concurrency_limit=1,
         concurrency_id="gpu",
-    ).then(lambda sidecar: plan_text(sidecar or {}), inputs=[tab.params], outputs=[tab.plan],
-           api_name=False, queue=False)
+        show_progress="minimal",
+        show_progress_on=[tab.status],
+    )
+    event.then(lambda sidecar: plan_text(sidecar or {}), inputs=[tab.params], outputs=[tab.plan],
+               api_name=False, queue=False)
+    follow(tab.live, studio, event)
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name="cancel", queue=False)
     def on_unload(request: gr.Request) -> str:
         return studio.unload_models(user=getattr(request, "username", None))

@@ -15,6 +15,7 @@ from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.services import JobFailed, Studio
 from wan_studio.ui.safe_inputs import AudioInput, ImageInput
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.live import LiveView, arm, follow, render_view
 from wan_studio.ui.preset_costs import presets_markdown
 
 # Mode -> (scene model and size/frames, talking model and pixel budget), as the Intermediate
@@ -58,6 +59,7 @@ class IntermediateTab:
     joined_video: gr.Video
     params: gr.JSON
     status: gr.Markdown
+    live: LiveView
 
 
 def default_mode(studio: Studio) -> str:
@@ -110,10 +112,21 @@ def render(studio: Studio) -> IntermediateTab:
             with gr.Row():
                 scene_video = gr.Video(label="Scene", elem_id="inter-scene", interactive=False)
                 talk_video = gr.Video(label="Talking", elem_id="inter-talk", interactive=False)
+            # One preview and one progress display per clip: the two may run at once, one per GPU.
+            live = render_view("inter", {"scene": "Scene", "talk": "Talking"})
             status = gr.Markdown("", elem_id="inter-status")
             params = gr.JSON(label="Parameters used", elem_id="inter-params")
     return IntermediateTab(mode, scene_prompt, scene_image, portrait, speech, talk_prompt, join, seed, generate,
-                           cancel, scene_video, talk_video, joined_video, params, status)
+                           cancel, scene_video, talk_video, joined_video, params, status, live)
+
+
+def scene_and_talk(jobs: list[Any]) -> dict[str, Any]:
+    """The tab's live jobs by part: the speech-to-video one is the talking clip, the other the scene."""
+    parts: dict[str, Any] = {}
+    for job in jobs:
+        part = "talk" if get_spec(job.request.get("model", "demo")).task == "s2v" else "scene"
+        parts.setdefault(part, job)
+    return parts
 
 
 def listen(tab: IntermediateTab, studio: Studio) -> None:
@@ -129,7 +142,7 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
         parts: dict[str, Progress] = {}
 
         def report(part: str, p: Progress) -> None:
-            # The two clips may run at once (one per GPU): the bar shows both.
+            # For API clients: one figure for the call. The tab draws each clip's own bar (``ui.live``).
             parts[part] = p
             fraction = sum(q.fraction for q in parts.values()) / 2
             progress(fraction, desc=" · ".join(f"{label}: {parts[k].message}" for k, label in LABELS.items() if k in parts))
@@ -154,7 +167,8 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
         owner = getattr(request, "session_hash", None) or "api"
         return "Cancelling after the current step…" if studio.cancel(owner) else "Nothing is running."
 
-    tab.generate.click(
+    arm(tab.live, tab.generate)
+    event = tab.generate.click(
         on_generate,
         inputs=[tab.mode, tab.scene_prompt, tab.scene_image, tab.portrait, tab.speech, tab.talk_prompt, tab.join,
                 tab.seed],
@@ -162,7 +176,9 @@ def listen(tab: IntermediateTab, studio: Studio) -> None:
         api_name="intermediate",
         concurrency_limit=1,
         concurrency_id="gpu",
-        # Progress, and a refusal, show on the joined video's panel alone, not on all five outputs.
-        show_progress_on=[tab.joined_video],
+        # Not one bar over all five outputs: each clip's progress is drawn beside its own preview.
+        show_progress="minimal",
+        show_progress_on=[tab.status],
     )
+    follow(tab.live, studio, event, assign=scene_and_talk)
     tab.cancel.click(on_cancel, outputs=[tab.status], api_name="intermediate_cancel", queue=False)

@@ -21,6 +21,7 @@ from wan_studio.jobs.store import IllegalTransition, Job, JobNotFound
 from wan_studio.services import Studio
 from wan_studio.ui.identity import caller_of
 from wan_studio.ui.errors import user_error
+from wan_studio.ui.live import JobPanel, panel_values, render_panel
 
 COLUMNS = ["id", "status", "progress", "ETA", "model", "prompt", "seed", "attempts", "worker / plan", "note"]
 GALLERY_SIZE = 60
@@ -55,6 +56,8 @@ class QueueTab:
     rerun_settings: gr.Code
     rerun_go: gr.Button
     rerun_status: gr.Markdown
+    running: JobPanel  # the selected running job, else the caller's first running one
+    running_shown: gr.JSON
 
 
 def _eta_text(job: Job) -> str:
@@ -127,6 +130,8 @@ def render(studio: Studio) -> QueueTab:
                                 variant="stop" if n in ("cancel", "delete") else "secondary")
                    for n, label in zip(names, labels)}
     action_status = gr.Markdown("", elem_id="queue-action-status")
+    running = render_panel("queue-running", "Running job")
+    running_shown = gr.JSON(None, visible=False)
     with gr.Accordion("Batch: many prompts × seeds", open=False):
         gr.Markdown("Upload a **.csv** (header with a `prompt` column; optional `image`, `seed`, `preset`, "
                     "`width`, `height`, `num_frames`, `steps`, …), a **.jsonl** (one object per line) or a "
@@ -162,7 +167,8 @@ def render(studio: Studio) -> QueueTab:
             rerun_status = gr.Markdown("", elem_id="queue-rerun-status")
     return QueueTab(timer, workers, table, selected, buttons, priority, action_status, batch_file, batch_text,
                     batch_preset, batch_seeds, batch_base_seed, batch_go, batch_status, gallery, gallery_key,
-                    gallery_paths, video, params, download, load, rerun_settings, rerun_go, rerun_status)
+                    gallery_paths, video, params, download, load, rerun_settings, rerun_go, rerun_status, running,
+                    running_shown)
 
 
 def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
@@ -207,6 +213,14 @@ def _act(studio: Studio, what: str) -> Callable[[str, float | None], str]:
     return handler
 
 
+def running_job(jobs: list[Job], caller: Caller, selected: str | None) -> Job | None:
+    """The running job whose preview the tab shows: the selected one when it runs and is the
+    caller's (or the caller is an admin), else the caller's first running job."""
+    mine = [j for j in jobs if j.status == "running" and may_act(caller, j)]
+    chosen = next((j for j in mine if j.id == (selected or "").strip()), None)
+    return chosen or (mine[0] if mine else None)
+
+
 def poll_while_shown(tab: QueueTab, page: gr.Tab, other_pages: list[gr.Tab]) -> None:
     """Start the live refresh when ``page`` is selected and stop it when any other page is."""
     page.select(lambda: gr.Timer(active=True), outputs=[tab.timer], api_name=False, queue=False)
@@ -217,16 +231,20 @@ def poll_while_shown(tab: QueueTab, page: gr.Tab, other_pages: list[gr.Tab]) -> 
 def listen(tab: QueueTab, studio: Studio) -> None:
     """Wire the events; none of them is a public API endpoint (see ``jobs_api``)."""
 
-    def refresh(key: list[str] | None, request: gr.Request) -> tuple[Any, ...]:
+    def refresh(key: list[str] | None, selected: str | None, shown: str | None,
+                request: gr.Request) -> tuple[Any, ...]:
         caller = caller_of(studio, request)
-        rows = job_rows(studio.queue.store.list(limit=200), caller)
+        jobs = studio.queue.store.list(limit=200)
+        rows = job_rows(jobs, caller)
         items, sidecars = gallery_items(studio, caller)
         # Re-sending an unchanged gallery would close the video the user is looking at.
         gallery = gr.update(value=items) if sidecars != (key or []) else gr.update()
-        return workers_text(studio), rows, gallery, sidecars, sidecars
+        picture, bar, now = panel_values(studio, running_job(jobs, caller, selected), shown)
+        return workers_text(studio), rows, gallery, sidecars, sidecars, picture, bar, now
 
-    tab.timer.tick(refresh, inputs=[tab.gallery_key],
-                   outputs=[tab.workers, tab.table, tab.gallery, tab.gallery_key, tab.gallery_paths],
+    tab.timer.tick(refresh, inputs=[tab.gallery_key, tab.selected, tab.running_shown],
+                   outputs=[tab.workers, tab.table, tab.gallery, tab.gallery_key, tab.gallery_paths,
+                            tab.running.preview, tab.running.progress, tab.running_shown],
                    api_name=False, show_progress="hidden", queue=False)
 
     def select_row(evt: gr.SelectData, rows: Any) -> str:
