@@ -253,3 +253,19 @@ def test_a_loader_of_whole_pipelines_is_cached_by_parts(returns_tuple: bool) -> 
     with m.use(DEMO, plan(DEMO)) as pipe:
         assert pipe.parts["transformer"] is not first
     assert WholePipe.built == 2
+
+
+def test_without_a_request_a_model_is_planned_at_its_default_size_on_this_machine(monkeypatch, tmp_path) -> None:
+    from wan_studio.memory import hardware, manager as manager_module, planner
+    from wan_studio.memory.loaders import FolderLoader
+    from wan_studio.memory.plan import Workload
+
+    asked: list[tuple[str, Workload]] = []
+    monkeypatch.setattr(hardware, "detect", lambda: "this machine")
+    monkeypatch.setattr(planner, "choose", lambda spec, work, hw: asked.append((spec.key, work, hw)) or "plan")
+    assert manager_module.default_plan(TI2V_5B) == "plan" and manager_module.default_plan(S2V_14B) == "plan"
+    # 121 frames is 4k+1 as it is; S2V's 80 becomes 81 (the transformer needs 4k+1)
+    assert asked == [("ti2v-5b", Workload(1280, 704, 121, 50), "this machine"),
+                     ("s2v-14b", Workload(1024, 704, 81, 40), "this machine")]
+    loader = manager_module.default_loader(tmp_path / "models")
+    assert isinstance(loader, FolderLoader) and loader.models_dir == tmp_path / "models"
