@@ -121,6 +121,9 @@ def _config(rooms: list[str]) -> str:
     lines = ["[mutmut]", "source_paths=wan_studio", "only_mutate=" + "\n    ".join(sorted({_file(r) for r in rooms})),
              "pytest_add_cli_args_test_selection=" + "\n    ".join(tests),
              "pytest_add_cli_args=-p no:cacheprovider -q -x", "process_isolation=forkserver",
+             # a loaded machine runs a mutant's tests many times slower than the clean pass mutmut
+             # times: a short limit would count ordinary slowness as a kill ("timeout")
+             "timeout_multiplier=30", "timeout_constant=30",
              # tests read bench/ helpers (fit_table), presets and recorded data beside the sources
              "also_copy=bench\n    presets\n    assets\n    docs"]
     return "\n".join(lines) + "\n"
@@ -149,7 +152,7 @@ def report(work: Path, rooms: list[str], earlier: dict[str, str] | None = None) 
     run whose kills count (those mutants were not run again)."""
     status = results(work)
     for name, what in (earlier or {}).items():
-        if what in KILLED and status.get(name, "not checked") == "not checked":
+        if what in ("killed", "equivalent") and status.get(name, "not checked") == "not checked":
             status[name] = what
     for name, what in status.items():
         if what not in KILLED and what != "not checked" and equivalent(_diff(work, name)):
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         again = []
         if args.skip_killed:
             earlier = json.loads(args.skip_killed.read_text(encoding="utf-8"))
-            again = sorted(k for k, v in earlier.items() if v not in KILLED) + args.also
+            # time-outs are checked again (on a busy machine they are often slowness, not kills)
+            again = sorted(k for k, v in earlier.items() if v not in ("killed", "equivalent")) + args.also
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *again],
                        cwd=args.work)
     earlier = json.loads(args.skip_killed.read_text(encoding="utf-8")) if args.skip_killed else None

@@ -74,6 +74,7 @@ def test_activation_bytes_per_token_dim_with_and_without_a_start_image() -> None
     assert costs.activation_bytes(TI2V_5B, n, image=True) == int(n * 3072 * 36.0)
     assert costs.activation_bytes(TI2V_5B, n, image=True) / GIB == pytest.approx(7.05, rel=0.10)
     assert costs.activation_bytes(TI2V_5B, n, image=False) == int(n * 3072 * 15.0)
+    assert costs.activation_bytes(TI2V_5B, n) == costs.activation_bytes(TI2V_5B, n, image=True)  # the safe side
     a14b = costs.tokens(T2V_A14B, 832, 480, 81)
     assert costs.activation_bytes(T2V_A14B, a14b, image=True) / GIB == pytest.approx(3.98, abs=0.01)
 
@@ -98,10 +99,12 @@ def test_flops_of_a_forward_count_every_matmul() -> None:
 def test_stored_bytes_per_storage_and_gguf_files_by_their_size() -> None:
     assert costs.stored_bytes(1000, "fp32") == 4000 and costs.stored_bytes(1000, "bf16") == 2000
     assert costs.stored_bytes(1000, "fp8", nonblock_params=100) == 900 + 200
+    assert costs.stored_bytes(1000, "fp8") == 1000  # no outer layers named: all of it at one byte
     assert costs.stored_bytes(1000, "int8", nonblock_params=100) == int(900 * 1.02 + 200)
     expert = next(c for c in T2V_A14B.components if c.name == "transformer")
     assert costs.component_bytes(replace(expert, gguf_bytes=123), "gguf") == 123
     assert costs.component_bytes(expert, "bf16") == expert.params * 2
+    assert costs.component_bytes(expert, "fp8") == expert.params
 
 
 def test_block_and_decode_bytes() -> None:
