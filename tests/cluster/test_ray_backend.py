@@ -222,9 +222,9 @@ def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None
     worker = names(ex)[1]
     hot_flag.touch()
     try:
+        heated(setup)
         ex.submit(worker, "hot", request(steps=3))
-        paused = events.until(lambda e: e.job_id == "hot" and e.kind == "progress"
-                              and e.progress["stage"] == "paused")
+        paused = paused_or_end(events, "hot")
         assert "pc-" in paused.progress["note"] and "90 °C" in paused.progress["note"]
     finally:
         hot_flag.unlink()
@@ -233,19 +233,47 @@ def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None
     assert len(pauses) >= 1 and pauses[0]["ended"] == "cooled" and pauses[0]["start_c"] == 90
 
 
-def hold(ex: RayExecutor, events: Events, worker: str, job_id: str, hot_flag: Path) -> None:
-    """Start ``job_id`` on ``worker`` and return once it sits mid-job in a thermal pause (the GPU
-    stays "hot" until the test removes ``hot_flag``), so what happens next hits a running job."""
+def heated(setup: Any) -> None:
+    """Wait until every PC's worker has read their GPU at 90 °C (their heartbeats carry the
+    samples their thermal guards use), so a job submitted next meets a hot GPU at its first step."""
+    sampler = setup[2]
+    since = time.monotonic()
+
+    def hot() -> bool:  # readings taken after the flag was set, every one at 90 °C
+        latest = sampler.latest()
+        fresh = sampler.age_s  # seconds since each sample was taken
+        return (len({s.host for s in latest}) >= 2
+                and all(s.temperature_c == 90 and fresh(s) < time.monotonic() - since for s in latest))
+
+    wait_for(hot, "every PC's GPU reading 90 °C")
+
+
+def paused_or_end(events: Events, job_id: str) -> JobEvent:
+    """The job's thermal-pause progress event; a job that ended without pausing fails at once."""
+    event = events.until(lambda e: e.job_id == job_id and (e.kind in TERMINAL or (
+        e.kind == "progress" and e.progress["stage"] == "paused")))
+    assert event.kind == "progress", f"{job_id} ended ({event.kind}) without a thermal pause: {event}"
+    return event
+
+
+def hold(setup: Any, worker: str, job_id: str, hot_flag: Path) -> None:
+    """Start ``job_id`` on ``worker`` and return once it is mid-job, so what happens next hits a
+    running job: its GPU is "hot" until the test removes ``hot_flag`` (the job waits in a thermal
+    pause), and the job is long (100 steps) besides, so it is still running if it did not pause."""
+    ex, events, _ = setup
     hot_flag.touch()
-    ex.submit(worker, job_id, request(steps=3))
-    events.until(lambda e: e.job_id == job_id and e.kind == "progress" and e.progress["stage"] == "paused")
+    heated(setup)
+    ex.submit(worker, job_id, request(steps=100))
+    event = events.until(lambda e: e.job_id == job_id and (e.kind in TERMINAL or (
+        e.kind == "progress" and e.progress["stage"] in ("paused", "denoising"))))
+    assert event.kind == "progress", f"{job_id} ended ({event.kind}) before it could be held: {event}"
 
 
 def test_cancel_stops_a_remote_job(setup, hot_flag) -> None:
     ex, events, _ = setup
     ex.split = "off"
     try:
-        hold(ex, events, names(ex)[0], "cancel-me", hot_flag)
+        hold(setup, names(ex)[0], "cancel-me", hot_flag)
         assert ex.cancel("cancel-me")
     finally:
         hot_flag.unlink()
@@ -284,7 +312,7 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     ex.split = "off"
     # 1. The worker process dies mid-job: the job is lost, requeued, and the actor comes back.
     victim = names(ex)[1]
-    hold(ex, events, victim, "killed", hot_flag)
+    hold(setup, victim, "killed", hot_flag)
     os.kill(next(w.pid for w in ex.workers() if w.name == victim), signal.SIGKILL)
     hot_flag.unlink()
     lost = events.end_of("killed")
@@ -297,7 +325,7 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     node = loopback.add_node(cluster)
     wait_for(lambda: len(ex.idle_workers()) == 3, "a worker on the new node")
     third = next(w.name for w in ex.workers() if node.node_id.startswith(w.name.split("~")[1][:6]))
-    hold(ex, events, third, "node-lost", hot_flag)
+    hold(setup, third, "node-lost", hot_flag)
     # A PC switched off: its raylet and its worker processes die together (a worker whose raylet
     # alone died would still stream to the head for a while, which a real power loss never does).
     pid = next(w.pid for w in ex.workers() if w.name == third)
