@@ -35,9 +35,10 @@ def test_the_preview_appears_and_updates_beside_the_jobs_progress(server, tmp_pa
         first = page.evaluate(PREVIEW_SRC)
         page.wait_for_function(f"() => {{ const s = ({PREVIEW_SRC})(); return s && s !== {first!r}; }}",
                                timeout=30_000)
-        loaded = page.evaluate("() => { const i = document.querySelector('#adv-preview img');"
-                               " return [i.complete, i.naturalWidth, i.naturalHeight]; }")
-        assert loaded[0] and loaded[1] > 0 and loaded[2] > 0  # a real picture, not a broken link
+        # a real picture, not a broken link (the newest one may still be arriving: wait for it)
+        page.wait_for_function("() => { const i = document.querySelector('#adv-preview img');"
+                               " return i && i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; }",
+                               timeout=30_000)
         # the job's progress display beside it: one bar, moving, with the step line
         bar = page.locator("#adv-progress progress")
         assert bar.count() == 1
