@@ -12,16 +12,7 @@ import pytest
 from wan_studio.jobs.store import (MIGRATIONS, DamagedStore, IllegalTransition, JobNotFound, JobStore, NewJob,
                                    QueueFull, RestoredJob, StoreError, StoreUnwritable)
 
-
-def _new(n: int = 1, **kw: object) -> list[NewJob]:
-    return [NewJob({"prompt": f"p{i}", "model": "demo", "seed": i}, **kw) for i in range(n)]  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "jobs.db")
-    yield s
-    s.close()
+from tests.jobs.test_store import _new, store  # noqa: F401  (the store fixture and job maker both files use)
 
 
 def _done(store: JobStore, outputs: list[str], **kw: object) -> str:
