@@ -101,3 +101,26 @@ def test_a_component_reused_through_another_model_counts_as_used() -> None:
     _use(m, A)
     assert _transformers(m) == ["ti2v-b/transformer", "ti2v-a/transformer"]
     assert ("umt5-xxl", "bf16") in m.cached()
+
+
+def test_room_for_a_part_is_made_at_the_bytes_of_its_storage_before_it_is_read() -> None:
+    """A budget with 6 GB spare over A's parts: B's 10 GB bf16 transformer does not fit beside
+    them, so A's transformer goes before B's is read, and host RAM never holds more than the
+    budget (counting a bf16 part as fewer bytes would read it on top and overrun)."""
+    budget = SHARED + 10 * GB + 6 * GB
+    m = None
+    peaks: list[tuple[str, int]] = []
+
+    class Watching(MetaLoader):
+        def load(self, spec: ModelSpec, name: str, storage: str) -> Any:
+            c = next(c for c in spec.components if c.name == name)
+            peaks.append((f"{spec.key}/{name}", sum(m.cached().values()) + costs.component_bytes(c, storage)))
+            return super().load(spec, name, storage)
+
+    m = ModelManager(Watching(), budget_bytes=budget, apply=lambda pipe, plan: None, release=lambda pipe: None)
+    _use(m, A)
+    _use(m, B)
+    assert _transformers(m) == ["ti2v-b/transformer"] and sum(m.cached().values()) == SHARED + 10 * GB
+    assert [name for name, _ in peaks] == ["ti2v-a/transformer", "ti2v-a/text_encoder", "ti2v-a/vae",
+                                           "ti2v-b/transformer"]
+    assert all(peak <= budget for _, peak in peaks), peaks

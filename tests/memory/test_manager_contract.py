@@ -162,6 +162,32 @@ def test_a_failed_placement_releases_the_pipeline_and_drops_what_it_loaded() -> 
     assert released == ["ti2v-a"] and m.cached() == {} and m.loaded() == {}
 
 
+def test_a_failed_placement_gives_back_the_shared_parts_it_took_to_the_model_they_came_from() -> None:
+    """B takes A's cached encoder and VAE, then its placement fails: A's next job assembles from
+    the cache at once (nothing read again, nothing waits on B), and freeing memory frees them."""
+    failing: set[str] = set()
+
+    def apply(pipe: Any, p: Plan) -> None:
+        if pipe["model"] in failing:
+            raise RuntimeError("CUDA out of memory")
+
+    loader = Loader()
+    m = ModelManager(loader, apply=apply, release=lambda pipe: None)
+    use(m, A)
+    failing.add(B.key)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        use(m, B)
+    assert set(m.cached()) == {("ti2v-a/transformer", "bf16"), ("umt5-xxl", "bf16"), ("wan2.2-vae", "fp32")}
+    again = threading.Thread(target=use, args=(m, A), daemon=True)
+    again.start()
+    again.join(10)
+    assert not again.is_alive(), "A's next job waits on parts the failed assembly still holds"
+    assert m.loaded() == {"ti2v-a": "cpu"} and loader.loaded.count("ti2v-a/transformer") == 1
+    assert loader.loaded.count("ti2v-a/text_encoder") == 1  # the shared encoder was not read again
+    assert sorted(m.unload_all()) == [("ti2v-a/transformer", "bf16"), ("umt5-xxl", "bf16"),
+                                      ("wan2.2-vae", "fp32")] and m.cached() == {}
+
+
 def test_a_nested_use_in_one_thread_is_refused_in_words() -> None:
     m, _, _ = manager()
     with m.use(A, plan(A)):
