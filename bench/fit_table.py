@@ -2,7 +2,7 @@
 
 Reads ``tests/data/gpu_measured.json`` (every recorded size-menu, e2e and S2V-step row, with its
 date and command), plans each row as its harness did (one H200 under a 24 GiB cap, the plan that
-ran), and compares peak VRAM (±10 %) and each phase's time (±20 %, or a second for phases near
+ran), and compares peak VRAM (±10 %), the step (±10 %) and each other phase's time (±20 %, or a second for phases near
 zero). Prints the Markdown table for docs/BENCHMARKS.md; ``tests/memory/test_measured_fit.py``
 asserts every comparison.
 
@@ -29,6 +29,7 @@ from wan_studio.memory.planner import candidates  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "gpu_measured.json"
 VRAM_TOL, TIME_TOL, TIME_ABS_S = 0.10, 0.20, 1.0
+STEP_TOL = 0.10  # the step is FLOPs at a fitted MFU: every recorded row is within 7 %
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def checks(row: dict[str, Any]) -> list[Check]:
     else:
         peak = plan.peak_vram_gib
     out.append(Check(name, "peak VRAM GiB", peak, row["alloc_gib"], VRAM_TOL))
-    out.append(Check(name, "s/step", plan.step_s, row["s_per_step"], TIME_TOL))
+    out.append(Check(name, "s/step", plan.step_s, row["s_per_step"], STEP_TOL))
     if row.get("decode_s"):
         out.append(Check(name, "decode s", ph["decode_s"], row["decode_s"], TIME_TOL, TIME_ABS_S))
     if row.get("write_s"):

@@ -120,3 +120,56 @@ def test_a_model_without_a_memory_model_is_named() -> None:
     with pytest.raises(KeyError, match="no memory model for 'mystery'; add it to costs.ARCHITECTURES"):
         costs.arch(replace(DEMO, key="mystery"))
     assert costs.arch(replace(T2V_A14B, key="t2v-a14b@high")) == costs.ARCHITECTURES["t2v-a14b"]
+
+
+class _SequenceSeen(Exception):
+    """Raised by the first block's hook once it has seen the sequence (the rest need not run)."""
+
+
+def _sequence_of_the_s2v_transformer(width: int, height: int, motion: bool) -> tuple[int, int]:
+    """(tokens entering the first block, noisy video tokens) of our S2V transformer (tiny width,
+    the real token layout) for one 80-frame chunk at ``width``×``height``."""
+    import torch
+
+    from wan_studio.engine.s2v.config import TINY
+    from wan_studio.engine.s2v.transformer import S2VTransformer
+
+    torch.manual_seed(0)
+    model = S2VTransformer(TINY).eval()
+    seen: list[int] = []
+
+    def stop(_module, args) -> None:  # noqa: ANN001
+        seen.append(args[0].shape[1])
+        raise _SequenceSeen
+
+    model.blocks[0].register_forward_pre_hook(stop)
+    h, w, f = height // 8, width // 8, 20
+    c = TINY
+    with torch.no_grad(), pytest.raises(_SequenceSeen):
+        model(torch.zeros(1, c.in_dim, f, h, w), torch.tensor([900.0]), torch.zeros(1, 8, c.text_dim),
+              torch.zeros(1, c.in_dim, 1, h, w), torch.zeros(1, c.in_dim, 19, h, w) if motion else None,
+              torch.zeros(1, c.cond_dim, f, h, w), torch.zeros(1, c.audio_layers, c.audio_dim, 4 * f))
+    return seen[0], f * (h // 2) * (w // 2)
+
+
+@pytest.mark.parametrize("width, height", [(832, 480), (1024, 704)])
+def test_s2v_tokens_are_those_its_transformer_attends_over(width: int, height: int) -> None:
+    total, video = _sequence_of_the_s2v_transformer(width, height, motion=True)
+    assert costs.tokens(S2V_14B, width, height, 80) == video
+    assert costs.attended_tokens(S2V_14B, width, height, 80) == total
+    first_chunk, _ = _sequence_of_the_s2v_transformer(width, height, motion=False)
+    assert total > first_chunk > video  # the reference image always, the motion context after chunk 1
+    assert costs.tokens(TI2V_5B, 1280, 704, 121) == costs.attended_tokens(TI2V_5B, 1280, 704, 121)
+
+
+def test_s2v_forward_flops_count_the_context_and_the_audio_injectors() -> None:
+    # 832×480: 31,200 video tokens, 1,560 reference, 2,314 motion (1,560 + 390 + 364)
+    assert costs.context_tokens(S2V_14B, 832, 480) == 1_560 + 2_314
+    assert costs.attended_tokens(S2V_14B, 1024, 704, 80) == 63_360  # bench/s2v_step.py's count there
+    blocks = costs.flops_per_forward(S2V_14B, 31_200 + 3_874)
+    inject = costs.audio_inject_flops(S2V_14B, 31_200, 20)
+    assert costs.forward_flops(S2V_14B, 832, 480, 80) == blocks + inject
+    assert inject == pytest.approx(12 * 4 * 31_200 * 5120**2, rel=0.01)  # q and o dominate
+    assert costs.audio_inject_flops(T2V_A14B, 32_760, 21) == 0.0
+    # the context is ~12 % of the tokens but ~20 % of the FLOPs (attention grows as n²)
+    assert costs.forward_flops(S2V_14B, 832, 480, 80) / costs.flops_per_forward(S2V_14B, 31_200) > 1.2

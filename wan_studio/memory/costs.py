@@ -194,6 +194,10 @@ class Architecture:
     nonblock_params: int       # embedders, head: stay bf16 under fp8 storage, always on the GPU
     text_len: int = 512
     act_bytes_per_token_dim: float = ACT_BYTES_PER_TOKEN_DIM
+    # Speech to video: every forward also attends over the reference image and the frame-pack
+    # motion context (``engine.s2v.transformer``), and this many blocks add an audio cross-attention.
+    frame_pack: bool = False
+    audio_inject_layers: int = 0
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -202,9 +206,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
     # S2V: 16.30 B parameters, 14.06 B in its 40 blocks; the audio injector alone is 1.89 B outside them
-    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000),
+    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000, frame_pack=True, audio_inject_layers=12),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
-    "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000),
+    "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000, frame_pack=True, audio_inject_layers=2),
 }
 
 
@@ -221,6 +225,33 @@ def tokens(spec: ModelSpec, width: int, height: int, frames: int) -> int:
     """Latent tokens of one forward: latent frames × (H/down) × (W/down)."""
     a = arch(spec)
     return ((frames - 1) // 4 + 1) * (height // a.spatial_down) * (width // a.spatial_down)
+
+
+# Frame-pack motion context of speech to video (``engine.s2v.motion``, the official
+# ``FramePackMotioner``): the 19 motion latents in buckets of (latent frames, merge factor), newest
+# first; a bucket of ``frames`` merged ``k``× in time and space gives frames/k × (h/2k) × (w/2k)
+# tokens of the latent h × w (the patch is 2 × 2 before the merge).
+S2V_MOTION_BUCKETS = ((1, 1), (2, 2), (16, 4))
+S2V_REFERENCE_FRAMES = 1       # the portrait, one latent frame at full token resolution
+# Audio tokens per latent frame an injector's cross-attention reads: 4 local + 1 padding token.
+S2V_AUDIO_TOKENS_PER_FRAME = 5
+
+
+def context_tokens(spec: ModelSpec, width: int, height: int) -> int:
+    """Tokens a forward attends over beside the noisy video: S2V's reference image and motion
+    context (a chunk after the first; the first has no motion yet, ~6 % fewer tokens), else 0."""
+    a = arch(spec)
+    if not a.frame_pack:
+        return 0
+    lh, lw = height // (a.spatial_down // 2), width // (a.spatial_down // 2)  # latent (VAE ×8)
+    reference = S2V_REFERENCE_FRAMES * (height // a.spatial_down) * (width // a.spatial_down)
+    motion = sum(f // k * (lh // (2 * k)) * (lw // (2 * k)) for f, k in S2V_MOTION_BUCKETS)
+    return reference + motion
+
+
+def attended_tokens(spec: ModelSpec, width: int, height: int, frames: int) -> int:
+    """Tokens in one forward's self-attention: the noisy video's and any context's."""
+    return tokens(spec, width, height, frames) + context_tokens(spec, width, height)
 
 
 def activation_bytes(spec: ModelSpec, n_tokens: int, image: bool = True) -> int:
@@ -254,6 +285,30 @@ def flops_per_forward(spec: ModelSpec, n_tokens: int) -> float:
                  + 4 * n * t * d        # cross-attention scores and values
                  + 4 * n * d * a.ffn)   # feed-forward
     return float(per_layer * a.layers)
+
+
+def audio_inject_flops(spec: ModelSpec, video_tokens: int, latent_frames: int) -> float:
+    """FLOPs of S2V's audio injectors in one forward: each projects the video tokens' queries and
+    outputs and attends, frame by frame, over that frame's audio tokens (0 for other models)."""
+    a = arch(spec)
+    audio = latent_frames * S2V_AUDIO_TOKENS_PER_FRAME
+    per_layer = (4 * video_tokens * a.dim * a.dim                     # q, o over the video tokens
+                 + 4 * audio * a.dim * a.dim                          # k, v over the audio tokens
+                 + 4 * video_tokens * S2V_AUDIO_TOKENS_PER_FRAME * a.dim  # scores and values
+                 + 4 * latent_frames * a.dim * a.dim)                 # adaptive norm from the global token
+    return float(per_layer * a.audio_inject_layers)
+
+
+def forward_flops(spec: ModelSpec, width: int, height: int, frames: int) -> float:
+    """FLOPs of one transformer forward of a job at ``width``×``height``×``frames``: the blocks over
+    every attended token (S2V's reference and motion context too) and S2V's audio injectors.
+    Counting only the noisy video, the S2V step at 832×480 and 1024×704 was predicted 19 % and 13 %
+    fast (6.20 and 15.71 s against 7.63 and 18.08 s measured, bench/s2v_step.py --recipe group,
+    2026-11-26); with the context and injectors, 7.55 and 19.37 s (-1 %, +7 %)."""
+    n_video = tokens(spec, width, height, frames)
+    latent_frames = (frames - 1) // 4 + 1
+    return (flops_per_forward(spec, n_video + context_tokens(spec, width, height))
+            + audio_inject_flops(spec, n_video, latent_frames))
 
 
 def stored_bytes(params: int, storage: str, nonblock_params: int = 0) -> int:

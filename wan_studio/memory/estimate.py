@@ -107,7 +107,7 @@ def phase_peaks(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
         if p.device != "cpu":
             for d in p.devices:
                 base[d] += held_on_gpu(spec, p)
-    n = costs.tokens(spec, work.width, work.height, work.frames)
+    n = costs.attended_tokens(spec, work.width, work.height, work.frames)
     phases: dict[str, dict[str, int]] = {}
     for p in placements:
         if p.device == "cpu":
@@ -184,9 +184,8 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
     """(seconds per step, seconds per job, ideal seconds per job) of the denoising: the steps plus
     the transfers a job makes (components moved on, text encoding). Decode and the mp4 write cost
     the same under every plan and are in ``phase_times``."""
-    n = costs.tokens(spec, work.width, work.height, work.frames)
     forwards = work.passes_per_step
-    flops = costs.flops_per_forward(spec, n) * forwards
+    flops = costs.forward_flops(spec, work.width, work.height, work.frames) * forwards
     experts = [p for p in placements if p.component in TRANSFORMERS]
     step_s, ideal_step_s, per_job_s = 0.0, 0.0, 0.0
     for p in experts:
