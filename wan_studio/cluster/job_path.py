@@ -21,8 +21,9 @@ from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, 
 from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.engine.video_io import write_record
+from wan_studio.memory.manager import ASSEMBLY_ATTR
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
-from wan_studio.memory.plan import Plan
+from wan_studio.memory.plan import Plan, Workload
 from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
 
 if TYPE_CHECKING:
@@ -128,12 +129,21 @@ class JobPath:
             self.sidecar.update(placement=plan.label, plan=plan.to_dict(), plan_retries=len(before),
                                 plan_attempts=[a.to_dict() for a in before] + [Attempt(plan.label).to_dict()])
             t_borrow = time.perf_counter()
+            # A cold model's blocks are compiled on a throwaway block while its weights load.
+            warm = self.rt.warmup_for(mine, plan, Workload.from_request(req), start=True)
             with ExitStack() as held:
                 with self._loading_reports(mine, req.steps or 0):
                     pipe = held.enter_context(borrow(mine, plan))
                 held.enter_context(speed_knobs(pipe, pinned, plan, self.sidecar))
                 # loading, pinning and placing the model (≈ 0 when the worker already holds it so)
                 self.sidecar["load_s"] = round(time.perf_counter() - t_borrow, 3)
+                if not self.sidecar["model_was_loaded"]:
+                    # its own assembly or the one it waited for (the worker's preparation)
+                    self.sidecar["load_parts"] = getattr(pipe, ASSEMBLY_ATTR, None)
+                if warm is not None:
+                    # never beside the first step: it would compile the same graph a second time
+                    self.sidecar["compile_warmup"] = warm.wait()
+                    self.rt.warmup_done(warm)
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
                     return self._attempt(runner, req, guard, paths)
 

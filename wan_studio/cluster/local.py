@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from wan_studio.cluster.executor import (EventSink, Executor, Freed, JobEvent, WorkerGone, WorkerInfo,
                                          WorkerState, event_from_message)
-from wan_studio.cluster.devices import detect_devices, mask_for, start_masked
+from wan_studio.cluster.devices import detect_devices, start_with_env, worker_environment
 from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.cluster.worker import worker_main
 
@@ -201,7 +201,7 @@ class LocalExecutor(Executor):
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(w.name, w.device, self._config, child),
                                  name=f"wan-studio-{w.name}", daemon=True)
-        start_masked(proc, mask_for(w.device))
+        start_with_env(proc, worker_environment(w.device))
         child.close()  # only the worker holds its end, so its death reads as EOF here
         with self._lock:
             w.process, w.conn, w.state, w.started_at = proc, parent, "starting", time.monotonic()

@@ -53,7 +53,10 @@ class RuntimeConfig:
     it (``WorkerRuntime.prepare``); ``compile_cache_dir``: where torch.compile keeps its caches, so
     they last across app starts;
     ``before_write``: called on a worker process's writer thread before each background mp4 write
-    (tests hold a write there to stop or kill the worker mid-write).
+    (tests hold a write there to stop or kill the worker mid-write);
+    ``compile_warmup``: compile the transformer's blocks on a throwaway block while a cold worker
+    loads the model (``engine.warmup``): None (auto) on a CUDA GPU when the plan compiles, True also
+    elsewhere (tests), False never.
     """
 
     models_dir: str = "models"
@@ -73,6 +76,7 @@ class RuntimeConfig:
     before_write: Callable[[], None] | None = None
     prepare: dict[str, Any] | None = None
     compile_cache_dir: str | None = None
+    compile_warmup: bool | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, ram_share: int = 1, **changes: Any) -> RuntimeConfig:
@@ -162,6 +166,8 @@ class WorkerRuntime:
             samples, host = self._local_samples(config.thermal)
         self.host = host or config.host_name or _local_host()
         self.guard = self._guard(samples, config.thermal) if samples is not None else None
+        self._warmups: dict[tuple[Any, ...], Any] = {}
+        self._warmups_lock = threading.Lock()
 
     def _build_manager(self) -> Any:
         from wan_studio.engine.accel import SpeedOptions, plan_applier
@@ -254,9 +260,72 @@ class WorkerRuntime:
         if need > room:
             return (f"{spec.title} not prepared: its weights need {need / hardware.GIB:.1f} GiB of RAM and "
                     f"{room / hardware.GIB:.1f} GiB are free for this worker; it loads with the first job")
+        # warmed as a text-to-video job, the default first job (one timestep per sample)
+        work = Workload(int(want["width"]), int(want["height"]), int(want["num_frames"]), int(want["steps"]),
+                        image=False)
+        warm = self.warmup_for(spec, plan, work, start=True)
         with self.manager.use(spec, plan):
             pass
-        return f"prepared {spec.title} ({plan.label}) in {time.perf_counter() - t0:.1f} s"
+        note = f"prepared {spec.title} ({plan.label}) in {time.perf_counter() - t0:.1f} s"
+        if warm is not None:
+            record = warm.wait()
+            note += f"; compile warm-up: {record}"
+        return note
+
+    # --- compile warm-up -----------------------------------------------------------------------
+    def warmup_for(self, spec: ModelSpec, plan: Any, work: Any, start: bool) -> Any:
+        """The compile warm-up (``engine.warmup.CompileWarmup``) of a job of ``spec`` placed by
+        ``plan`` at ``work``'s size: the one under way or done for the same graph (model, the
+        transformer's placement, shapes), else (``start``) a new one begun now, while the model
+        loads. None when there is nothing to warm: the model's weights are placed already, the plan
+        does not compile its transformer, no CUDA GPU (unless ``config.compile_warmup`` asks), or a
+        model format whose configuration cannot be read before its weights."""
+        from wan_studio.memory import costs
+        from wan_studio.memory.plan import TRANSFORMERS
+
+        tp = next((p for p in plan.placements if p.component in TRANSFORMERS), None)
+        if tp is None or "," in tp.device or not spec.diffusers_layout or self.config.compile_warmup is False:
+            return None
+        if tp.device == "cpu" and self.config.compile_warmup is not True:
+            return None
+        a = costs.arch(spec)
+        # a timestep per token only from an image: text to video runs TI2V-5B with one per sample
+        # (engine.generate.uniform_timestep)
+        per_token = a.expand_timesteps and work.image
+        key = (spec.key, tp.device, tp.storage, tp.offload, work.width, work.height, work.frames, per_token)
+        with self._warmups_lock:
+            if key in self._warmups:
+                return self._warmups[key]
+            if not start or spec.key in self.manager.loaded():
+                return None
+            made = self._new_warmup(spec, plan, tp, work, per_token)
+            if made is not None:
+                self._warmups[key] = made.start()
+            return made
+
+    def warmup_done(self, warm: Any) -> None:
+        """A job waited for ``warm``: later jobs find the model placed and need none."""
+        with self._warmups_lock:
+            for key in [k for k, v in self._warmups.items() if v is warm]:
+                del self._warmups[key]
+
+    def _new_warmup(self, spec: ModelSpec, plan: Any, tp: Any, work: Any, per_token: bool) -> Any:
+        from wan_studio.memory import costs
+
+        if self.config.compile_warmup is None and not (costs.compiles(spec, tp.storage, tp.offload) and _cuda_available()):
+            return None
+        found = getattr(self.manager, "transformer_config", lambda _s: None)(spec)
+        if found is None:
+            return None
+        import torch
+
+        from wan_studio.engine.accel import SpeedOptions, transformer_offload
+        from wan_studio.engine.warmup import CompileWarmup, run_throwaway, shapes_for, speed_preparer
+
+        model_cls, config = found
+        shapes = shapes_for(config, work.width, work.height, work.frames, costs.arch(spec).spatial_down, per_token)
+        prepare = speed_preparer(transformer_offload(plan), plan.storage, SpeedOptions(**self.config.speed))
+        return CompileWarmup(lambda: run_throwaway(model_cls, config, shapes, prepare, tp.device, torch.bfloat16))
 
     # --- planning ------------------------------------------------------------------------------
     def plans(self, spec: ModelSpec, request: Any) -> list[Any]:
@@ -297,6 +366,12 @@ class WorkerRuntime:
         from wan_studio.cluster.job_path import JobPath
 
         JobPath(self, job_id, request, cancel, send, extra or {}, hooks or JobHooks()).run()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _local_host() -> str:

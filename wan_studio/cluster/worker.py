@@ -52,8 +52,9 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
         # state folder, so a restarted app reuses them instead of compiling again.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", config.compile_cache_dir)
         os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(config.compile_cache_dir, "triton"))
-    # The supervisor put this worker's device mask into its environment before the process started
-    # (cluster/devices.start_masked): its GPU is cuda:0 here, from the driver's first call on.
+    # The supervisor put this worker's device mask (and, on a GPU, the pinned-memory settings) into
+    # its environment before the process started (cluster/devices.worker_environment): its GPU is
+    # cuda:0 here, from the driver's first call on.
     from wan_studio.bootstrap import bootstrap
 
     bootstrap()

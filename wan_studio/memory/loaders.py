@@ -59,6 +59,14 @@ class TinyLoader:
         """Tiny parts are shared as the Diffusers releases' are (our own S2V pipeline has its own)."""
         return default_share_key(spec, name)
 
+    def transformer_config(self, spec: ModelSpec) -> tuple[type, dict[str, Any]] | None:
+        """The class and configuration of ``spec``'s tiny transformer, read without loading it
+        (for a compile warm-up, ``engine.warmup``); None for our own speech-to-video pipeline."""
+        if not spec.diffusers_layout:
+            return None
+        module = tiny.build_transformer(*_channels(spec))
+        return type(module), dict(module.config)
+
     def assemble(self, spec: ModelSpec, modules: dict[str, Any]) -> Any:
         """A real diffusers pipeline around the tiny components."""
         if not spec.diffusers_layout:
@@ -103,6 +111,20 @@ class FolderLoader:
             return self._tiny.assemble(spec, modules)
         fmt, found = self._serving(spec)
         return fmt.assemble(found, modules)
+
+    def transformer_config(self, spec: ModelSpec) -> tuple[type, dict[str, Any]] | None:
+        """The class and configuration of ``spec``'s transformer from its Diffusers folder's
+        ``transformer/config.json``, read before the weights (for a compile warm-up); None for
+        the other formats."""
+        if spec.is_demo:
+            return self._tiny.transformer_config(spec)
+        hit = self.sources.find(spec)
+        if hit is None or not hit[1].usable or not (hit[1].root / "transformer" / "config.json").is_file():
+            return None
+        import diffusers
+
+        config = diffusers.WanTransformer3DModel.load_config(str(hit[1].root), subfolder="transformer")
+        return diffusers.WanTransformer3DModel, dict(config)
 
     def share_key(self, spec: ModelSpec, name: str) -> str | None:
         """Which cached copy component ``name`` of ``spec`` may share with other models."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,6 +229,12 @@ class ModelManager:
             self._components[key].locks += 1
             self._components.move_to_end(key)
 
+    def transformer_config(self, spec: ModelSpec) -> tuple[type, dict[str, Any]] | None:
+        """The class and configuration of ``spec``'s transformer, read without its weights, when
+        the loader can say (None otherwise)."""
+        read = getattr(self._loader, "transformer_config", None)
+        return read(spec) if read is not None else None
+
     def status(self, model: str) -> LoadStatus | None:
         """How far the assembly of ``model`` (a key) under way has come; None when none is."""
         with self._cond:
@@ -243,6 +250,7 @@ class ModelManager:
                     if key not in self._components}
             status = self._status[spec.key] = LoadStatus(spec.title.split(" (")[0], sum(todo.values()))
         try:
+            t_read = time.perf_counter()
             for name, key in sorted(parts.items(), key=lambda item: item[1]):
                 if self._take(spec, name, key):
                     fresh.append(key)
@@ -252,12 +260,14 @@ class ModelManager:
                 self._make_room_on_gpu(plan)
                 modules = {n: self._components[k].module for n, k in parts.items()}
             status.stage = "placing"
+            t_place = time.perf_counter()
             pipe = self._loader.assemble(spec, modules)
             try:
                 self._apply(pipe, plan)
             except BaseException:
                 self._release(pipe)
                 raise
+            _note_assembly(pipe, t_place - t_read, time.perf_counter() - t_place, status.total_bytes)
         except BaseException:
             with self._cond:
                 self._status.pop(spec.key, None)
@@ -390,6 +400,20 @@ class ModelManager:
             for key in dropped:
                 self._drop_component(key)
             return dropped
+
+
+ASSEMBLY_ATTR = "wan_load"
+
+
+def _note_assembly(pipe: Any, read_s: float, place_s: float, read_bytes: int) -> None:
+    """Keep how the pipeline's assembly went on it (``ASSEMBLY_ATTR``): seconds reading (or
+    building) the components it lacked and placing them (pinning the offloaded ones, moving the rest
+    to the GPU, hooks, speed knobs), and the bytes read; a job that waited for it reports them."""
+    record = {"read_s": round(read_s, 3), "place_s": round(place_s, 3), "read_gib": round(read_bytes / 2**30, 3)}
+    try:
+        setattr(pipe, ASSEMBLY_ATTR, record)
+    except AttributeError:  # a pipeline object that takes no attributes: nothing to report
+        pass
 
 
 def default_plan(spec: ModelSpec) -> Plan:

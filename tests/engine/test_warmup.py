@@ -1,0 +1,133 @@
+"""A cold worker compiles its transformer's blocks on a throwaway block while the weights load: the
+real first step then compiles nothing (the tiny model on the CPU, dynamo's eager backend; the GPU
+uses Inductor through the same dynamo cache). A warm-up that fails never fails the job."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from diffusers.hooks import apply_group_offloading
+from torch._dynamo.utils import counters
+
+from wan_studio.catalog.specs import get_spec
+from wan_studio.cluster.runtime import RuntimeConfig, WorkerRuntime
+from wan_studio.engine import warmup
+from wan_studio.engine.accel import compile_below_hooks
+from wan_studio.engine.generate import uniform_timestep
+from wan_studio.engine.request import GenerationRequest, validate
+from wan_studio.memory import costs
+from wan_studio.memory.loaders import TinyLoader
+from wan_studio.memory.manager import ModelManager, default_loader
+
+SIZE = dict(width=64, height=64, num_frames=5)
+
+
+def _pipe() -> Any:
+    loader, spec = TinyLoader(), get_spec("demo")
+    return loader.assemble(spec, {c.name: loader.load(spec, c.name, "bf16") for c in spec.components})
+
+
+def _first_step_graphs(pipe: Any) -> int:
+    """Graphs dynamo compiles during one text-to-video step of ``pipe``, run as a job runs it."""
+    counters.clear()
+    with uniform_timestep(pipe) as _:
+        pipe(prompt="a red fox", num_inference_steps=1, output_type="latent", **SIZE)
+    return counters["stats"]["unique_graphs"]
+
+
+def _warm(prepare: Callable[[Any], bool], pipe: Any) -> bool:
+    spec = get_spec("demo")
+    model_cls, config = TinyLoader().transformer_config(spec)  # type: ignore[misc]
+    shapes = warmup.shapes_for(config, SIZE["width"], SIZE["height"], SIZE["num_frames"],
+                               costs.arch(spec).spatial_down, per_token_timestep=False)
+    return warmup.run_throwaway(model_cls, config, shapes, prepare, "cpu", next(pipe.transformer.parameters()).dtype)
+
+
+def _compiled_whole(model: Any) -> bool:
+    model.compile_repeated_blocks(backend="eager", fullgraph=True)
+    return True
+
+
+def test_after_the_warmup_the_first_step_compiles_nothing() -> None:
+    torch._dynamo.reset()
+    cold = _pipe()
+    _compiled_whole(cold.transformer)
+    assert _first_step_graphs(cold) >= 1  # without a warm-up the first step compiles
+
+    torch._dynamo.reset()
+    pipe = _pipe()
+    _compiled_whole(pipe.transformer)
+    assert _warm(_compiled_whole, pipe)
+    assert _first_step_graphs(pipe) == 0
+
+
+def test_blocks_compiled_below_offload_hooks_reuse_the_warmup() -> None:
+    torch._dynamo.reset()
+    pipe = _pipe()
+    cpu = torch.device("cpu")
+    apply_group_offloading(pipe.transformer, onload_device=cpu, offload_device=cpu, offload_type="block_level",
+                           num_blocks_per_group=1)
+    for block in pipe.transformer.blocks:
+        compile_below_hooks(block, backend="eager")
+    assert _warm(lambda m: warmup.compile_as_hooked(m, backend="eager") > 0, pipe)
+    assert _first_step_graphs(pipe) == 0
+
+
+def test_a_warmup_with_nothing_to_compile_runs_nothing() -> None:
+    pipe = _pipe()
+    assert _warm(lambda _m: False, pipe) is False
+
+
+def _runtime(tmp_path: Path, **config: Any) -> WorkerRuntime:
+    models = tmp_path / "m"
+    return WorkerRuntime("w", RuntimeConfig(models_dir=str(models), outputs_dir=str(tmp_path / "out"), **config),
+                         manager=ModelManager(default_loader(models)))
+
+
+def _job(rt: WorkerRuntime, job_id: str) -> dict[str, Any]:
+    sent: list[dict[str, Any]] = []
+    request = validate(GenerationRequest(prompt="a fox", steps=1, seed=1, **SIZE))
+    rt.run_job(job_id, request.to_dict(), threading.Event(), sent.append)
+    assert sent[-1]["ev"] == "done", sent[-1]
+    return json.loads(Path(sent[-1]["outputs"][1]).read_text())
+
+
+def test_a_failing_warmup_does_not_fail_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_a: Any, **_k: Any) -> bool:
+        raise RuntimeError("no kernel for this block")
+
+    monkeypatch.setattr(warmup, "run_throwaway", broken)
+    side = _job(_runtime(tmp_path, compile_warmup=True), "j1")
+    assert side["compile_warmup"]["ran"] is False
+    assert "no kernel for this block" in side["compile_warmup"]["failed"]
+
+
+def test_the_cold_job_warms_at_its_own_shapes_and_a_warm_job_does_not(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[warmup.WarmupShapes] = []
+
+    def record(_cls: Any, _config: Any, shapes: warmup.WarmupShapes, *_a: Any) -> bool:
+        seen.append(shapes)
+        return True
+
+    monkeypatch.setattr(warmup, "run_throwaway", record)
+    rt = _runtime(tmp_path, compile_warmup=True)
+    side = _job(rt, "j1")
+    # 64×64×5 on the demo's Wan2.2 VAE: 48 latent channels, 2 latent frames of 4×4; text to video
+    # runs with one timestep per sample
+    assert seen == [warmup.WarmupShapes((48, 2, 4, 4), per_token_timestep=False)]
+    assert side["compile_warmup"]["ran"] is True and side["model_was_loaded"] is False
+    assert set(side["load_parts"]) == {"read_s", "place_s", "read_gib"}
+    again = _job(rt, "j2")
+    assert len(seen) == 1 and again["model_was_loaded"] is True
+    assert "load_parts" not in again and "compile_warmup" not in again
+
+
+def test_no_warmup_on_a_cpu_worker_unless_asked(tmp_path: Path) -> None:
+    side = _job(_runtime(tmp_path), "j1")
+    assert "compile_warmup" not in side and side["load_parts"]["read_s"] >= 0
