@@ -13,7 +13,10 @@ Two app starts on the same folders:
    model (a user who takes that long to type a prompt), then submitted at once is not measured.
 
 Per job: submit → mp4, the sidecar's phases, and the status texts seen while it waited for the
-model. At ``--steps`` (2–3) the decode is a large share of a job; ``ratio_50`` scales both jobs to
+model. A cold load is split as the worker measured it (``load_parts``: reading the components,
+then placing them: page-locking the offloaded ones, moving the rest, hooks) beside the time model's
+read and pin seconds, with the page-locking rate the run implies (re-fit ``costs.PIN_BYTES_PER_S``
+from it); the compile warm-up's seconds and how long the job waited for it; the first step. At ``--steps`` (2–3) the decode is a large share of a job; ``ratio_50`` scales both jobs to
 the preset's 50 steps with the warm job's s/step (compile stays in the first step). Prints one
 ``RESULT {json}`` line and a Markdown table.
 
@@ -48,11 +51,38 @@ def _row(case: str, job: Any, submitted: float, texts: list[str]) -> dict[str, A
         return out
     side = _sidecar(job)
     t = side.get("timings", {})
+    parts = side.get("load_parts") or {}
     out.update(submit_to_mp4_s=round((job.finished_at or 0) - submitted, 2), model_was_loaded=side.get("model_was_loaded"),
-               load_s=side.get("load_s"), text_s=t.get("text_s"), first_step_s=t.get("first_step_s"),
+               load_s=side.get("load_s"), read_s=parts.get("read_s"), place_s=parts.get("place_s"),
+               read_gib=parts.get("read_gib"), warmup=side.get("compile_warmup"),
+               text_s=t.get("text_s"), first_step_s=t.get("first_step_s"),
                s_per_step=t.get("s_per_step"), denoise_s=t.get("denoise_s"), decode_s=t.get("decode_s"),
                write_s=t.get("write_s"), clock=side.get("clock"), plan=side.get("placement"),
                speed=side.get("speed"), status_texts=texts)
+    if side.get("model_was_loaded") is False:
+        out.update(_predicted_load(side))
+    return out
+
+
+def _predicted_load(side: dict[str, Any]) -> dict[str, Any]:
+    """The time model's read and pin seconds for the plan that ran, and the page-locking rate this
+    run implies (pinned bytes / measured place s): the figure to re-fit ``costs.PIN_BYTES_PER_S`` by."""
+    from wan_studio.catalog.specs import get_spec
+    from wan_studio.memory import costs
+    from wan_studio.memory.estimate import load_s, pin_s
+    from wan_studio.memory.plan import Placement
+
+    plan, parts = side.get("plan") or {}, side.get("load_parts") or {}
+    try:
+        spec = get_spec(side["model"])
+        placements = tuple(Placement(**p) for p in plan["placements"])
+    except (KeyError, TypeError):
+        return {}
+    pin_pred = pin_s(spec, placements)
+    out = {"read_s_pred": round(load_s(spec, placements) - pin_pred, 2), "pin_s_pred": round(pin_pred, 2)}
+    pinned = pin_pred * costs.PIN_BYTES_PER_S
+    if parts.get("place_s") and pinned:
+        out["pin_gb_per_s"] = round(pinned / parts["place_s"] / 1e9, 2)
     return out
 
 
@@ -139,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         studio.close()
 
+    from wan_studio.cluster.devices import worker_environment
+    from wan_studio.memory import costs
+
     warm = rows[1]
+    gpu_env = worker_environment("cuda:0")
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "model": model, "steps": a.steps, "size": size,
+                              "worker_alloc_conf": {k: v for k, v in gpu_env.items() if "ALLOC_CONF" in k}
+                              or os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
                               "cap_gib": os.environ.get("CAP_GIB"), "app_up_s": round(up_s, 2),
                               "prepared_after_start_s": round(prepared_s, 2), "gpu_idle_gap_s": gap, "rows": rows}
     if all(r["status"] == "done" for r in rows) and warm.get("s_per_step"):
@@ -148,19 +184,29 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             r["ratio"] = round(r["submit_to_mp4_s"] / warm["submit_to_mp4_s"], 3)
             r["ratio_50"] = round((r["submit_to_mp4_s"] + more) / (warm["submit_to_mp4_s"] + more), 3)
-    lines = ["| case | submit→mp4 s | ratio (50 steps) | model loaded | load s | text s | 1st step s | "
-             "s/step | decode s | mp4 s (background) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | submit→mp4 s | ratio (50 steps) | model loaded | load s (waited) | read s (pred) | "
+             "place s (pin pred) | compile warm-up s | text s | 1st step s | s/step | decode s | mp4 s (background) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in rows:
         if r["status"] != "done":
-            lines.append(f"| {r['case']} | {r['status']}: {r['error']} |" + " |" * 8)
+            lines.append(f"| {r['case']} | {r['status']}: {r['error']} |" + " |" * 11)
             continue
-        f = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+        w = r.get("warmup") or {}
+        warm = "–" if not w else (f"{f(w.get('s'))} (waited {f(w.get('waited_s'))})" if w.get("ran")
+                                  else w.get("failed") or w.get("skipped") or "no")
         lines.append(f"| {r['case']} | {f(r['submit_to_mp4_s'])} | {f(r.get('ratio'))} ({f(r.get('ratio_50'))}) | "
-                     f"{r['model_was_loaded']} | {f(r['load_s'])} | {f(r['text_s'])} | {f(r['first_step_s'])} | "
-                     f"{f(r['s_per_step'])} | {f(r['decode_s'])} | {f(r['write_s'])} |")
+                     f"{r['model_was_loaded']} | {f(r['load_s'])} | {f(r.get('read_s'))} ({f(r.get('read_s_pred'))}) | "
+                     f"{f(r.get('place_s'))} ({f(r.get('pin_s_pred'))}) | {warm} | {f(r['text_s'])} | "
+                     f"{f(r['first_step_s'])} | {f(r['s_per_step'])} | {f(r['decode_s'])} | {f(r['write_s'])} |")
     print("\n".join(lines))
     print(f"GPU idle between the queued jobs: {gap} s; app up in {up_s:.1f} s; restarted app's worker had "
           f"{model} prepared {prepared_s:.1f} s after start")
+    fresh = rows[0]
+    if fresh.get("pin_gb_per_s"):
+        print(f"page-locking: {fresh['pin_gb_per_s']} GB/s measured (pinned bytes / place s) against "
+              f"costs.PIN_BYTES_PER_S = {costs.PIN_BYTES_PER_S / 1e9:.2f} GB/s; worker allocator settings: "
+              f"{result['worker_alloc_conf']}")
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "first_video.json").write_text(json.dumps(result, indent=1))

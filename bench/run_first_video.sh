@@ -5,10 +5,15 @@
 # Carry [".whl", ".ffmpeg"] (made here by: bash bench/run_size_menu.sh --prepare).
 #   OUT=$OUT bash bench/run_first_video.sh
 # Env: STEPS (default 2), CAP_GIB (default 24), BENCH_S (seconds allowed, default 300).
+# To compare with torch's single-threaded pinning:
+#   PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True,pinned_use_cuda_host_register:False
 set -u
 cd "$(dirname "$0")/.."
 . bench/device_env.sh
 models=/tmp/first-video-models
+# Page-locking rate under each of torch's pinned-memory settings (the worker gets the multi-threaded
+# host-register one: cluster/devices.worker_environment), 4 GiB each, a fresh process per setting.
+timeout 120 python3 bench/pin_rate.py --gib 4 --out "$OUT" | grep -v "^RESULT " || echo "pin_rate did not finish"
 # The random model is built and saved by a process of its own, so the driver never holds the GPU.
 timeout 200 python3 bench/size_menu.py --models "$models" --save-only || exit 1
 CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout "${BENCH_S:-300}" \
