@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wan_studio.catalog.specs import get_spec  # noqa: E402
+from wan_studio.engine.compile_log import CompileLog, RunShape  # noqa: E402
 from wan_studio.memory import costs  # noqa: E402
 from wan_studio.memory.estimate import load_s, phase_peaks, pin_s  # noqa: E402
 from wan_studio.memory.hardware import GIB, GpuInfo, Hardware  # noqa: E402
@@ -107,23 +108,49 @@ def checks(row: dict[str, Any]) -> list[Check]:
     if row.get("place_s") is not None:  # weights already in memory: pinning and placing only
         out.append(Check(name, "pin s (in memory)", pin_s(spec, plan.placements), row["place_s"], TIME_TOL))
     first = row.get("first_step_s")
+    needs = compile_needs(row)
     if first is not None:
-        # beyond one step: text encoding (worker rows) and, in a first job, the compile
+        # beyond one step: text encoding (worker rows) and what the job compiled
         text_in = 0.0 if row["harness"] == "e2e" else ph["text_s"]
         extra = first - row["s_per_step"]
-        if not row["warm"]:
+        if "compile" in needs:
             swap = row.get("expert_swap_s") or 0.0
-            out.append(Check(name, "text + compile s (first job)", text_in + ph["compile_s"], extra + swap,
+            out.append(Check(name, "text + compile s (first job)", text_in + plan.compile_s_for(needs), extra + swap,
                              TIME_TOL, TIME_ABS_S))
-        elif not row["new_shape"]:
+        elif "recompile" in needs:
+            out.append(Check(name, "text + recompile s (new size)", text_in + plan.compile_s_for(needs), extra,
+                             TIME_TOL, TIME_ABS_S))
+        else:
             out.append(Check(name, "first step beyond a step s", text_in, extra, TIME_TOL, TIME_ABS_S))
     if row["harness"] == "worker":
         # rows recorded before the mp4 carried its settings tag keep the write they measured
         write = row["write_s"] if row.get("write_s") is not None else row.get("write_s_before_settings_tag", 0.0)
         measured = row["denoise_s"] + row["decode_s"] + write
-        predicted = plan.warm_job_s + (0.0 if row["warm"] else ph["compile_s"])
+        predicted = plan.warm_job_s + plan.compile_s_for(needs)
         out.append(Check(name, "job s (text to mp4)", predicted, measured, TIME_TOL))
     return out
+
+
+def compile_needs(row: dict[str, Any]) -> list[str]:
+    """What the row's job compiled as the worker's compile log sees it: the log replayed over the
+    jobs before it in the same worker process (``worker_run``, ``run_order``); a row of its own
+    process compiles in its first job only."""
+    spec = get_spec(row["model"])
+    if "worker_run" not in row:
+        return ["none"] if row["warm"] else ["compile"]
+    log = CompileLog()
+    before = sorted((r for r in rows() if r.get("worker_run") == row["worker_run"]
+                     and r["run_order"] < row["run_order"]), key=lambda r: r["run_order"])
+    for r in before:
+        log.ran(spec.key, [run_shape(r)])
+    # every worker row ran compiled blocks (bf16 TI2V-5B, model or block offload, Triton installed)
+    return list(log.needs(spec.key, [run_shape(row)], compiled=True))
+
+
+def run_shape(row: dict[str, Any]) -> RunShape:
+    """The shape the row's transformer ran at (a timestep per token for TI2V from an image)."""
+    per_token = costs.arch(get_spec(row["model"])).expand_timesteps and row["image"]
+    return RunShape(row["width"], row["height"], row["frames"], per_token)
 
 
 def every_check() -> list[Check]:

@@ -173,3 +173,22 @@ def test_s2v_forward_flops_count_the_context_and_the_audio_injectors() -> None:
     assert costs.audio_inject_flops(T2V_A14B, 32_760, 21) == 0.0
     # the context is ~12 % of the tokens but ~20 % of the FLOPs (attention grows as n²)
     assert costs.forward_flops(S2V_14B, 832, 480, 80) / costs.flops_per_forward(S2V_14B, 31_200) > 1.2
+
+
+def test_a_compiled_plan_predicts_the_recompile_of_a_new_shape_and_the_cost_line_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from wan_studio.memory.hardware import Hardware, gpu
+    from wan_studio.memory.plan import Workload
+    from wan_studio.memory.planner import choose
+    from wan_studio.ui.advanced_form import time_text
+
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
+    box = Hardware((gpu(0, 24, "NVIDIA H200", (9, 0)),), 128 * GIB, 128 * GIB)
+    plan = choose(TI2V_5B, Workload(1280, 704, 121, 50, image=False), box)
+    assert plan.phase_s["recompile_s"] == costs.RECOMPILE_NEW_SHAPE_S
+    assert plan.compile_s_for(["recompile"]) == costs.RECOMPILE_NEW_SHAPE_S
+    assert plan.compile_s_for(["compile", "recompile"]) == plan.phase_s["compile_s"] + costs.RECOMPILE_NEW_SHAPE_S
+    assert plan.compile_s_for(["none"]) == 0.0
+    assert "one that has run it only at another size 5 s recompiling" in time_text(plan)
+    eager = choose(S2V_14B, Workload(832, 480, 80, 40), box)  # our S2V class is not compiled
+    assert eager.phase_s["recompile_s"] == 0.0 and "recompiling" not in time_text(eager)

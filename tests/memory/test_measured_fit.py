@@ -39,3 +39,16 @@ def test_every_model_and_phase_the_issue_names_is_recorded() -> None:
     # so is a step 13 % fast, as S2V's was before its reference and motion tokens were counted
     s2v = next(c for r in ROWS if r["case"].startswith("S2V-14B 1024") for c in fit_table.checks(r) if c.figure == "s/step")
     assert s2v.ok and not replace(s2v, predicted=s2v.measured * 0.87).ok
+
+
+def test_the_workers_compile_log_replayed_over_each_gpu_run_finds_every_recompile() -> None:
+    worker_rows = [r for r in ROWS if r["harness"] == "worker"]
+    assert len({r["worker_run"] for r in worker_rows}) == 4
+    for row in worker_rows:
+        needs = fit_table.compile_needs(row)
+        want = ["compile"] if not row["warm"] else (["recompile"] if row["new_shape"] else ["none"])
+        assert needs == want, (row["case"], needs)
+    # 720p 10 s, 1080p 5 s from an image and portrait 720p 5 s recompiled (4-6 s beyond a step)
+    assert sum(r["new_shape"] for r in worker_rows) == 3
+    figures = {c.figure for c in fit_table.every_check()}
+    assert "text + recompile s (new size)" in figures

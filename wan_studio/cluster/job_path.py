@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wan_studio.catalog.specs import get_spec
+from wan_studio.engine.compile_log import job_shapes
 from wan_studio.engine.generate import GenerationCancelled, Progress
 from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, finished_earlier, work_dir_of
 from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.engine.video_io import write_record
+from wan_studio.memory import costs
 from wan_studio.memory.manager import ASSEMBLY_ATTR
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
 from wan_studio.memory.plan import Plan, Workload
@@ -117,7 +119,11 @@ class JobPath:
         spec = get_spec(req.model)
         mine = self.hooks.variant(spec) if self.hooks.variant else spec
         self.report(Progress("loading", 0, req.steps or 0, 0.0))
-        self.sidecar["model_was_loaded"] = mine.key in self.rt.loaded()
+        loaded = mine.key in self.rt.loaded()
+        self.sidecar["model_was_loaded"] = loaded
+        if not loaded:  # loaded afresh: compiled from the start
+            self.rt.compile_log.forget(mine.key)
+        shapes = job_shapes(req, costs.arch(mine).expand_timesteps)
         pinned = overrides_of(req)
         if pinned.to_dict():
             self.sidecar["overrides"] = pinned.to_dict()
@@ -144,8 +150,12 @@ class JobPath:
                     # never beside the first step: it would compile the same graph a second time
                     self.sidecar["compile_warmup"] = warm.wait()
                     self.rt.warmup_done(warm)
+                # what this job's shapes make the worker compile, for its predicted time
+                self.sidecar["compile_needs"] = self.rt.compile_log.needs(mine.key, shapes, compiled(pipe))
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
-                    return self._attempt(runner, req, guard, paths)
+                    result = self._attempt(runner, req, guard, paths)
+                self.rt.compile_log.ran(mine.key, shapes)
+                return result
 
         try:
             # An out-of-memory error retries the job with the next, lighter plan.
@@ -230,6 +240,12 @@ class JobPath:
                                         "file": str(path), "ratios": ratios}
         write_record(result.video_path, result.sidecar_path, data)
         return result
+
+
+def compiled(pipe: Any) -> bool:
+    """The pipeline's transformer blocks are torch.compiled (``engine.accel.apply_speed`` and the
+    job's speed knobs record it on the pipeline)."""
+    return bool((getattr(pipe, "wan_speed", None) or {}).get("compile"))
 
 
 @contextmanager

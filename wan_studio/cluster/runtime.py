@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from wan_studio.catalog.specs import ModelSpec, get_spec
+from wan_studio.engine.compile_log import CompileLog, RunShape
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -161,6 +162,8 @@ class WorkerRuntime:
         self.ratios = MagRatios(config.ratios_dir())
         self.pins = dict(pins or {})
         self.writer = writer
+        # the shapes each model has run in this process: what a job will compile (its estimate)
+        self.compile_log = CompileLog()
         self._sampler: Any = None
         if samples is None and config.thermal is not None and config.thermal.enabled:
             samples, host = self._local_samples(config.thermal)
@@ -270,6 +273,8 @@ class WorkerRuntime:
         if warm is not None:
             record = warm.wait()
             note += f"; compile warm-up: {record}"
+            if record.get("ran"):  # the model's blocks have run that shape in this process
+                self.compile_log.ran(spec.key, [RunShape(work.width, work.height, work.frames)])
         return note
 
     # --- compile warm-up -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.sampler import official_scheduler, sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, write_mp4, write_record
+from wan_studio.memory.plan import compile_s_of
 
 Stage = Literal["loading", "encoding", "denoising", "paused", "decoding", "writing", "done"]
 
@@ -403,16 +404,24 @@ def generate(
 def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, float], record: dict[str, Any],
                                steps: int) -> dict[str, Any] | None:
     """The plan's predicted phases beside this job's measured ones, ``phase: [predicted, measured]``
-    in seconds (measured None where the job did not time it; compile and loading only count on a
-    worker that did not hold the model), and the peak VRAM in GiB. None without a plan's phases."""
+    in seconds (measured None where the job did not time it), and the peak VRAM in GiB. Loading
+    counts on a worker that did not hold the model; compiling as the worker expected this job's
+    shapes to need (``record["compile_needs"]``, ``engine.compile_log``: the full compile on the
+    model's first run, a recompile at a shape its compiled blocks had not traced; without it, on a
+    worker that did not hold the model). None without a plan's phases."""
     ph = (plan or {}).get("phases") or {}
     if not ph:
         return None
     cold = record.get("model_was_loaded") is False
+    needs = record.get("compile_needs")
+    if needs is None:
+        needs = ["compile"] if cold else []
+    compile_pred = compile_s_of(ph, needs)
     step = timings.get("s_per_step")
     text = timings.get("text_s")
     first = timings.get("first_step_s")
-    compile_meas = (max(first - (text or 0.0) - step, 0.0) if cold and first is not None and step else None)
+    compiling = any(n != "none" for n in needs)
+    compile_meas = (max(first - (text or 0.0) - step, 0.0) if compiling and first is not None and step else None)
     load = record.get("load_s")
     out = {
         "text_s": [ph.get("text_s"), text],
@@ -420,11 +429,9 @@ def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, f
         "decode_s": [ph.get("decode_s"), timings.get("decode_s")],
         "write_s": [ph.get("write_s"), timings.get("write_s")],
         "load_s": [ph.get("load_s") if cold else 0.0, load],
-        "compile_s": [ph.get("compile_s") if cold else 0.0, compile_meas],
+        "compile_s": [compile_pred, compile_meas],
     }
-    predicted_job = sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
-    if cold:
-        predicted_job += ph.get("compile_s", 0.0)
+    predicted_job = sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s")) + compile_pred
     out["job_s"] = [predicted_job, timings.get("total_s")]
     peak = record.get("peak_vram_gib")
     predicted_peak = max((plan or {}).get("peak_vram_gib", {}).values(), default=None)

@@ -99,11 +99,16 @@ LOAD_READ_BYTES_PER_S = 5.2e9
 PIN_BYTES_PER_S = 1.38e9
 # Compiling the blocks (regional torch.compile), paid in the first step of the first job a worker
 # runs with a model: TI2V-5B 13.1 / 14.1 / 14.9 s (720p, 1080p, 720p from an image), T2V-A14B
-# 11.7 s for the first expert and 1.5 s more at the swap to the second. A warm worker's first job
-# at a new size recompiles for 4-6 s (720p 10 s, portrait, from an image) until dynamo turns the
-# shapes dynamic; not predicted (0 s).
+# 11.7 s for the first expert and 1.5 s more at the swap to the second.
 COMPILE_FIRST_S = 13.5
 COMPILE_MORE_EXPERT_S = 1.5
+# A warm worker's compiled blocks recompile when a job brings a shape dynamo has not traced yet
+# (``engine.compile_log``: a second size, or the first job with the other timestep kind). Measured
+# as the first step beyond a step and the text encoding, TI2V-5B, model offload, H200 (bench/
+# size_menu.py, 2026-12-02): 720p 10 s after 720p 5 s 6.21 s, 1080p 5 s from an image after 1080p
+# 5 s 3.95 s, portrait 720p 5 s after 720p 5 s from an image 5.03 s (mean 5.06 s); not measured
+# for A14B's two experts (counted once).
+RECOMPILE_NEW_SHAPE_S = 4.9
 DEMO_BUILD_S = 0.1             # a worker builds the demo model in code: 0.06-0.08 s (load_s of a first demo job)
 FIRST_CALL_S = 1.0             # an eager first job: kernel selection, cuBLAS/cuDNN set-up (not measured)
 # VAE decode on the reference GPU, fp32, tiled: (fixed seconds, seconds per megapixel-frame).

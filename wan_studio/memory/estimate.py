@@ -28,7 +28,8 @@ class Estimate:
     job_s: float
     ideal_job_s: float
     # Seconds per phase of one job: load_s (a fresh worker reads and pins the model), compile_s
-    # (the first job of a loaded model), text_s, steps_s, decode_s, write_s (the mp4).
+    # (the first job of a loaded model), recompile_s (a compiled worker's job at a shape it has not
+    # traced yet), text_s, steps_s, decode_s, write_s (the mp4).
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -251,8 +252,10 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
         compile_s = costs.COMPILE_FIRST_S + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
     else:
         compile_s = costs.FIRST_CALL_S if on_gpu else 0.0
-    phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "text_s": text_s, "steps_s": steps_s,
-              "decode_s": decode, "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
+    recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0
+    phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "recompile_s": recompile_s,
+              "text_s": text_s, "steps_s": steps_s, "decode_s": decode,
+              "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
     if not on_gpu:  # a CPU shared with other work gives the job its share
         phases = {k: v * hw.cpu_busy for k, v in phases.items()}
     return phases

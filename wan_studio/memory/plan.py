@@ -117,7 +117,7 @@ class Plan:
     # faster tile when the decode phase fits with it.
     vae_tile: tuple[int, int] = (256, 192)
     # Predicted seconds per phase of a job (``estimate.Estimate.phases``): load_s, compile_s,
-    # text_s, steps_s, decode_s, write_s.
+    # recompile_s, text_s, steps_s, decode_s, write_s.
     phases: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -139,6 +139,10 @@ class Plan:
         """Predicted first job of a fresh worker: loading the model and compiling as well."""
         ph = self.phase_s
         return self.warm_job_s + ph.get("load_s", 0.0) + ph.get("compile_s", 0.0)
+
+    def compile_s_for(self, needs: list[str] | tuple[str, ...]) -> float:
+        """Predicted compile seconds of a job whose shapes need ``needs`` (see ``compile_s_of``)."""
+        return compile_s_of(self.phase_s, needs)
 
     def placement(self, component: str) -> Placement | None:
         """The placement of ``component``, or None when the model has no such part."""
@@ -196,6 +200,14 @@ class Plan:
         for k in ("peak_vram", "host_ram_bytes"):
             d.pop(k)
         return d
+
+
+def compile_s_of(phases: dict[str, float], needs: list[str] | tuple[str, ...]) -> float:
+    """Predicted compile seconds of a job from a plan's ``phases`` and what each of its shapes
+    needs (``engine.compile_log``): "compile" (the model's first run in the worker) counts
+    ``compile_s``, "recompile" (a shape its compiled blocks have not traced) ``recompile_s``."""
+    per = {"compile": phases.get("compile_s", 0.0), "recompile": phases.get("recompile_s", 0.0)}
+    return sum(per.get(n, 0.0) for n in needs)
 
 
 class NoPlanFits(RuntimeError):
