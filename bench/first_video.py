@@ -68,8 +68,7 @@ def _predicted_load(side: dict[str, Any]) -> dict[str, Any]:
     """The time model's read and pin seconds for the plan that ran, and the page-locking rate this
     run implies (pinned bytes / measured place s): the figure to re-fit ``costs.PIN_BYTES_PER_S`` by."""
     from wan_studio.catalog.specs import get_spec
-    from wan_studio.memory import costs
-    from wan_studio.memory.estimate import load_s, pin_s
+    from wan_studio.memory.estimate import load_s, pin_s, pinned_bytes
     from wan_studio.memory.plan import Placement
 
     plan, parts = side.get("plan") or {}, side.get("load_parts") or {}
@@ -80,9 +79,10 @@ def _predicted_load(side: dict[str, Any]) -> dict[str, Any]:
         return {}
     pin_pred = pin_s(spec, placements)
     out = {"read_s_pred": round(load_s(spec, placements) - pin_pred, 2), "pin_s_pred": round(pin_pred, 2)}
-    pinned = pin_pred * costs.PIN_BYTES_PER_S
+    pinned = pinned_bytes(spec, placements)
     if parts.get("place_s") and pinned:
-        out["pin_gb_per_s"] = round(pinned / parts["place_s"] / 1e9, 2)
+        rate = pinned / parts["place_s"]
+        out["pin_gb_per_s"] = round(rate / 1e9, 2)  # an upper bound on the time: place s is more than pinning
     return out
 
 

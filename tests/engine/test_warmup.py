@@ -78,6 +78,18 @@ def test_blocks_compiled_below_offload_hooks_reuse_the_warmup() -> None:
     assert _first_step_graphs(pipe) == 0
 
 
+def test_the_throwaway_has_the_dtypes_of_the_loaded_transformer(tmp_path: Path) -> None:
+    # a dtype differing from the real model's is a guard failure: the first step would compile again
+    from wan_studio.catalog.tiny import build_transformer
+
+    build_transformer(48, 48).save_pretrained(tmp_path / "t")
+    loaded = type(build_transformer(48, 48)).from_pretrained(tmp_path / "t", torch_dtype=torch.bfloat16)
+    throwaway = warmup.typed_as_loaded(type(loaded).from_config(dict(loaded.config)), torch.bfloat16)
+    dtypes = lambda m: {n: t.dtype for n, t in [*m.named_parameters(), *m.named_buffers()]}  # noqa: E731
+    assert dtypes(throwaway) == dtypes(loaded)
+    assert torch.float32 in dtypes(loaded).values() and torch.bfloat16 in dtypes(loaded).values()
+
+
 def test_a_warmup_with_nothing_to_compile_runs_nothing() -> None:
     pipe = _pipe()
     assert _warm(lambda _m: False, pipe) is False

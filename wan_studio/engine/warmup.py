@@ -24,6 +24,9 @@ from typing import Any, Callable
 
 # diffusers' Wan pipelines pad every prompt to this many tokens (``max_sequence_length``).
 TEXT_TOKENS = 512
+# A job waits at most this long for a warm-up still running after its load (a cold compile of
+# TI2V-5B's block took 13-17 s on an H200); past it the job goes on and compiles as before.
+WAIT_LIMIT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,7 @@ def run_throwaway(model_cls: type, config: Any, shapes: WarmupShapes, prepare: C
     cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
     cfg["num_layers"] = 1
     with torch.device(device):
-        model = model_cls.from_config(cfg)
-    # Typed as from_pretrained(torch_dtype=dtype) types the real one (dtypes are guards of the graph,
-    # like shapes and requires_grad, which stays as loaded): floating parameters in ``dtype`` except
-    # those of _keep_in_fp32_modules, buffers as built.
-    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
-    for name, param in model.named_parameters():
-        if param.is_floating_point():
-            fp32 = any(k in name.split(".") for k in keep)
-            param.data = param.data.to(torch.float32 if fp32 else dtype)
-    model.eval()
+        model = typed_as_loaded(model_cls.from_config(cfg), dtype).eval()
     if not prepare(model):
         return False
     c, f, h, w = shapes.latent
@@ -85,6 +79,21 @@ def run_throwaway(model_cls: type, config: Any, shapes: WarmupShapes, prepare: C
         torch.cuda.synchronize()
     del model, hidden, text
     return True
+
+
+def typed_as_loaded(model: Any, dtype: Any) -> Any:
+    """``model`` with the dtypes ``from_pretrained(torch_dtype=dtype)`` gives the real one (dtypes
+    are guards of the graph, like shapes and ``requires_grad``, which stays as loaded): floating
+    parameters in ``dtype`` except those of ``_keep_in_fp32_modules``, kept in float32; buffers as
+    built."""
+    import torch
+
+    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
+    for name, param in model.named_parameters():
+        if param.is_floating_point():
+            fp32 = dtype != torch.float32 and any(k in name.split(".") for k in keep)
+            param.data = param.data.to(torch.float32 if fp32 else dtype)
+    return model
 
 
 def speed_preparer(offload_modes: set[str], storage: str, options: Any) -> Callable[[Any], bool]:
@@ -155,7 +164,7 @@ class CompileWarmup:
             except Exception:  # noqa: BLE001 - freeing the throwaway's cache is best effort
                 pass
 
-    def wait(self, timeout_s: float | None = None) -> dict[str, Any]:
+    def wait(self, timeout_s: float | None = WAIT_LIMIT_S) -> dict[str, Any]:
         """Wait for the warm-up (seconds waited are added as ``waited_s``); its record."""
         t0 = time.perf_counter()
         if self._thread.ident is not None:

@@ -95,6 +95,9 @@ REF_TFLOPS = 790.0             # the H200's measured 8192³ bf16 matmul peak the
 # Loading a model into a worker: read from disk (page cache) and copy into pinned host memory for
 # the offloaded parts. TI2V-5B from its folder: 22.1 s for 24.2 GB, model offload; T2V-A14B built in
 # memory, pinning and placing only: 49.5 s for 68.3 GB → 1.38 GB/s to pin, 5.2 GB/s left to read.
+# 1.38 GB/s was torch's default page-locking (cudaHostAlloc, one thread). GPU workers now fault the
+# pages in on several threads and register them (cluster/devices.worker_environment): re-fit from
+# the rate bench/first_video.py prints ("page-locking: … GB/s") or bench/pin_rate.py.
 LOAD_READ_BYTES_PER_S = 5.2e9
 PIN_BYTES_PER_S = 1.38e9
 # Compiling the blocks (regional torch.compile), paid in the first step of the first job a worker

@@ -269,11 +269,16 @@ def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
     return sum(stored(spec, p) for p in placements) / costs.LOAD_READ_BYTES_PER_S + pin_s(spec, placements)
 
 
-def pin_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
-    """Seconds to copy the offloaded components into pinned host memory."""
-    pinned = sum(stored(spec, p) for p in placements if p.offload in ("model_offload", "group_offload")
-                 and not always_on_gpu(p))
-    return pinned / costs.PIN_BYTES_PER_S
+def pinned_bytes(spec: ModelSpec, placements: tuple[Placement, ...]) -> int:
+    """Bytes of the offloaded components a worker copies into pinned host memory."""
+    return sum(stored(spec, p) for p in placements if p.offload in ("model_offload", "group_offload")
+               and not always_on_gpu(p))
+
+
+def pin_s(spec: ModelSpec, placements: tuple[Placement, ...], bytes_per_s: float | None = None) -> float:
+    """Seconds to copy the offloaded components into pinned host memory at ``bytes_per_s``
+    (default ``costs.PIN_BYTES_PER_S``; a benchmark passes the rate it measured to re-fit it)."""
+    return pinned_bytes(spec, placements) / (bytes_per_s or costs.PIN_BYTES_PER_S)
 
 
 def estimate(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> Estimate:
