@@ -10,6 +10,10 @@
 #   bash bench/run_size_menu.sh 720p      # 720p 5 s, with an image, 10 s, portrait; then 720p 5 s warm
 #   bash bench/run_size_menu.sh 1080p     # 1080p 5 s, with an image, 10 s, portrait 10 s; then warm
 #   bash bench/run_size_menu.sh a14b      # T2V-A14B 832×480×81 and 1280×720×81, 3 steps, in memory
+# Through the worker from disk (each ~71 GB in Diffusers layout: the nvidia-h200-x2 machine's 128 GiB
+# disk holds one; each part removes the other models' folders first; one GPU, CUDA_VISIBLE_DEVICES=0):
+#   bash bench/run_size_menu.sh t2v-a14b-disk   # save T2V-A14B, then 480p (cold), 720p, 480p warm; 3 steps
+#   bash bench/run_size_menu.sh i2v-a14b-disk   # the same for I2V-A14B, each job from an image
 # Env: STEPS (default 2), A14B_STEPS (default 3), CASES (';'-separated size_menu cases instead of
 # the part's), CAP_GIB (default 24), OUT (default $OUT or bench/out).
 set -u
@@ -41,7 +45,19 @@ case "${1:-720p}" in
         | grep -E "^RESULT|Error|error" || status=1
     done
     exit $status ;;
-  *) echo "unknown part '$1': 720p, 1080p, a14b or --prepare" >&2; exit 2 ;;
+  t2v-a14b-disk|i2v-a14b-disk)
+    # Within one 10-minute device call: save ≤ 240 s (~71 GB from the GPU, shard by shard), then the
+    # worker's cold load and pin (~60 s) and three jobs (~230 s at 3 steps) ≤ 330 s.
+    model=${1%-disk}
+    models=/tmp/size-menu-models
+    export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+    timeout 240 python3 bench/size_menu.py --model "$model" --models "$models" --save-only --evict || exit 1
+    df -h "$models" | tail -1
+    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout 330 \
+      python3 bench/size_menu.py --model "$model" --models "$models" --steps "${A14B_STEPS:-3}" \
+      ${CASES:+--cases "$CASES"} --out "$OUT/$1" | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
+    exit "${PIPESTATUS[0]}" ;;
+  *) echo "unknown part '$1': 720p, 1080p, a14b, t2v-a14b-disk, i2v-a14b-disk or --prepare" >&2; exit 2 ;;
 esac
 models=/tmp/size-menu-models
 # The random model is built and saved by a process of its own, so the driver never holds the GPU.

@@ -10,8 +10,15 @@ measured peak VRAM (allocated and reserved), s/step and the phases (worker start
 text + first step incl. compile, steps, decode, mp4 write, submit → mp4), and what a step
 checkpoint cost as a share of a step. Prints Markdown rows and one ``RESULT {json}`` line.
 
+``--model t2v-a14b`` / ``i2v-a14b`` (Diffusers layout, ~71 GB on disk) and ``s2v-14b`` (the
+official release's layout, ~46 GB, written by ``bench/s2v_folder.py``) run their own menus the same
+way. ``--evict`` removes the other models' folders under ``--models`` first: the device disk holds
+one large model at a time. Each case also carries ``fit_row``: the row for
+``tests/data/gpu_measured.json`` (``bench/fit_table.py``).
+
   CAP_GIB=24 PYTHONPATH=bench/cap:$PYTHONPATH python3 bench/size_menu.py --steps 2
   python bench/size_menu.py --tiny            # CPU smoke test on the demo model (tests/bench)
+  python bench/size_menu.py --tiny --model t2v-a14b   # a tiny A14B saved in Diffusers layout, loaded from disk
 """
 
 from __future__ import annotations
@@ -42,26 +49,94 @@ MENU: list[tuple[str, int, int, int, bool]] = [
     ("portrait 1080p 10 s", 1088, 1920, 241, False),
 ]
 TINY_MENU = [("tiny", 64, 64, 5, False), ("tiny, image", 64, 64, 5, True), ("tiny 9 f", 64, 64, 9, False)]
+# The A14B sizes the UI offers (81 frames, 5 s at 16 fps); I2V always from an image.
+MENUS: dict[str, list[tuple[str, int, int, int, bool]]] = {
+    "ti2v-5b": MENU,
+    "t2v-a14b": [("T2V-A14B 480p", 832, 480, 81, False), ("T2V-A14B 720p", 1280, 720, 81, False)],
+    "i2v-a14b": [("I2V-A14B 480p, image", 832, 480, 81, True), ("I2V-A14B 720p, image", 1280, 720, 81, True)],
+}
+# At tiny scale (CPU): the smallest side these models take, 5 and 9 frames.
+TINY_MENUS: dict[str, list[tuple[str, int, int, int, bool]]] = {
+    "demo": TINY_MENU,
+    "t2v-a14b": [("tiny T2V-A14B", 256, 256, 5, False), ("tiny T2V-A14B 9 f", 256, 256, 9, False)],
+    "i2v-a14b": [("tiny I2V-A14B, image", 256, 256, 5, True), ("tiny I2V-A14B 9 f, image", 256, 256, 9, True)],
+}
 
 
-def save_random_model(models_dir: Path, key: str) -> Path:
-    """Build ``key`` at full size with random weights on the GPU and save it in Diffusers layout."""
-    import torch
+def free_disk_for(models_dir: Path, key: str, evict: bool) -> None:
+    """With ``evict``, remove the other catalog models' folders under ``models_dir``; then refuse,
+    naming the sizes, when the disk cannot hold ``key``'s weights (its catalog size + 6 %)."""
+    import shutil
 
+    from wan_studio.catalog.specs import CATALOG, get_spec
+
+    spec = get_spec(key)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if evict:
+        for other in CATALOG.values():
+            folder = models_dir / other.folder
+            if other.key != key and not other.is_demo and folder.exists():
+                print(f"removing {folder} (the disk holds one large model)", flush=True)
+                shutil.rmtree(folder)
+    need = int(sum(c.bytes for c in spec.components) * 1.06)
+    free = shutil.disk_usage(models_dir).free
+    if free < need:
+        raise SystemExit(f"{spec.title} needs {need / 1e9:.1f} GB on disk; {models_dir} has {free / 1e9:.1f} GB free")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def save_random_model(models_dir: Path, key: str, tiny: bool = False, evict: bool = False) -> Path:
+    """Build ``key`` at full size with random weights on the GPU (``tiny``: catalog.tiny's on the CPU)
+    and save it where the worker looks: Diffusers layout, or the official release's for S2V."""
     from wan_studio.catalog.loading import model_folder
     from wan_studio.catalog.specs import get_spec
-    from wan_studio.catalog.synthetic import build_pipeline
 
     spec = get_spec(key)
     folder = model_folder(spec, models_dir)
-    if (folder / "model_index.json").is_file():
-        return folder
+    done = folder / ("model_index.json" if spec.diffusers_layout else "config.json")  # written last
+    if done.is_file():
+        import shutil
+
+        from wan_studio.catalog.loading import IncompleteModel, check_folder, check_s2v_folder
+
+        try:
+            (check_folder if spec.diffusers_layout else check_s2v_folder)(folder)
+            return folder
+        except IncompleteModel as e:
+            print(f"{e}: saving it again", flush=True)
+            shutil.rmtree(folder)
+    if not tiny:
+        free_disk_for(models_dir, key, evict)
     t0 = time.perf_counter()
-    pipe = build_pipeline(spec, "cuda")
-    pipe.save_pretrained(folder, safe_serialization=True)
-    del pipe
-    torch.cuda.empty_cache()
-    print(f"saved a random {spec.title} to {folder} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if spec.task == "s2v":
+        from bench.s2v_folder import write_s2v_folder
+
+        write_s2v_folder(folder, tiny=tiny)
+    elif tiny:
+        from wan_studio.catalog.tiny import build_a14b_pipeline
+
+        build_a14b_pipeline(spec.task).save_pretrained(folder, safe_serialization=True)
+    else:
+        import torch
+
+        from wan_studio.catalog.synthetic import build_pipeline
+
+        # Built in bf16 on the GPU (transformers, UMT5; the VAE fp32): ~71 GB for A14B, which an H200
+        # holds; save_pretrained writes each shard (10 GB at most) through host memory in turn.
+        pipe = build_pipeline(spec, "cuda")
+        t_built = time.perf_counter()
+        pipe.save_pretrained(folder, safe_serialization=True)
+        del pipe
+        torch.cuda.empty_cache()
+        print(f"built in {t_built - t0:.0f} s", flush=True)
+    took = time.perf_counter() - t0
+    size = folder_bytes(folder)
+    print(f"saved a random {spec.title} to {folder}: {size / 1e9:.1f} GB in {took:.0f} s "
+          f"({size / 1e9 / max(took, 1e-3):.2f} GB/s)", flush=True)
     return folder
 
 
@@ -77,17 +152,36 @@ def start_image(folder: Path, width: int, height: int) -> str:
     return str(path)
 
 
-def row(label: str, job: Any, side: dict[str, Any] | None) -> dict[str, Any]:
-    """One measured job beside its plan's prediction. Seconds and GiB."""
+def measured_timings(side: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The sidecar's timings, completed where a pipeline does not time a phase itself: the speech-to-
+    video runner records denoising (text and audio encoding in it), s/step, the write and the total,
+    so its first step and its decode (the last chunk's; one chunk here) are derived from those."""
+    t = dict(side.get("timings", {}))
+    step = t.get("s_per_step")
+    if t.get("first_step_s") is None and step is not None and t.get("denoise_s") is not None:
+        t["first_step_s"] = t["denoise_s"] - step * (steps - 1)
+    if t.get("decode_s") is None and None not in (t.get("total_s"), t.get("denoise_s"), t.get("write_s")):
+        t["decode_s"] = t["total_s"] - t["denoise_s"] - t["write_s"]
+    return t
+
+
+def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_shape: bool = False,
+        command: str = "") -> dict[str, Any]:
+    """One measured job beside its plan's prediction, and its ``fit_row`` for gpu_measured.json.
+    Seconds and GiB."""
     out: dict[str, Any] = {"case": label, "status": job.status, "error": job.error}
     if side is None:
         return out
-    t = side.get("timings", {})
+    from wan_studio.engine.generate import prediction_beside_measured
+
+    steps = req.steps if req is not None else (side.get("request") or {}).get("steps", 2)
+    t = measured_timings(side, steps)
     plan = side.get("plan") or {}
     ck = side.get("checkpoints") or {}
     run_s = t.get("total_s", 0.0)
     wall_s = (job.finished_at or 0) - (job.started_at or 0)
     step_s = t.get("s_per_step")
+    beside = side.get("predicted_vs_measured") or prediction_beside_measured(plan, t, side, steps)
     out.update(
         plan=side.get("placement"), warm=side.get("model_was_loaded"),
         pred_vram_gib=max((plan.get("peak_vram_gib") or {"-": None}).values(), default=None),
@@ -100,8 +194,26 @@ def row(label: str, job: Any, side: dict[str, Any] | None) -> dict[str, Any]:
         write_s=t.get("write_s"), submit_to_mp4_s=round((job.finished_at or 0) - job.created_at, 2),
         checkpoint_share_of_step=(round(ck["copy_s"] / ck["taken"] / step_s, 5)
                                   if ck.get("taken") and step_s else None),
-        pred_phases=plan.get("phases"), predicted_vs_measured=side.get("predicted_vs_measured"),
+        pred_phases=plan.get("phases"), predicted_vs_measured=beside,
         speed=side.get("speed"))
+    if req is not None:
+        video = side.get("video") or {}
+        r2 = lambda v: None if v is None else round(v, 2)  # noqa: E731
+        cap = os.environ.get("CAP_GIB")
+        out["fit_row"] = {
+            "harness": "worker", "gpu": f"{side.get('device')}" + (f", {cap} GiB cap" if cap else ""),
+            "tflops": None, "case": label,
+            "date": time.strftime("%Y-%m-%d"), "command": command, "model": req.model,
+            "width": req.width, "height": req.height, "frames": req.num_frames or video.get("frames"),
+            "steps": steps, "image": req.image is not None, "warm": bool(side.get("model_was_loaded")),
+            "new_shape": new_shape, "plan": side.get("placement"),
+            "alloc_gib": side.get("peak_vram_gib"), "reserved_gib": side.get("peak_vram_reserved_gib"),
+            "s_per_step": r2(step_s), "text_s": r2(t.get("text_s")), "first_step_s": r2(t.get("first_step_s")),
+            "denoise_s": r2(t.get("denoise_s")), "decode_s": r2(t.get("decode_s")),
+            "load_s": None if side.get("model_was_loaded") else out["load_s"], "write_s": r2(t.get("write_s")),
+        }
+        if video and (video.get("width"), video.get("height")) != (req.width, req.height):
+            out["fit_row"]["video_size"] = [video.get("width"), video.get("height")]
     return out
 
 
@@ -134,10 +246,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2, help="denoising steps per job (≥ 2: s/step needs two)")
     p.add_argument("--cases", default="", help="case labels separated by ';' (default: the whole menu)")
     p.add_argument("--save-only", action="store_true", help="only save the random model into --models")
+    p.add_argument("--evict", action="store_true", help="remove the other models' folders under --models before "
+                   "saving (the device disk holds one large model)")
     p.add_argument("--models", default="", help="models folder (default: a temp folder)")
     p.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for size_menu.json")
     p.add_argument("--timeout-s", type=float, default=900.0, help="per job")
-    p.add_argument("--tiny", action="store_true", help="the demo model on the CPU (smoke test)")
+    p.add_argument("--tiny", action="store_true", help="on the CPU (smoke test): the demo model for ti2v-5b, "
+                   "else a tiny random one saved in the model's layout (bench/tiny_models.py)")
     return p.parse_args(argv)
 
 
@@ -152,13 +267,20 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="size-menu-"))
     models = Path(a.models) if a.models else root / "models"
-    menu = TINY_MENU if a.tiny else MENU
+    model = "demo" if a.tiny and a.model == "ti2v-5b" else a.model
+    if a.tiny and model != "demo":
+        from bench import tiny_models
+
+        os.environ.update(tiny_models.environment())  # the worker process, spawned below, shrinks too
+        tiny_models.apply()
+    menu = (TINY_MENUS if a.tiny else MENUS).get(model)
+    if menu is None:
+        raise SystemExit(f"no size menu for {model}; known: {', '.join(TINY_MENUS if a.tiny else MENUS)}")
     if a.cases:
         wanted = {c.strip() for c in a.cases.split(";")}
         menu = [m for m in menu if m[0] in wanted]
-    model = "demo" if a.tiny else a.model
-    if not a.tiny:
-        save_random_model(models, model)
+    if model != "demo":
+        save_random_model(models, model, tiny=a.tiny, evict=a.evict)
         if a.save_only:
             return 0
     outputs = root / "outputs"
@@ -167,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                      outputs)
     queue.start()
     rows: list[dict[str, Any]] = []
+    seen: set[tuple[int, int, int, bool]] = set()
+    command = "python3 bench/size_menu.py " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         # the first case twice: cold (fresh worker) first, warm at the end
         for i, (label, w, h, f, image) in enumerate(menu + menu[:1]):
@@ -177,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             side = None
             if job.status == "done":
                 side = json.loads(Path(next(o for o in job.outputs if o.endswith(".json"))).read_text())
-            rows.append(row(label + (" (warm)" if i == len(menu) else ""), job, side))
+            shape = (w, h, f, image)
+            rows.append(row(label + (" (warm)" if i == len(menu) else ""), job, side, req,
+                            new_shape=i > 0 and shape not in seen, command=command))
+            seen.add(shape)
             print("CASE " + json.dumps(rows[-1]), flush=True)
     finally:
         queue.close()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -27,3 +29,34 @@ def test_tiny_menu_runs_every_case_through_the_worker_and_reports_each_phase(tmp
         assert r["text_s"] > 0 and r["place_s"] is not None and r["place_s"] <= r["load_s"] + 0.05
         assert r["pred_phases"]["decode_s"] > 0 and r["predicted_vs_measured"]["job_s"][1] > 0
     assert "| tiny (warm) |" in proc.stdout  # the Markdown rows for docs/BENCHMARKS.md
+
+
+@pytest.mark.parametrize("model,case", [("t2v-a14b", "tiny T2V-A14B"), ("i2v-a14b", "tiny I2V-A14B, image")])
+def test_tiny_a14b_is_saved_in_diffusers_layout_and_loaded_from_disk_by_the_worker(tmp_path: Path, model: str,
+                                                                                  case: str) -> None:
+    from wan_studio.catalog.specs import get_spec
+
+    models = tmp_path / "models"
+    proc = subprocess.run([sys.executable, "bench/size_menu.py", "--tiny", "--model", model, "--cases", case,
+                           "--models", str(models), "--out", str(tmp_path), "--timeout-s", "400"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = models / get_spec(model).folder
+    assert json.loads((folder / "model_index.json").read_text())["transformer_2"] == ["diffusers",
+                                                                                      "WanTransformer3DModel"]
+    rows = json.loads((tmp_path / "size_menu.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == [case, case + " (warm)"]
+    cold, warm = rows
+    assert all(r["status"] == "done" for r in rows)
+    assert cold["warm"] is False and warm["warm"] is True
+    assert cold["place_s"] > 0  # the worker read the folder: a cold job spent time loading it
+    for r in rows:
+        fit = r["fit_row"]  # what tests/data/gpu_measured.json needs of a worker row
+        assert fit["model"] == model and fit["harness"] == "worker" and fit["plan"] == r["plan"]
+        assert (fit["width"], fit["height"], fit["frames"], fit["steps"]) == (256, 256, 5, 2)
+        assert fit["image"] is (model == "i2v-a14b")
+        assert fit["s_per_step"] > 0 and fit["decode_s"] > 0 and fit["write_s"] > 0
+        assert fit["first_step_s"] >= fit["s_per_step"] * 0.5 and fit["denoise_s"] >= fit["first_step_s"]
+        assert r["predicted_vs_measured"]["job_s"][1] > 0
+    assert cold["fit_row"]["load_s"] > 0 and warm["fit_row"]["load_s"] is None
+    assert "RESULT " in proc.stdout and f"| {case} (warm) |" in proc.stdout
