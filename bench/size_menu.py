@@ -195,6 +195,7 @@ def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_
         checkpoint_share_of_step=(round(ck["copy_s"] / ck["taken"] / step_s, 5)
                                   if ck.get("taken") and step_s else None),
         pred_phases=plan.get("phases"), predicted_vs_measured=beside,
+        load_parts=side.get("load_parts"), compile_warmup=side.get("compile_warmup"),  # a cold load's split
         speed=side.get("speed"))
     if req is not None:
         video = side.get("video") or {}
