@@ -134,6 +134,7 @@ def test_the_cold_job_warms_at_its_own_shapes_and_a_warm_job_does_not(tmp_path: 
     # runs with one timestep per sample
     assert seen == [warmup.WarmupShapes((48, 2, 4, 4), per_token_timestep=False)]
     assert side["compile_warmup"]["ran"] is True and side["model_was_loaded"] is False
+    assert side["compile_needs"] == ["none"]  # the job's estimate counts no compile in its first step
     assert set(side["load_parts"]) == {"read_s", "place_s", "read_gib"}
     again = _job(rt, "j2")
     assert len(seen) == 1 and again["model_was_loaded"] is True

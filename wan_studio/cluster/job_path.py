@@ -150,6 +150,8 @@ class JobPath:
                     # never beside the first step: it would compile the same graph a second time
                     self.sidecar["compile_warmup"] = warm.wait()
                     self.rt.warmup_done(warm)
+                    if self.sidecar["compile_warmup"].get("ran"):  # its first shape is compiled already
+                        self.rt.compile_log.ran(mine.key, shapes[:1])
                 # what this job's shapes make the worker compile, for its predicted time
                 self.sidecar["compile_needs"] = self.rt.compile_log.needs(mine.key, shapes, compiled(pipe))
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:
