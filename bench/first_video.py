@@ -193,16 +193,25 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {r['case']} | {r['status']}: {r['error']} |" + " |" * 11)
             continue
         w = r.get("warmup") or {}
-        warm = "–" if not w else (f"{f(w.get('s'))} (waited {f(w.get('waited_s'))})" if w.get("ran")
-                                  else w.get("failed") or w.get("skipped") or "no")
+        warmup = "–" if not w else (f"{f(w.get('s'))} (waited {f(w.get('waited_s'))})" if w.get("ran")
+                                    else w.get("failed") or w.get("skipped") or "no")
         lines.append(f"| {r['case']} | {f(r['submit_to_mp4_s'])} | {f(r.get('ratio'))} ({f(r.get('ratio_50'))}) | "
                      f"{r['model_was_loaded']} | {f(r['load_s'])} | {f(r.get('read_s'))} ({f(r.get('read_s_pred'))}) | "
-                     f"{f(r.get('place_s'))} ({f(r.get('pin_s_pred'))}) | {warm} | {f(r['text_s'])} | "
+                     f"{f(r.get('place_s'))} ({f(r.get('pin_s_pred'))}) | {warmup} | {f(r['text_s'])} | "
                      f"{f(r['first_step_s'])} | {f(r['s_per_step'])} | {f(r['decode_s'])} | {f(r['write_s'])} |")
     print("\n".join(lines))
     print(f"GPU idle between the queued jobs: {gap} s; app up in {up_s:.1f} s; restarted app's worker had "
           f"{model} prepared {prepared_s:.1f} s after start")
     fresh = rows[0]
+    if fresh["status"] == "done" and warm.get("status") == "done":
+        w = fresh.get("warmup") or {}
+        print(f"fresh app's first job: {fresh.get('ratio')}× the warm job at {a.steps} steps, "
+              f"{fresh.get('ratio_50')}× scaled to 50 (target ≤ 1.15); waited {fresh['load_s']} s for the model "
+              f"(its load: read {fresh.get('read_s')} s + place {fresh.get('place_s')} s; model "
+              f"{fresh.get('read_s_pred')} + {fresh.get('pin_s_pred')} s); compile warm-up "
+              f"{w.get('s') if w.get('ran') else (w.get('failed') or w.get('skipped') or 'none')} "
+              f"(job waited {w.get('waited_s')} s); first step {fresh['first_step_s']} s against "
+              f"{warm['first_step_s']} s warm")
     if fresh.get("pin_gb_per_s"):
         print(f"page-locking: {fresh['pin_gb_per_s']} GB/s measured (pinned bytes / place s) against "
               f"costs.PIN_BYTES_PER_S = {costs.PIN_BYTES_PER_S / 1e9:.2f} GB/s; worker allocator settings: "
