@@ -10,8 +10,10 @@
 #   bash bench/run_size_menu.sh 720p      # 720p 5 s, with an image, 10 s, portrait; then 720p 5 s warm
 #   bash bench/run_size_menu.sh 1080p     # 1080p 5 s, with an image, 10 s, portrait 10 s; then warm
 #   bash bench/run_size_menu.sh a14b      # T2V-A14B 832×480×81 and 1280×720×81, 3 steps, in memory
-# Through the worker from disk (each ~71 GB in Diffusers layout: the nvidia-h200-x2 machine's 128 GiB
-# disk holds one; each part removes the other models' folders first; one GPU, CUDA_VISIBLE_DEVICES=0):
+# Through the worker from disk (each ~71 GB in Diffusers layout; each part removes the other models'
+# folders first; one GPU, CUDA_VISIBLE_DEVICES=0). The nvidia-h200-x2 machine's 128 GiB disk holds
+# one whole; on the 1-GPU machine's 64 GiB the second expert is saved as hard links to the first's
+# files (~43 GB on disk; the worker still reads, pins and places two experts):
 #   bash bench/run_size_menu.sh t2v-a14b-disk   # save T2V-A14B, then 480p (cold), 720p, 480p warm; 3 steps
 #   bash bench/run_size_menu.sh i2v-a14b-disk   # the same for I2V-A14B, each job from an image
 # Env: STEPS (default 2), A14B_STEPS (default 3), CASES (';'-separated size_menu cases instead of

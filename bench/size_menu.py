@@ -63,9 +63,13 @@ TINY_MENUS: dict[str, list[tuple[str, int, int, int, bool]]] = {
 }
 
 
-def free_disk_for(models_dir: Path, key: str, evict: bool) -> None:
+def free_disk_for(models_dir: Path, key: str, evict: bool) -> bool:
     """With ``evict``, remove the other catalog models' folders under ``models_dir``; then refuse,
-    naming the sizes, when the disk cannot hold ``key``'s weights (its catalog size + 6 %)."""
+    naming the sizes, when the disk cannot hold ``key``'s weights (its catalog size + 6 %).
+
+    Returns True when the two experts of an A14B model must share their files (``link_experts``):
+    the disk holds the model with one expert's bytes but not with both (the 1-GPU device machine's
+    64 GiB disk against ~71 GB)."""
     import shutil
 
     from wan_studio.catalog.specs import CATALOG, get_spec
@@ -80,13 +84,44 @@ def free_disk_for(models_dir: Path, key: str, evict: bool) -> None:
                 shutil.rmtree(folder)
     need = int(sum(c.bytes for c in spec.components) * 1.06)
     free = shutil.disk_usage(models_dir).free
-    if free < need:
-        raise SystemExit(f"{spec.title} needs {need / 1e9:.1f} GB on disk; {models_dir} has {free / 1e9:.1f} GB free")
+    if free >= need:
+        return False
+    one_expert = int(sum(c.bytes for c in spec.components if c.name != "transformer_2") * 1.06)
+    if "transformer_2" in {c.name for c in spec.components} and free >= one_expert:
+        print(f"{spec.title} needs {need / 1e9:.1f} GB on disk and {free / 1e9:.1f} GB are free: its second "
+              f"expert is saved as hard links to the first's files ({one_expert / 1e9:.1f} GB)", flush=True)
+        return True
+    raise SystemExit(f"{spec.title} needs {need / 1e9:.1f} GB on disk; {models_dir} has {free / 1e9:.1f} GB free")
+
+
+def link_experts(folder: Path) -> None:
+    """Make ``folder``'s ``transformer_2`` hard links to ``transformer``'s files (same configuration:
+    the A14B experts differ only in their weights, which are random here), and name it in
+    ``model_index.json`` as the first expert is named. The worker still reads, places and pins two
+    experts from two folders; only the disk and the page cache hold one copy."""
+    import json
+    import shutil
+
+    first, second = folder / "transformer", folder / "transformer_2"
+    if second.exists():
+        shutil.rmtree(second)
+    second.mkdir()
+    for f in first.iterdir():
+        os.link(f, second / f.name)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["transformer_2"] = index["transformer"]
+    index_path.write_text(json.dumps(index, indent=2))
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of every file under ``folder``."""
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    """Bytes of every file under ``folder`` (a hard-linked file once)."""
+    seen: dict[int, int] = {}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            seen[st.st_ino] = st.st_size
+    return sum(seen.values())
 
 
 def save_random_model(models_dir: Path, key: str, tiny: bool = False, evict: bool = False) -> Path:
@@ -109,8 +144,7 @@ def save_random_model(models_dir: Path, key: str, tiny: bool = False, evict: boo
         except IncompleteModel as e:
             print(f"{e}: saving it again", flush=True)
             shutil.rmtree(folder)
-    if not tiny:
-        free_disk_for(models_dir, key, evict)
+    linked = free_disk_for(models_dir, key, evict) if not tiny else os.environ.get("SIZE_MENU_LINK_EXPERTS") == "1"
     t0 = time.perf_counter()
     if spec.task == "s2v":
         from bench.s2v_folder import write_s2v_folder
@@ -120,6 +154,8 @@ def save_random_model(models_dir: Path, key: str, tiny: bool = False, evict: boo
         from wan_studio.catalog.tiny import build_a14b_pipeline
 
         build_a14b_pipeline(spec.task).save_pretrained(folder, safe_serialization=True)
+        if linked:
+            link_experts(folder)
     else:
         import torch
 
@@ -127,9 +163,19 @@ def save_random_model(models_dir: Path, key: str, tiny: bool = False, evict: boo
 
         # Built in bf16 on the GPU (transformers, UMT5; the VAE fp32): ~71 GB for A14B, which an H200
         # holds; save_pretrained writes each shard (10 GB at most) through host memory in turn.
-        pipe = build_pipeline(spec, "cuda")
+        if linked:  # one expert built and written; the second is its files' hard links
+            from wan_studio.catalog import tiny as tiny_parts
+            from wan_studio.catalog.assembly import build_pipeline as assemble
+            from wan_studio.catalog.synthetic import build_component
+
+            parts = {c.name: build_component(spec, c.name, "cuda") for c in spec.components if c.name != "transformer_2"}
+            pipe = assemble(spec, parts, tiny_parts.build_tokenizer(), tiny_parts.build_scheduler(spec.shift))
+        else:
+            pipe = build_pipeline(spec, "cuda")
         t_built = time.perf_counter()
         pipe.save_pretrained(folder, safe_serialization=True)
+        if linked:
+            link_experts(folder)
         del pipe
         torch.cuda.empty_cache()
         print(f"built in {t_built - t0:.0f} s", flush=True)

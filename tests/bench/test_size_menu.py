@@ -60,3 +60,55 @@ def test_tiny_a14b_is_saved_in_diffusers_layout_and_loaded_from_disk_by_the_work
         assert r["predicted_vs_measured"]["job_s"][1] > 0
     assert cold["fit_row"]["load_s"] > 0 and warm["fit_row"]["load_s"] is None
     assert "RESULT " in proc.stdout and f"| {case} (warm) |" in proc.stdout
+
+
+def test_a14b_experts_share_their_files_when_the_disk_holds_only_one(tmp_path: Path) -> None:
+    """The 1-GPU device machine's disk holds T2V-A14B with one expert's bytes, not two: the second
+    expert is saved as hard links to the first's files, and the worker still loads both from disk."""
+    import os
+
+    from wan_studio.catalog.specs import get_spec
+
+    models = tmp_path / "models"
+    case = "tiny T2V-A14B"
+    proc = subprocess.run([sys.executable, "bench/size_menu.py", "--tiny", "--model", "t2v-a14b", "--cases", case,
+                           "--models", str(models), "--out", str(tmp_path), "--timeout-s", "400"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "SIZE_MENU_LINK_EXPERTS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = models / get_spec("t2v-a14b").folder
+    first = sorted((folder / "transformer").iterdir())
+    second = sorted((folder / "transformer_2").iterdir())
+    assert [f.name for f in first] == [f.name for f in second]
+    assert all(a.stat().st_ino == b.stat().st_ino for a, b in zip(first, second))
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["transformer_2"] == index["transformer"] == ["diffusers", "WanTransformer3DModel"]
+    rows = json.loads((tmp_path / "size_menu.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["done", "done"] and rows[0]["place_s"] > 0
+
+
+def test_the_disk_check_links_the_experts_only_when_one_expert_fits(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import size_menu
+    from wan_studio.catalog.specs import get_spec
+
+    spec = get_spec("t2v-a14b")
+    both = sum(c.bytes for c in spec.components)
+    expert = next(c.bytes for c in spec.components if c.name == "transformer_2")
+    usage = shutil.disk_usage(tmp_path)
+
+    def free(n: int):
+        monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=n))
+
+    free(int(both * 1.1))
+    assert size_menu.free_disk_for(tmp_path, "t2v-a14b", evict=False) is False
+    free(int((both - expert) * 1.1))
+    assert size_menu.free_disk_for(tmp_path, "t2v-a14b", evict=False) is True
+    free(int((both - expert) * 0.9))
+    with pytest.raises(SystemExit, match="needs .* GB on disk"):
+        size_menu.free_disk_for(tmp_path, "t2v-a14b", evict=False)
+    ti2v = sum(c.bytes for c in get_spec("ti2v-5b").components)
+    free(int(ti2v * 0.9))  # one transformer: nothing to share
+    with pytest.raises(SystemExit, match="needs .* GB on disk"):
+        size_menu.free_disk_for(tmp_path, "ti2v-5b", evict=False)
