@@ -81,6 +81,9 @@ def test_choose_plans_under_the_limits_given() -> None:
      "Try to allow 8-bit weights, or lower the resolution or the number of frames, or free GPU memory or add RAM."),
     ((TI2V_5B, Workload(1920, 1088, 121, 50), box(1, 6, 32), Limits(allow_8bit=True)), "sequential offload",
      "Try to make it 1920×1088×49 or 1440×800×121, which fit, or free GPU memory or add RAM."),
+    # three quarters of each side does not fit a 5 GB card either: half of each side is offered
+    ((TI2V_5B, Workload(1920, 1088, 121, 50), box(1, 5, 32), Limits(allow_8bit=True)), "sequential offload",
+     "Try to make it 1920×1088×49 or 960×544×121, which fit, or free GPU memory or add RAM."),
     ((T2V_A14B, Workload(1920, 1088, 121, 50), box(1, 6, 64), Limits(allow_8bit=True)), "sequential offload",
      "Try to make it 1920×1088×1, which fits, or free GPU memory or add RAM."),
 ])
