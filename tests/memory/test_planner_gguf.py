@@ -47,6 +47,25 @@ def test_gguf_is_chosen_when_the_ram_is_short_and_the_plan_says_what_it_saves() 
     assert all(not p.why.startswith("GGUF") for p in ladder[1:])
 
 
+def test_under_no_fp8_the_saving_is_told_against_bf16_weights() -> None:
+    plan = choose(A14B_Q5, A14B_480, SMALL_RAM, Limits(allow_fp8=False))
+    assert plan.label == "model offload, GGUF Q5_K transformer"
+    assert plan.why.startswith("GGUF Q5_K: 34 GiB of RAM instead of 69 GiB (bf16). model offload, GGUF Q5_K")
+
+
+def test_where_gguf_saves_gpu_memory_rather_than_ram_the_plan_says_so() -> None:
+    # On a 40 GB card the resident bf16 experts do not fit, the resident Q5_K ones do; resident, both
+    # need the same few GiB of RAM, so a RAM comparison would read "4 GiB instead of 4 GiB".
+    hw = Hardware((gpu(0, 40),), 48 * GIB, 46 * GIB)
+    plan = choose(A14B_Q5, A14B_480, hw, Limits(allow_fp8=False))
+    assert plan.label == "all on GPU, GGUF Q5_K transformer"
+    bf16 = next(p for p, _ in candidates(A14B_Q5, A14B_480, hw, Limits(allow_fp8=False)) if p.label == "all on GPU")
+    assert round(bf16.host_ram_bytes / GIB) == round(plan.host_ram_bytes / GIB)
+    assert plan.why.startswith(f"GGUF Q5_K: {plan.peak_vram_gib:.0f} GiB of GPU memory instead of "
+                               f"{bf16.peak_vram_gib:.0f} GiB (bf16). all on GPU, GGUF Q5_K transformer: ")
+    assert plan.why.startswith("GGUF Q5_K: 34 GiB of GPU memory instead of 68 GiB (bf16). ")
+
+
 def test_with_ram_to_spare_the_better_weights_win_over_gguf() -> None:
     roomy = replace(SMALL_RAM, host_total_bytes=256 * GIB, host_free_bytes=250 * GIB)
     plan = choose(A14B_Q5, A14B_480, roomy)

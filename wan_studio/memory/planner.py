@@ -252,7 +252,8 @@ def _pinned_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits
 
 def _gguf_note(plan: Plan, every: list[Plan]) -> str:
     """When GGUF is chosen, what it saves against the same placement with bf16 / fp8 weights,
-    e.g. ``GGUF Q5_K: 19 GiB of RAM instead of 57 GiB (bf16). ``"""
+    e.g. ``GGUF Q5_K: 19 GiB of RAM instead of 57 GiB (bf16). ``; where the transformers stay on
+    the GPU that placement needs no more RAM, and the saving is GPU memory."""
     if plan.storage != "gguf":
         return ""
     layout = [(p.component, p.device, p.offload) for p in plan.placements]
@@ -262,7 +263,11 @@ def _gguf_note(plan: Plan, every: list[Plan]) -> str:
         return ""
     lightest = min(others, key=lambda p: p.host_ram_bytes)
     quant = plan.label.rsplit(", ", 1)[-1].removesuffix(" transformer")
-    return (f"{quant}: {plan.host_ram_bytes / GIB:.0f} GiB of RAM instead of {lightest.host_ram_bytes / GIB:.0f} GiB "
+    if round(lightest.host_ram_bytes / GIB) > round(plan.host_ram_bytes / GIB):
+        return (f"{quant}: {plan.host_ram_bytes / GIB:.0f} GiB of RAM instead of {lightest.host_ram_bytes / GIB:.0f} "
+                f"GiB ({lightest.storage}). ")
+    lightest = min(others, key=lambda p: p.peak_vram_gib)
+    return (f"{quant}: {plan.peak_vram_gib:.0f} GiB of GPU memory instead of {lightest.peak_vram_gib:.0f} GiB "
             f"({lightest.storage}). ")
 
 
