@@ -116,3 +116,24 @@ def test_without_a_gpu_the_reason_gives_the_predicted_job_time() -> None:
     assert plan.warm_job_s > 3600  # hours on a CPU
     assert plan.why == (f"No GPU found, so everything runs on the CPU (about {_duration(est.warm_job_s)} "
                         "predicted for the job); a CUDA GPU is far faster.")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 8])
+def test_the_share_of_full_speed_does_not_depend_on_the_step_count(steps: int) -> None:
+    # ranked at the model's default steps: a short job gets the plan and the "% of full speed" of a
+    # default one (the fixed costs would otherwise weigh more and pick another plan)
+    hw = Hardware((gpu(0, 24),), 128 * GIB, 128 * GIB)
+    default = choose(T2V_A14B, Workload(1280, 720, 81, 40), hw)
+    short = choose(T2V_A14B, Workload(1280, 720, 81, steps), hw)
+    assert short.label == default.label
+    assert short.relative_speed == pytest.approx(default.relative_speed, rel=1e-9)
+    assert short.relative_speed < 1.0
+
+
+def test_the_plan_record_carries_the_predicted_step_and_job_times() -> None:
+    hw = Hardware((gpu(0, 24),), 64 * GIB, 64 * GIB)
+    plan = choose(TI2V_5B, TI2V_720, hw)
+    est = estimate(TI2V_5B, TI2V_720, plan.placements, hw)
+    record = plan.to_dict()  # what the job's sidecar and the API show
+    assert (record["step_s"], record["job_s"]) == (est.step_s, est.job_s)
+    assert record["host_ram_gib"] == round(est.host_ram_bytes / GIB, 2)
