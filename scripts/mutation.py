@@ -46,6 +46,7 @@ ROOMS: dict[str, list[str]] = {
     # the served-path and ownership check of the file route
     "wan_studio/ui/guard.py::_is_under,file_decision,_preview_decision": ["tests/security/test_file_decision.py"],
     "wan_studio/memory/planner.py": ["tests/memory/test_planner.py", "tests/memory/test_planner_words.py",
+                                     "tests/memory/test_planner_gguf.py", "tests/memory/test_planner_layouts.py",
                                      "tests/memory/test_oom_ladder.py",
                                      "tests/memory/test_overrides.py"],
     # test_manager.py's tiny pipelines take ~1 min a pass: the meta-device tests stand in for it here
