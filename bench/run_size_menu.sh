@@ -16,6 +16,9 @@
 # files (~43 GB on disk; the worker still reads, pins and places two experts):
 #   bash bench/run_size_menu.sh t2v-a14b-disk   # save T2V-A14B, then 480p (cold), 720p, 480p warm; 3 steps
 #   bash bench/run_size_menu.sh i2v-a14b-disk   # the same for I2V-A14B, each job from an image
+# Speech to video through the worker (one H200 machine: ~46 GB in the official release's layout on
+# its 64 GiB disk, alone: the other models' folders are removed first):
+#   bash bench/run_size_menu.sh s2v             # save S2V-14B, then 832×480 (cold), 1024×704, 832×480 warm; 2 steps
 # Env: STEPS (default 2), A14B_STEPS (default 3), CASES (';'-separated size_menu cases instead of
 # the part's), CAP_GIB (default 24), OUT (default $OUT or bench/out).
 set -u
@@ -59,7 +62,18 @@ case "${1:-720p}" in
       python3 bench/size_menu.py --model "$model" --models "$models" --steps "${A14B_STEPS:-3}" \
       ${CASES:+--cases "$CASES"} --out "$OUT/$1" | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
     exit "${PIPESTATUS[0]}" ;;
-  *) echo "unknown part '$1': 720p, 1080p, a14b, t2v-a14b-disk, i2v-a14b-disk or --prepare" >&2; exit 2 ;;
+  s2v)
+    # Within one 10-minute device call: save ≤ 200 s (~46 GB, part by part from the GPU), then the
+    # cold load and pin (~60 s) and three jobs of 5 s of speech (~150 s at 2 steps) ≤ 360 s.
+    models=/tmp/size-menu-models
+    export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+    timeout 200 python3 bench/size_menu.py --model s2v-14b --models "$models" --save-only --evict || exit 1
+    df -h "$models" | tail -1
+    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout 360 \
+      python3 bench/size_menu.py --model s2v-14b --models "$models" --steps "$STEPS" \
+      ${CASES:+--cases "$CASES"} --out "$OUT/$1" | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
+    exit "${PIPESTATUS[0]}" ;;
+  *) echo "unknown part '$1': 720p, 1080p, a14b, t2v-a14b-disk, i2v-a14b-disk, s2v or --prepare" >&2; exit 2 ;;
 esac
 models=/tmp/size-menu-models
 # The random model is built and saved by a process of its own, so the driver never holds the GPU.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -54,12 +55,16 @@ MENUS: dict[str, list[tuple[str, int, int, int, bool]]] = {
     "ti2v-5b": MENU,
     "t2v-a14b": [("T2V-A14B 480p", 832, 480, 81, False), ("T2V-A14B 720p", 1280, 720, 81, False)],
     "i2v-a14b": [("I2V-A14B 480p, image", 832, 480, 81, True), ("I2V-A14B 720p, image", 1280, 720, 81, True)],
+    # frames 0: as many as the speech lasts (SPEECH_S: one 80-frame chunk at 16 fps)
+    "s2v-14b": [("S2V-14B 832×480", 832, 480, 0, True), ("S2V-14B 1024×704", 1024, 704, 0, True)],
 }
+SPEECH_S = {False: 5.0, True: 1.0}  # speech of a speech-to-video case: full size, tiny
 # At tiny scale (CPU): the smallest side these models take, 5 and 9 frames.
 TINY_MENUS: dict[str, list[tuple[str, int, int, int, bool]]] = {
     "demo": TINY_MENU,
     "t2v-a14b": [("tiny T2V-A14B", 256, 256, 5, False), ("tiny T2V-A14B 9 f", 256, 256, 9, False)],
     "i2v-a14b": [("tiny I2V-A14B, image", 256, 256, 5, True), ("tiny I2V-A14B 9 f, image", 256, 256, 9, True)],
+    "s2v-14b": [("tiny S2V-14B", 256, 256, 0, True), ("tiny S2V-14B 320×256", 320, 256, 0, True)],
 }
 
 
@@ -211,6 +216,18 @@ def measured_timings(side: dict[str, Any], steps: int) -> dict[str, Any]:
     return t
 
 
+def speech_file(folder: Path, seconds: float) -> str:
+    """A voiced, syllable-rate modulated tone of ``seconds`` at 16 kHz (a speech-to-video job's audio),
+    loud enough to count as speech."""
+    import numpy as np
+
+    from wan_studio.engine.s2v.audio_io import SAMPLE_RATE, write_wav
+
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    voice = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 700), start=1))
+    return str(write_wav(folder / f"speech-{seconds:g}s.wav", 0.2 * voice * 0.5 * (1 + np.sin(2 * np.pi * 4 * t))))
+
+
 def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_shape: bool = False,
         command: str = "") -> dict[str, Any]:
     """One measured job beside its plan's prediction, and its ``fit_row`` for gpu_measured.json.
@@ -242,6 +259,7 @@ def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_
                                   if ck.get("taken") and step_s else None),
         pred_phases=plan.get("phases"), predicted_vs_measured=beside,
         load_parts=side.get("load_parts"), compile_warmup=side.get("compile_warmup"),  # a cold load's split
+        compile_needs=side.get("compile_needs"),
         speed=side.get("speed"))
     if req is not None:
         video = side.get("video") or {}
@@ -337,13 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     queue.start()
     rows: list[dict[str, Any]] = []
     seen: set[tuple[int, int, int, bool]] = set()
-    command = "python3 bench/size_menu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python3 bench/size_menu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         # the first case twice: cold (fresh worker) first, warm at the end
         for i, (label, w, h, f, image) in enumerate(menu + menu[:1]):
+            speech = speech_file(root, SPEECH_S[a.tiny]) if model == "s2v-14b" else None
             req = GenerationRequest("a red fox trots through fresh snow at sunrise", model=model, width=w, height=h,
-                                    num_frames=f, steps=a.steps, seed=i,
-                                    image=start_image(root, w, h) if image else None)
+                                    num_frames=f or None, steps=a.steps, seed=i,
+                                    image=start_image(root, w, h) if image else None, audio=speech)
             job = queue.wait(queue.submit(req).id, timeout_s=a.timeout_s)
             side = None
             if job.status == "done":

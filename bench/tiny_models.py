@@ -26,7 +26,7 @@ ENV = "BENCH_TINY_MODELS"
 TINY_PARAMS = 5_000_000
 # A Wan2.1 VAE of the released structure (4 levels, 2 residual blocks: what the official key names
 # encode) at toy width.
-TINY_VAE: dict[str, Any] = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+TINY_VAE: dict[str, Any] = dict(base_dim=2, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                                 temperal_downsample=[False, True, True])
 MODELS = ("t2v-a14b", "i2v-a14b", "s2v-14b")
 

@@ -112,3 +112,30 @@ def test_the_disk_check_links_the_experts_only_when_one_expert_fits(tmp_path: Pa
     free(int(ti2v * 0.9))  # one transformer: nothing to share
     with pytest.raises(SystemExit, match="needs .* GB on disk"):
         size_menu.free_disk_for(tmp_path, "ti2v-5b", evict=False)
+def test_tiny_s2v_is_saved_in_the_official_layout_and_runs_through_the_worker_with_speech(tmp_path: Path) -> None:
+    from wan_studio.catalog.loading import check_s2v_folder
+    from wan_studio.catalog.specs import get_spec
+
+    models = tmp_path / "models"
+    case = "tiny S2V-14B"
+    proc = subprocess.run([sys.executable, "bench/size_menu.py", "--tiny", "--model", "s2v-14b", "--cases", case,
+                           "--models", str(models), "--out", str(tmp_path), "--timeout-s", "400"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = models / get_spec("s2v-14b").folder
+    check_s2v_folder(folder)  # the app's own check of the release's files
+    assert (folder / "Wan2.1_VAE.pth").is_file() and (folder / "models_t5_umt5-xxl-enc-bf16.pth").is_file()
+    rows = json.loads((tmp_path / "size_menu.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == [case, case + " (warm)"]
+    assert all(r["status"] == "done" for r in rows)
+    cold, warm = rows
+    assert cold["warm"] is False and warm["warm"] is True and cold["place_s"] > 0
+    for r in rows:
+        fit = r["fit_row"]
+        assert fit["model"] == "s2v-14b" and fit["image"] is True
+        assert fit["frames"] == 16  # 1 s of speech at 16 fps
+        # the runner times denoising, s/step, the write and the total; first step and decode derived
+        assert 0 < fit["s_per_step"] <= fit["first_step_s"] <= fit["denoise_s"]
+        assert fit["decode_s"] > 0 and fit["write_s"] > 0
+        beside = r["predicted_vs_measured"]
+        assert beside["decode_s"][1] == pytest.approx(r["decode_s"], abs=1e-3) and beside["job_s"][1] > 0
