@@ -281,6 +281,31 @@ def test_a_loader_of_whole_pipelines_is_cached_by_parts(returns_tuple: bool) -> 
     assert WholePipe.built == 2
 
 
+def test_a_whole_pipeline_part_planned_as_fp8_is_stored_as_fp8() -> None:
+    m = ModelManager(build_whole, apply=lambda pipe, p: None, release=lambda pipe: None)
+    fp8 = replace(plan(DEMO), placements=tuple(replace(p, storage="fp8") if p.component == "transformer" else p
+                                               for p in plan(DEMO).placements))
+    with m.use(DEMO, fp8) as pipe:
+        assert pipe.parts["transformer"].weight.dtype == torch.float8_e4m3fn
+        assert pipe.parts["vae"].weight.dtype == torch.float32
+    assert m.cached()[("demo/transformer", "fp8")] == module_bytes(pipe.parts["transformer"]) < (2 * 2 + 2) * 4
+
+
+def test_a_whole_pipeline_model_whose_parts_another_model_holds_is_built_around_them() -> None:
+    """Two models reading identical files for every part: the second one's pipeline is made of the
+    first one's cached parts (its own tokenizer and scheduler come from one build of its class)."""
+    shared = tuple(replace(c, share_key=f"same-{c.name}") for c in DEMO.components)
+    first, second = (replace(DEMO, key=key, diffusers_layout=True, components=shared) for key in ("one", "two"))
+    WholePipe.built = 0
+    m = ModelManager(build_whole, apply=lambda pipe, p: None, release=lambda pipe: None)
+    with m.use(first, plan(first)) as pipe:
+        parts = dict(pipe.parts)
+    with m.use(second, plan(second)) as pipe:
+        assert all(pipe.parts[c.name] is parts[c.name] for c in DEMO.components) and m.loads == 3
+        assert (pipe.parts["tokenizer"], pipe.parts["scheduler"]) == ("tok", "sched")
+    assert WholePipe.built == 2
+
+
 def test_without_a_request_a_model_is_planned_at_its_default_size_on_this_machine(monkeypatch, tmp_path) -> None:
     from wan_studio.memory import hardware, manager as manager_module, planner
     from wan_studio.memory.loaders import FolderLoader
