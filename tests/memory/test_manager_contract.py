@@ -5,6 +5,7 @@ line says while its model loads. tests/memory/test_manager.py runs the same rule
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -186,6 +187,47 @@ def test_a_failed_placement_gives_back_the_shared_parts_it_took_to_the_model_the
     assert loader.loaded.count("ti2v-a/text_encoder") == 1  # the shared encoder was not read again
     assert sorted(m.unload_all()) == [("ti2v-a/transformer", "bf16"), ("umt5-xxl", "bf16"),
                                       ("wan2.2-vae", "fp32")] and m.cached() == {}
+
+
+def test_a_job_waiting_for_a_busy_model_does_not_hold_up_a_job_of_another_model() -> None:
+    m, _, _ = manager()
+    other = replace(DEMO, key="demo-two")  # no part in common with DEMO
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with m.use(DEMO, plan(DEMO)):
+            held.set()
+            done.wait(30)
+
+    first = threading.Thread(target=hold, daemon=True)
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=use, args=(m, DEMO), daemon=True)  # waits for the first job
+    second.start()
+    waiting = lambda: any(lock.locked() for lock in list(m._model_locks.values()))  # noqa: E731
+    deadline = time.monotonic() + 10
+    while not waiting() and time.monotonic() < deadline:
+        time.sleep(0.01)  # poll: the second job is inside the manager, waiting for DEMO
+    assert waiting()
+    third = threading.Thread(target=use, args=(m, other), daemon=True)
+    third.start()
+    third.join(10)
+    try:
+        assert not third.is_alive(), "a job of another model waits behind the job waiting for DEMO"
+        assert second.is_alive() and set(m.loaded()) == {"demo", "demo-two"}
+    finally:
+        done.set()
+        first.join(10)
+        second.join(10)
+    assert not second.is_alive()
+
+
+def test_without_a_plan_the_managers_own_default_plan_places_the_model() -> None:
+    m = ModelManager(Loader(), default_plan=lambda spec: plan(spec, label="the default"),
+                     apply=lambda pipe, p: None, release=lambda pipe: None)
+    with m.use(A) as pipe:
+        assert pipe["model"] == "ti2v-a"
+    assert m.loaded() == {"ti2v-a": "the default"}
 
 
 def test_a_nested_use_in_one_thread_is_refused_in_words() -> None:
