@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ import tests.cluster.fakes as fakes  # noqa: E402
 import tests.gpu.fake_nvml as fake_nvml  # noqa: E402
 from wan_studio.cluster.executor import JobEvent, WorkerGone  # noqa: E402
 from wan_studio.cluster.ray_backend import ClusterUnavailable, RayExecutor, import_ray  # noqa: E402
+from wan_studio.cluster.ray_worker import node_outputs  # noqa: E402
 from wan_studio.cluster.runtime import RuntimeConfig, ThermalConfig  # noqa: E402
+from wan_studio.engine.checkpoint import StepCheckpoints, request_key  # noqa: E402
+from wan_studio.engine.generate import GenerationCancelled, render  # noqa: E402
+from wan_studio.engine.job import work_dir_of  # noqa: E402
 from wan_studio.engine.request import GenerationRequest  # noqa: E402
 from wan_studio.engine.video_io import read_mp4  # noqa: E402
 from wan_studio.gpu import NoGpuTelemetry, TelemetrySampler  # noqa: E402
@@ -87,11 +92,18 @@ def hot_flag(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(cluster, hot_flag, tmp_path_factory):
+def node_dir(tmp_path_factory) -> Path:
+    """The folder the workers keep their jobs' files in: this cluster's own, so no job meets the work
+    folder of a job with the same id from an earlier test run on this machine."""
+    return tmp_path_factory.mktemp("node")
+
+
+@pytest.fixture(scope="module")
+def setup(cluster, hot_flag, node_dir, tmp_path_factory):
     sampler = TelemetrySampler(NoGpuTelemetry("no local GPU in tests"), interval_s=0.5)
     events = Events()
     outputs = tmp_path_factory.mktemp("outputs")
-    options = RuntimeConfig(outputs_dir=str(outputs), tiny_models=True,
+    options = RuntimeConfig(outputs_dir=str(outputs), tiny_models=True, node_dir=str(node_dir),
                             telemetry_factory=fakes.FlagTelemetryFactory(str(hot_flag)),
                             thermal=ThermalConfig(interval_s=0.2))
     ex = RayExecutor(cluster.address, outputs, options, heartbeat_s=0.5,
@@ -216,21 +228,58 @@ def test_expert_split_equals_single_and_two_jobs_overlap(setup) -> None:
     assert "t2v-a14b@low" not in loaded(ex)[a] and "t2v-a14b@high" not in loaded(ex)[b]
 
 
-def test_a_hot_remote_gpu_pauses_its_job_until_it_cools(setup, hot_flag) -> None:
+def test_a_hot_remote_gpu_pauses_its_job_before_its_first_step_until_it_cools(setup, hot_flag) -> None:
     ex, events, _ = setup
     ex.split = "off"
-    worker = names(ex)[1]
+    for i, worker in enumerate(names(ex)):  # on each PC
+        job_id = f"hot-{i}"
+        hot_flag.touch()
+        try:
+            heated(setup)
+            ex.submit(worker, job_id, request(steps=3))
+            paused = paused_or_end(events, job_id)
+            host = "pc-" + worker.split("~")[1][:6]
+            assert paused.progress["note"] == f"paused: {host}/GPU 0 at 90 °C, cooling"
+            assert paused.progress["step"] == 0  # no step ran on the hot GPU
+        finally:
+            hot_flag.unlink()
+        done = events.end_of(job_id)
+        assert [(p["step"], p["start_c"], p["ended"]) for p in sidecar(done)["thermal_pauses"]] == [
+            (0, 90, "cooled")]
+
+
+def test_a_remote_job_resumed_after_its_last_step_pauses_on_a_hot_gpu(setup, hot_flag, node_dir,
+                                                                       demo_pipe) -> None:
+    """The PC kept the step checkpoint of an earlier attempt stopped after its last step (a worker
+    killed in its decode): the retry has nothing left to denoise and must still wait for the GPU."""
+    ex, events, _ = setup
+    ex.split = "off"
+    req = request(steps=3)
+    stopped_after_its_last_step(demo_pipe, req, work_dir_of(node_outputs(node_dir), "retried"))
     hot_flag.touch()
     try:
         heated(setup)
-        ex.submit(worker, "hot", request(steps=3))
-        paused = paused_or_end(events, "hot")
-        assert "pc-" in paused.progress["note"] and "90 °C" in paused.progress["note"]
+        ex.submit(names(ex)[0], "retried", req)
+        paused = paused_or_end(events, "retried")
+        assert paused.progress["step"] == 3 and "90 °C" in paused.progress["note"]
     finally:
         hot_flag.unlink()
-    done = events.end_of("hot")
-    pauses = sidecar(done)["thermal_pauses"]
-    assert len(pauses) >= 1 and pauses[0]["ended"] == "cooled" and pauses[0]["start_c"] == 90
+    record = sidecar(events.end_of("retried"))
+    assert record["checkpoints"]["resumed_from_step"] == 3
+    assert [(p["step"], p["ended"]) for p in record["thermal_pauses"]] == [(3, "cooled")]
+
+
+def stopped_after_its_last_step(pipe: Any, req: GenerationRequest, work_dir: Path) -> None:
+    """Leave in ``work_dir`` the step checkpoint a run of ``req`` keeps after its last step."""
+    cancel = threading.Event()
+
+    def stop(done: int) -> None:
+        if done == req.steps:
+            cancel.set()
+
+    keep = StepCheckpoints(work_dir, request_key(req.to_dict()), budget=1.0)  # one after every step
+    with pytest.raises(GenerationCancelled, match=f"after step {req.steps} of {req.steps}"):
+        render(pipe, req, cancel=cancel, between_steps=stop, checkpoints=keep)
 
 
 def heated(setup: Any) -> None:
@@ -257,16 +306,13 @@ def paused_or_end(events: Events, job_id: str) -> JobEvent:
 
 
 def hold(setup: Any, worker: str, job_id: str, hot_flag: Path) -> None:
-    """Start ``job_id`` on ``worker`` and return once it is mid-job, so what happens next hits a
-    running job: its GPU is "hot" until the test removes ``hot_flag`` (the job waits in a thermal
-    pause), and the job is long (100 steps) besides, so it is still running if it did not pause."""
+    """Start ``job_id`` on ``worker`` and return once it waits in a thermal pause (its GPU is "hot"
+    until the test removes ``hot_flag``), so what happens next hits a running job."""
     ex, events, _ = setup
     hot_flag.touch()
     heated(setup)
-    ex.submit(worker, job_id, request(steps=100))
-    event = events.until(lambda e: e.job_id == job_id and (e.kind in TERMINAL or (
-        e.kind == "progress" and e.progress["stage"] in ("paused", "denoising"))))
-    assert event.kind == "progress", f"{job_id} ended ({event.kind}) before it could be held: {event}"
+    ex.submit(worker, job_id, request(steps=3))
+    paused_or_end(events, job_id)
 
 
 def test_cancel_stops_a_remote_job(setup, hot_flag) -> None:

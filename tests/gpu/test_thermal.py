@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.gpu.fake_nvml import FakeGpu, FakeNvml
-from wan_studio.engine.generate import Progress, generate
+from wan_studio.engine.checkpoint import StepCheckpoints, request_key
+from wan_studio.engine.generate import GenerationCancelled, Progress, generate, render
 from wan_studio.engine.request import GenerationRequest, validate
 from wan_studio.gpu import GpuSample, NvmlTelemetry, ThermalGuard, ThermalLimits
 
@@ -167,3 +168,46 @@ def test_gpu_disappearing_mid_run_does_not_hang_the_job(demo_pipe, tmp_path: Pat
     sidecar = json.loads(result.sidecar_path.read_text())
     assert [p["ended"] for p in sidecar["thermal_pauses"]] == ["gpu silent"]  # one pause, then no readings
     assert sidecar["video"]["frames"] == 5
+
+
+def test_a_job_meeting_a_hot_gpu_waits_before_its_first_step(demo_pipe, tmp_path: Path) -> None:
+    fake = FakeNvml([FakeGpu(temperature=90)])  # hot from an earlier job
+    request = tiny_request(steps=3)
+    progress: list[Progress] = []
+
+    def cool() -> None:
+        fake.gpus[0].temperature -= 8
+
+    t = ManualTime(cool)
+    session = ThermalGuard(NvmlTelemetry(fake).sample, sleep=t.sleep, clock=t.clock).session(
+        on_note=lambda step, text: progress.append(Progress("paused", step, request.steps, 0.0, note=text)))
+    result = generate(demo_pipe, request, tmp_path, progress.append, between_steps=session,
+                      extra_sidecar={"thermal_pauses": session.records})
+    stages = [p.stage for p in progress]
+    assert stages.index("paused") < stages.index("denoising")  # no step ran on the hot GPU
+    assert progress[stages.index("paused")].message == "paused: GPU 0 at 90 °C, cooling"
+    (pause,) = json.loads(result.sidecar_path.read_text())["thermal_pauses"]
+    assert (pause["step"], pause["start_c"], pause["end_c"], pause["ended"]) == (0, 90.0, 74.0, "cooled")
+
+
+def test_a_run_resumed_after_its_last_step_still_waits_on_a_hot_gpu(demo_pipe, tmp_path: Path) -> None:
+    # An earlier attempt was stopped after its last step (killed in its decode): the retry has
+    # nothing left to denoise, so no step of its own would ever meet the guard.
+    request = tiny_request(steps=3)
+    cancel = threading.Event()
+
+    def kept() -> StepCheckpoints:  # budget 1.0: a checkpoint after every step on any CPU
+        return StepCheckpoints(tmp_path, request_key(request.to_dict()), budget=1.0)
+
+    def stop(done: int) -> None:
+        if done == request.steps:
+            cancel.set()
+
+    with pytest.raises(GenerationCancelled, match="after step 3 of 3"):
+        render(demo_pipe, request, cancel=cancel, between_steps=stop, checkpoints=kept())
+    fake = FakeNvml([FakeGpu(temperature=90)])
+    t = ManualTime(lambda: setattr(fake.gpus[0], "temperature", 70))
+    session = ThermalGuard(NvmlTelemetry(fake).sample, sleep=t.sleep, clock=t.clock).session()
+    done = render(demo_pipe, request, between_steps=session, checkpoints=kept())
+    assert done.resumed_from == 3 and done.frames.shape == (5, 64, 64, 3)
+    assert [(p["step"], p["start_c"], p["ended"]) for p in session.records] == [(3, 90.0, "cooled")]

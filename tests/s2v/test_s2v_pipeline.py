@@ -134,7 +134,7 @@ def test_thermal_hook_runs_between_s2v_steps(s2v_pipe, portrait_file: Path, make
     result = generate(s2v_pipe, _request(portrait_file, make_audio(0.6)), tmp_path / "out",
                       between_steps=seen.append)
     steps = json.loads(result.sidecar_path.read_text())["request"]["steps"]
-    assert seen == list(range(1, steps + 1))
+    assert seen == list(range(0, steps + 1))  # once before the first step, then after each
 
 
 def test_streamed_transformer_with_swapped_encoders_makes_the_same_video(portrait_file: Path, make_audio,

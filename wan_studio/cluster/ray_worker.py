@@ -69,7 +69,7 @@ class GpuWorker:
         # Kept on this node across actor restarts: a restarted actor resumes a long clip and finds the
         # files an earlier attempt of a job finished (the job's claimed outputs); ratios calibrated on
         # this node's weights stay here too, since the head's folders may not exist on this PC.
-        self._node_dir = Path(tempfile.gettempdir()) / "wan-studio"
+        self._node_dir = node_dir_of(config)
         config = dataclasses.replace(config, calibration_dir=config.calibration_dir
                                      or str(self._node_dir / ".calibration"))
         self.runtime = WorkerRuntime(name, config, samples=self.own_samples, host=self.telemetry.host)
@@ -188,7 +188,7 @@ class GpuWorker:
                 path = scratch / ("start" + Path(request.get("image") or "start.png").suffix)
                 path.write_bytes(image)
                 request = {**request, "image": str(path)}
-            hooks = JobHooks(outputs_dir=self._node_dir / "out", on_done=self._ship, lost_on=(PeerLost,))
+            hooks = JobHooks(outputs_dir=node_outputs(self._node_dir), on_done=self._ship, lost_on=(PeerLost,))
             if split:
                 self._split_hooks(hooks, job_id, request, split)
             self.runtime.run_job(job_id, request, cancel, events.put, extra, hooks)
@@ -202,7 +202,7 @@ class GpuWorker:
 
     def _ship(self, video: Path, sidecar: Path) -> dict[str, Any]:
         """The ``done`` message's files, relative to this node's outputs; they leave this node."""
-        out = self._node_dir / "out"
+        out = node_outputs(self._node_dir)
         files = {p.relative_to(out).as_posix(): p.read_bytes() for p in (video, sidecar)}
         for p in (video, sidecar):
             p.unlink(missing_ok=True)
@@ -257,6 +257,17 @@ class GpuWorker:
         else:
             raise ValueError(f"unknown split mode {mode!r}")
         return twin_with(pipe, **swapped)
+
+
+def node_dir_of(config: RuntimeConfig) -> Path:
+    """The folder this PC's workers keep their jobs' files in (see ``RuntimeConfig.node_dir``)."""
+    return Path(config.node_dir) if config.node_dir else Path(tempfile.gettempdir()) / "wan-studio"
+
+
+def node_outputs(node_dir: Path) -> Path:
+    """Where jobs run on a PC write their outputs (and keep their work folders) before the files
+    travel to the head."""
+    return node_dir / "out"
 
 
 def _other(keep: Keep | None) -> Keep | None:

@@ -49,6 +49,9 @@ class RuntimeConfig:
     ``tiny_models``: build every model as a tiny random one (tests, CPU demos of a cluster);
     ``calibration_dir``: where calibrated MagCache ratios are kept (default: beside the outputs);
     ``telemetry_factory`` / ``host_name``: the GPU source of a Ray worker (a fake in tests);
+    ``node_dir``: the folder where a Ray worker keeps its jobs' work folders, outputs on their way to
+    the head and calibrated ratios on its PC (default: ``wan-studio`` in the system temp folder;
+    tests give each cluster its own, since their nodes share one machine);
     ``prepare``: the request fields (model, width, height, num_frames, steps) whose pipeline a
     worker process loads and places at start, in the background, when this machine has the RAM for
     it (``WorkerRuntime.prepare``); ``compile_cache_dir``: where torch.compile keeps its caches, so
@@ -74,6 +77,7 @@ class RuntimeConfig:
     calibration_dir: str | None = None
     telemetry_factory: Callable[[], Any] | None = None
     host_name: str | None = None
+    node_dir: str | None = None
     before_write: Callable[[], None] | None = None
     prepare: dict[str, Any] | None = None
     compile_cache_dir: str | None = None

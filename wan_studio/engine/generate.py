@@ -177,7 +177,8 @@ def render(
 
     Raises ``GenerationCancelled`` when ``cancel`` is set; the check runs after every denoising
     step and raises from the step callback, so the partial latents are never decoded.
-    ``between_steps(done_steps)``, when given, runs after each step's progress report and before the
+    ``between_steps(done_steps)``, when given, runs once before the first step (with the steps a
+    resumed run starts after, else 0) and after each step's progress report, each time before the
     cancel check; it may block (the thermal guard waits there while a GPU cools). ``start_image``
     overrides ``request.image`` with an image already in memory (long clips continue from a frame).
     ``checkpoints``, when given, keeps the denoising state every few steps and starts from the
@@ -194,8 +195,9 @@ def render(
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     step_ends: list[float] = []
-    # Seconds spent in ``between_steps`` (thermal pauses): kept out of per-step time and the ETA.
-    paused = {"between": 0.0, "total": 0.0}
+    # Seconds spent in ``between_steps`` (thermal pauses): kept out of the first step's and per-step time
+    # and the ETA ("before": ahead of the first step; "between": between two steps).
+    paused = {"before": 0.0, "between": 0.0, "total": 0.0}
     start = 0  # steps an earlier run finished and checkpointed
 
     ran: list[Any] = []  # the timestep of every step, as the pipeline ran it
@@ -261,6 +263,16 @@ def render(
         snap = checkpoints.load(runner.scheduler, request.steps) if checkpoints is not None else None
         if snap is not None:
             start, kwargs["latents"] = snap.step, snap.latents
+        if between_steps is not None:
+            # Before any work too: a job meeting a GPU that is already hot waits before its first
+            # step, and a run resumed at its last step (nothing left to denoise) before its decode,
+            # which otherwise would never meet the guard at all.
+            t_wait = time.perf_counter()
+            between_steps(start)
+            paused["before"] = time.perf_counter() - t_wait
+            paused["total"] += paused["before"]
+        if cancel.is_set():
+            raise GenerationCancelled(f"cancelled before step {start + 1} of {request.steps}")
         motion = motion_phase(request, start)
         if motion is not None:
             motion.start(pipe, kwargs)
@@ -278,7 +290,7 @@ def render(
     frames = frames_to_uint8(out.frames[0]) if as_uint8 else out.frames[0]
     now = time.time()
     timings = {
-        "first_step_s": (step_ends[0] - t0) if step_ends else 0.0,
+        "first_step_s": (step_ends[0] - t0 - paused["before"]) if step_ends else 0.0,
         "denoise_s": (step_ends[-1] - t0) if step_ends else 0.0,
         "decode_s": t_decoded - (step_ends[-1] if step_ends else t0),
         "text_s": sum(text_spans),

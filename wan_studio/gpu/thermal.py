@@ -57,7 +57,8 @@ class ThermalLimits:
 
 @dataclass
 class ThermalPause:
-    """One pause of one job: when, at which step, how hot, how long (°C, seconds)."""
+    """One pause of one job: when, after how many finished steps (0: before the first), how hot, how
+    long (°C, seconds)."""
 
     gpu: str
     step: int

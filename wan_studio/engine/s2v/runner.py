@@ -51,7 +51,8 @@ def generate_s2v(
 
     ``request.width × request.height`` is the pixel budget; the frame follows the portrait's
     aspect. Raises ``GenerationCancelled`` from the step after ``cancel`` is set;
-    ``between_steps(done_steps)`` runs after each step (the thermal guard may wait there).
+    ``between_steps(done_steps)`` runs before the first step (with 0) and after each step (the
+    thermal guard may wait there).
     ``preview`` (an ``engine.preview.LivePreview``) is offered the sampler's x0 prediction after
     each step.
     """
@@ -102,6 +103,10 @@ def generate_s2v(
     report(Progress("encoding", 0, total, 0.0))
     with Image.open(request.image) as im:
         image = im.convert("RGB")
+    if between_steps is not None:
+        between_steps(0)  # a GPU already hot waits before the first step, as in ``generate.render``
+    if cancel.is_set():
+        raise GenerationCancelled(f"cancelled before step 1 of {total}")
     with decoding.watch(pipe.vae):
         out = pipe(image, speech.samples, prompt=request.prompt, negative_prompt=request.negative_prompt or "",
                    pose_video=pose, max_area=request.width * request.height, fps=fps, chunk_frames=chunk_frames,
