@@ -66,6 +66,12 @@ def test_where_gguf_saves_gpu_memory_rather_than_ram_the_plan_says_so() -> None:
     assert plan.why.startswith("GGUF Q5_K: 34 GiB of GPU memory instead of 68 GiB (bf16). ")
 
 
+def test_a_gguf_plan_whose_name_has_several_parts_still_names_its_quantisation() -> None:
+    plan = choose(A14B_Q5, A14B_480, Hardware((gpu(0, 28),), 32 * GIB, 32 * GIB))
+    assert plan.label == "text encoder on CPU, transformer on GPU 0, GGUF Q5_K transformer"
+    assert plan.why.startswith("GGUF Q5_K: 23 GiB of GPU memory instead of 32 GiB (fp8). text encoder on CPU, ")
+
+
 def test_with_ram_to_spare_the_better_weights_win_over_gguf() -> None:
     roomy = replace(SMALL_RAM, host_total_bytes=256 * GIB, host_free_bytes=250 * GIB)
     plan = choose(A14B_Q5, A14B_480, roomy)

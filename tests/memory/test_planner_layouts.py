@@ -136,4 +136,5 @@ def test_the_plan_record_carries_the_predicted_step_and_job_times() -> None:
     est = estimate(TI2V_5B, TI2V_720, plan.placements, hw)
     record = plan.to_dict()  # what the job's sidecar and the API show
     assert (record["step_s"], record["job_s"]) == (est.step_s, est.job_s)
+    assert record["model"] == "ti2v-5b" and record["label"] == plan.label
     assert record["host_ram_gib"] == round(est.host_ram_bytes / GIB, 2)

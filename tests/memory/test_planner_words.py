@@ -51,6 +51,14 @@ def test_the_chosen_plan_says_it_is_the_fastest_when_nothing_faster_exists() -> 
                         "100% of full speed, full quality (bf16 weights).")
 
 
+def test_the_fastest_plan_says_so_even_where_slower_plans_do_not_fit() -> None:
+    hw = box(1, 141, 16)  # a big card in a PC with little RAM: the offloading plans need more of it
+    assert any(shortfall(p, hw, Limits()) for p, _ in candidates(TI2V_5B, TI2V_720, hw, Limits()))
+    plan = choose(TI2V_5B, TI2V_720, hw)
+    assert plan.label == "all on GPU"
+    assert plan.why.startswith("all on GPU: the fastest way to run it here; ")
+
+
 @pytest.mark.parametrize("work, hw", [(TI2V_720, box(1, 24)), (TI2V_720, box(1, 12)), (A14B_720, box(1, 24, 128))])
 def test_the_chosen_plan_names_the_fastest_option_that_did_not_fit(work: Workload, hw: Hardware) -> None:
     spec = TI2V_5B if work is TI2V_720 else T2V_A14B
