@@ -144,6 +144,27 @@ def test_a_float32_model_on_a_hopper_gpu_keeps_sdpa_and_a_pinned_fused_kernel_is
     accel.apply_attention_backend(pipe, "cudnn")  # accepted once the weights are bf16
 
 
+def test_a_speech_to_video_job_on_a_hopper_gpu_keeps_pytorch_sdpa(monkeypatch):
+    # The S2V transformer is our own module, not a diffusers model: choosing cuDNN for it made every
+    # speech-to-video job on an H200 fail with "'S2VTransformer' object has no attribute
+    # 'set_attention_backend'" while its plan was applied.
+    import wan_studio.engine.accel as accel
+    from wan_studio.engine.s2v.tiny import build_s2v_pipeline
+
+    pipe = build_s2v_pipeline()
+    pipe.transformer.to(torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
+    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    record = accel.apply_speed(pipe, {"group_offload"}, "bf16")
+    assert record["attention"] == "sdpa" and "S2VTransformer" in record["attention_why"]
+    assert record["compile"] is False  # no diffusers repeated blocks to compile
+    with pytest.raises(ValueError, match="S2VTransformer.*pick 'sdpa'"):
+        accel.apply_attention_backend(pipe, "cudnn")
+    accel.apply_attention_backend(pipe, "sdpa")
+
+
 def test_a_backend_that_fails_its_check_falls_back_to_sdpa(monkeypatch):
     import wan_studio.engine.accel as accel
 
