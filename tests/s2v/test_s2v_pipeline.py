@@ -162,3 +162,20 @@ def test_streamed_transformer_with_swapped_encoders_makes_the_same_video(portrai
     frames = read_mp4(generate(pipe, request, tmp_path / "planned").video_path)[0]
     np.testing.assert_array_equal(frames, reference)
     release_pipeline(pipe)
+
+
+def test_the_sidecars_peak_vram_is_the_jobs_own(s2v_pipe, portrait_file: Path, make_audio, tmp_path: Path,
+                                                monkeypatch) -> None:
+    # On an H200 a warm 832×480 job reported the 16.8 GiB peak of the 1024×704 job before it.
+    import torch
+
+    peaks = [0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "a GPU")
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: peaks.append(0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 7 * 2**30 + len(peaks))
+    first = generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "a", chunk_frames=16)
+    second = generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "b", chunk_frames=16)
+    assert len(peaks) == 3  # reset at the start of each job
+    assert first.peak_vram_bytes == 7 * 2**30 + 2 and second.peak_vram_bytes == 7 * 2**30 + 3

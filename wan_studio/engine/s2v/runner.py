@@ -59,6 +59,8 @@ def generate_s2v(
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
     cancel = cancel or threading.Event()
+    if torch.cuda.is_available():  # the sidecar's peak is this job's, not the worker's highest so far
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     speech = load_speech(request.audio)
     fps = request.fps
