@@ -53,7 +53,7 @@ ROOMS: dict[str, list[str]] = {
     "wan_studio/memory/manager.py": ["tests/memory/test_lru.py", "tests/memory/test_manager_contract.py"],
     "wan_studio/memory/costs.py": ["tests/memory/test_cost_model.py", "tests/memory/test_byte_counts.py",
                                    "tests/memory/test_measured_fit.py", "tests/memory/test_planner.py"],
-    "wan_studio/memory/estimate.py": ["tests/memory/test_byte_counts.py", "tests/memory/test_measured_fit.py",
+    "wan_studio/memory/estimate.py": ["tests/memory/test_time_model.py", "tests/memory/test_byte_counts.py", "tests/memory/test_measured_fit.py",
                                       "tests/memory/test_planner.py", "tests/memory/test_planner_sizes.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}

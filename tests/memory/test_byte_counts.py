@@ -146,3 +146,24 @@ def test_host_ram_holds_what_the_gpu_does_not() -> None:
     fp8_alone = (_p("transformer", "model_offload", "fp8"), _p("text_encoder", "resident"),
                  _p("vae", "resident", "fp32"))
     assert host_ram(TI2V_5B, fp8_alone) == overhead + TI2V_BF16  # the load peak, not the 5.09 GB kept
+
+
+def test_only_what_moves_between_host_and_gpu_is_pinned() -> None:
+    from wan_studio.memory.estimate import pinned_bytes
+
+    placements = (_p("transformer", "group_offload"), _p("text_encoder", "model_offload"), _p("vae", "resident", "fp32"))
+    on_cpu = (_p("transformer", "group_offload"), _p("text_encoder", "cpu", device="cpu"), _p("vae", "resident", "fp32"))
+    assert pinned_bytes(TI2V_5B, on_cpu) == TI2V_BF16  # a text encoder computing on the CPU is not pinned
+    # the streamed transformer's host copy and the text encoder's; the resident VAE never leaves the GPU
+    assert pinned_bytes(TI2V_5B, placements) == TI2V_BF16 + TEXT
+
+
+def test_loading_fp8_parts_one_after_another_holds_the_cast_ones_beside_the_next_bf16_copy() -> None:
+    # Read in bf16, cast to fp8 afterwards: loading the last expert holds the text encoder and the
+    # first expert already cast, beside the last one's bf16 copy.
+    placements = (_p("text_encoder", "model_offload", "fp8"), _p("transformer", "model_offload", "fp8"),
+                  _p("transformer_2", "model_offload", "fp8"), _p("vae", "resident", "fp32"))
+    text_fp8 = 5_680_000_000
+    expert_fp8 = stored(T2V_A14B, placements[1])
+    expert_bf16 = 14_290_000_000 * 2
+    assert host_ram(T2V_A14B, placements) == costs.HOST_OVERHEAD_BYTES + text_fp8 + expert_fp8 + expert_bf16
