@@ -179,3 +179,12 @@ def test_the_sidecars_peak_vram_is_the_jobs_own(s2v_pipe, portrait_file: Path, m
     second = generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "b", chunk_frames=16)
     assert len(peaks) == 3  # reset at the start of each job
     assert first.peak_vram_bytes == 7 * 2**30 + 2 and second.peak_vram_bytes == 7 * 2**30 + 3
+
+
+def test_the_sidecar_times_what_runs_before_the_first_step(s2v_pipe, portrait_file: Path, make_audio,
+                                                          tmp_path: Path) -> None:
+    result = generate_s2v(s2v_pipe, _request(portrait_file, make_audio(1.0)), tmp_path / "out", chunk_frames=16)
+    timings = json.loads(result.sidecar_path.read_text())["timings"]
+    before = [timings[k] for k in ("speech_s", "text_s", "reference_s")]
+    assert all(v > 0 for v in before), timings
+    assert sum(before) < timings["first_step_s"] < timings["denoise_s"] <= timings["total_s"]

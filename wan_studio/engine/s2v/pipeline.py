@@ -9,8 +9,10 @@ chunks continue each other; the first chunk starts from the portrait alone and d
 from __future__ import annotations
 
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +41,21 @@ class S2VOutput:
     height: int
     timesteps: list[int] = field(default_factory=list)  # of one chunk; every chunk runs the same
     noise: NoiseSource | None = None  # of the first chunk; chunk r is seeded with seed + r
+    # Seconds of the work before the first step (device synced): speech features, the two prompts,
+    # the reference image's VAE encode (each onloading its model where the plan offloads it).
+    prepare: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(into: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's seconds to ``into[key]``, the GPU's queued work included."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        into[key] = into.get(key, 0.0) + time.perf_counter() - t
 
 
 def fit_size(width: int, height: int, max_area: int, multiple: int = 64) -> tuple[int, int]:
@@ -196,11 +213,15 @@ class S2VPipeline(DiffusionPipeline):
         if max_chunks is not None:
             chunks = max(1, min(chunks, max_chunks))
         total = chunks * chunk_frames
-        audio_feats = speech_features(self.audio_encoder, self.feature_extractor, audio, fps, total, device)
-        ctx = self.encode_text(prompt, device)
-        ctx_neg = self.encode_text(negative_prompt, device)
-        portrait = np.asarray(_crop_resize(image, width, height))
-        ref_latents = self.encode_video(_to_pixels(portrait[None]), device)
+        prepare: dict[str, float] = {}
+        with _timed(prepare, "speech_s"):
+            audio_feats = speech_features(self.audio_encoder, self.feature_extractor, audio, fps, total, device)
+        with _timed(prepare, "text_s"):
+            ctx = self.encode_text(prompt, device)
+            ctx_neg = self.encode_text(negative_prompt, device)
+        with _timed(prepare, "reference_s"):
+            portrait = np.asarray(_crop_resize(image, width, height))
+            ref_latents = self.encode_video(_to_pixels(portrait[None]), device)
         motion_frames = self.transformer.config.motion_frames
         context_pixels = torch.zeros(1, 3, motion_frames, height, width, device=device)
         motion_latents: torch.Tensor | None = None
@@ -233,4 +254,4 @@ class S2VPipeline(DiffusionPipeline):
         video = torch.cat(out, dim=2)[0, :, :wanted]  # (3, T, H, W)
         frames = video.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1).numpy()
         return S2VOutput(frames=frames, chunks=chunks, width=width, height=height,
-                         timesteps=[int(t) for t in self.scheduler.timesteps], noise=first_noise)
+                         timesteps=[int(t) for t in self.scheduler.timesteps], noise=first_noise, prepare=prepare)

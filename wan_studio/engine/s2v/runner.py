@@ -125,6 +125,11 @@ def generate_s2v(
                "write_s": t_written - t_decoded}
     if len(step_ends) >= 2:
         timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+    # As a single job's: from the job's start to its first step's end, text encoding included; what
+    # ran before that step is also given part by part.
+    timings.update(out.prepare)
+    if step_ends:
+        timings["first_step_s"] = step_ends[0] - t0
     cuda = torch.cuda.is_available()
     peak = torch.cuda.max_memory_allocated() if cuda else None
     sidecar = {
