@@ -23,6 +23,16 @@ def restore_default_attention():
     _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
 
 
+def on_a_hopper_gpu_with_cudnn(monkeypatch) -> None:
+    """This process sees an H200 (compute capability 9.0) with cuDNN attention that checks out."""
+    import wan_studio.engine.accel as accel
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
+    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+
+
 @pytest.mark.parametrize(
     "cc, installed, lossy, expected",
     [
@@ -108,10 +118,7 @@ def test_on_a_hopper_gpu_cudnn_is_set_checked_and_compile_follows_the_plan(monke
 
     pipe = build_ti2v_pipeline()
     pipe.transformer.to(torch.bfloat16)  # the real models compute in bf16
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
-    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    on_a_hopper_gpu_with_cudnn(monkeypatch)
     monkeypatch.setattr(costs, "triton_installed", lambda: True)
     calls = []
     monkeypatch.setattr(accel, "compile_transformers", lambda p, offload: calls.append(offload) or 1)
@@ -132,10 +139,7 @@ def test_a_float32_model_on_a_hopper_gpu_keeps_sdpa_and_a_pinned_fused_kernel_is
 
     pipe = build_ti2v_pipeline()
     assert next(pipe.transformer.parameters()).dtype == torch.float32
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
-    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    on_a_hopper_gpu_with_cudnn(monkeypatch)
     record = accel.apply_speed(pipe, {"resident"}, "fp32")
     assert record["attention"] == "sdpa" and "float32" in record["attention_why"]
     with pytest.raises(ValueError, match="bf16 or fp16"):
@@ -153,10 +157,7 @@ def test_a_speech_to_video_job_on_a_hopper_gpu_keeps_pytorch_sdpa(monkeypatch):
 
     pipe = build_s2v_pipeline()
     pipe.transformer.to(torch.bfloat16)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    monkeypatch.setattr(accel, "installed_backends", lambda: {"sdpa", "cudnn"})
-    monkeypatch.setattr(accel, "attention_error", lambda *a, **k: 2.3e-3)
+    on_a_hopper_gpu_with_cudnn(monkeypatch)
     record = accel.apply_speed(pipe, {"group_offload"}, "bf16")
     assert record["attention"] == "sdpa" and "S2VTransformer" in record["attention_why"]
     assert record["compile"] is False  # no diffusers repeated blocks to compile
