@@ -105,13 +105,19 @@ def apply_attention_backend(pipe: Any, backend: Backend) -> None:
     if _needs_half_but_fp32(pipe, backend):
         raise ValueError(f"attention backend '{backend}' needs bf16 or fp16 weights and this model runs in "
                          "float32; pick 'sdpa'")
-    own = [type(m).__name__ for m in transformers_of(pipe) if not hasattr(m, "set_attention_backend")]
+    own = own_attention(pipe)
     if own and backend != "sdpa":
-        raise ValueError(f"attention backend '{backend}' cannot be set on {own[0]}: it calls PyTorch's "
+        raise ValueError(f"attention backend '{backend}' cannot be set on {own}: it calls PyTorch's "
                          "scaled-dot-product attention itself; pick 'sdpa'")
     for model in transformers_of(pipe):
         if hasattr(model, "set_attention_backend"):
             model.set_attention_backend(DIFFUSERS_BACKEND[backend])
+
+
+def own_attention(pipe: Any) -> str | None:
+    """The class name of a transformer of ``pipe`` that is not a diffusers model and so has no
+    attention backends to set (the speech-to-video one), else ``None``."""
+    return next((type(m).__name__ for m in transformers_of(pipe) if not hasattr(m, "set_attention_backend")), None)
 
 
 def _needs_half_but_fp32(pipe: Any, backend: Backend) -> bool:
@@ -315,9 +321,9 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
         backend, why = options.attention, "chosen by the user"
     if _needs_half_but_fp32(pipe, backend):
         backend, why = "sdpa", f"float32 model: {backend} needs bf16/fp16 inputs, so PyTorch's SDPA"
-    own = [type(m).__name__ for m in transformers_of(pipe) if not hasattr(m, "set_attention_backend")]
-    if own and backend != "sdpa":  # the speech-to-video transformer: not a diffusers model
-        backend, why = "sdpa", f"{own[0]} calls PyTorch's scaled-dot-product attention itself"
+    own = own_attention(pipe)
+    if own and backend != "sdpa":
+        backend, why = "sdpa", f"{own} calls PyTorch's scaled-dot-product attention itself"
     backend, check = _checked_backend(backend) if backend != "sdpa" else (backend, "PyTorch default")
     apply_attention_backend(pipe, backend)
     record.update(attention=backend, attention_why=why, attention_check=check)
