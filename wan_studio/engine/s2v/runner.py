@@ -59,7 +59,8 @@ def generate_s2v(
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
     cancel = cancel or threading.Event()
-    if torch.cuda.is_available():  # the sidecar's peak is this job's, not the worker's highest so far
+    cuda = torch.cuda.is_available()
+    if cuda:  # the sidecar's peak is this job's, not the worker's highest so far
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     speech = load_speech(request.audio)
@@ -130,7 +131,6 @@ def generate_s2v(
     timings.update(out.prepare)
     if step_ends:
         timings["first_step_s"] = step_ends[0] - t0
-    cuda = torch.cuda.is_available()
     peak = torch.cuda.max_memory_allocated() if cuda else None
     sidecar = {
         "app": f"wan-studio {wan_studio.__version__}",
