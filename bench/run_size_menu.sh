@@ -20,7 +20,8 @@
 # its 64 GiB disk, alone: the other models' folders are removed first):
 #   bash bench/run_size_menu.sh s2v             # save S2V-14B, then 832×480 (cold), 1024×704, 832×480 warm; 2 steps
 # Env: STEPS (default 2), A14B_STEPS (default 3), CASES (';'-separated size_menu cases instead of
-# the part's), CAP_GIB (default 24), OUT (default $OUT or bench/out).
+# the part's), CAP_GIB (default 24), JOBS_S (the disk parts' seconds for the jobs, default 330),
+# OUT (default $OUT or bench/out).
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then
@@ -36,6 +37,20 @@ if [ "${1:-}" = --prepare ]; then
 fi
 . bench/device_env.sh
 STEPS=${STEPS:-2}
+# The host's memory and the GPU's every 5 s while the jobs run (a worker killed for host memory
+# shows as RAM at its limit, then a kernel OOM line), and what the kernel said at the end.
+watch_host() {
+  while true; do
+    echo "$(date +%T) $(free -g | awk '/Mem/ {print "ram used", $3, "of", $2, "GiB, cache", $6}')" \
+      "$(nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null)" >> "$1"
+    sleep 5
+  done
+}
+host_report() {
+  echo "host memory, every 5 s (last 12 and the highest):"; tail -12 "$1"
+  sort -k4 -n "$1" | tail -1
+  dmesg 2>/dev/null | grep -iE "killed process|out of memory" | tail -5
+}
 case "${1:-720p}" in
   720p)  cases=${CASES:-"720p 5 s;720p 5 s, image;720p 10 s;portrait 720p 5 s"} ;;
   1080p) cases=${CASES:-"1080p 5 s;1080p 5 s, image;1080p 10 s;portrait 1080p 10 s"} ;;
@@ -58,10 +73,15 @@ case "${1:-720p}" in
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
     timeout 240 python3 bench/size_menu.py --model "$model" --models "$models" --save-only --evict || exit 1
     df -h "$models" | tail -1
-    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout 330 \
+    watch_host "$OUT/host-$1.log" &
+    watcher=$!
+    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout "${JOBS_S:-330}" \
       python3 bench/size_menu.py --model "$model" --models "$models" --steps "${A14B_STEPS:-3}" \
       ${CASES:+--cases "$CASES"} --out "$OUT/$1" | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
-    exit "${PIPESTATUS[0]}" ;;
+    status=${PIPESTATUS[0]}
+    kill $watcher 2>/dev/null
+    host_report "$OUT/host-$1.log"
+    exit "$status" ;;
   s2v)
     # Within one 10-minute device call: save ≤ 200 s (~46 GB, part by part from the GPU), then the
     # cold load and pin (~60 s) and three jobs of 5 s of speech (~150 s at 2 steps) ≤ 360 s.

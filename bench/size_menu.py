@@ -304,6 +304,29 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tracer(label: str) -> dict[str, Any]:
+    """``queue.wait`` callbacks that print, as it happens, each change of the job's status, stage
+    or note and each attempt that failed (``TRACE`` lines, seconds since submit): a job that never
+    ends still shows how far it got and what it retried."""
+    t0 = time.monotonic()
+    said: dict[str, Any] = {}
+
+    def say(key: str, value: Any) -> None:
+        if value is not None and said.get(key) != value:
+            said[key] = value
+            print(f"TRACE {time.monotonic() - t0:7.1f} s  {label}: {key} {value}", flush=True)
+
+    def on_change(job: Any) -> None:
+        say("status", job.status + (f" ({job.error})" if job.error else ""))
+        say("attempts", getattr(job, "attempts", None))
+
+    def on_progress(p: Any) -> None:
+        say("stage", p.stage if p.stage != "denoising" else f"denoising step {p.step}/{p.total}")
+        say("note", p.note)
+
+    return {"on_change": on_change, "on_progress": on_progress}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -324,6 +347,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the menu and print the table; exit 1 when a job did not finish."""
     a = parse_args(argv)
+    import logging
+
+    # the executor's own lines: a worker that died, its exit, its restart
+    logging.basicConfig(level=logging.WARNING, format="LOG %(asctime)s %(name)s %(message)s")
+    logging.getLogger("wan_studio.cluster").setLevel(logging.INFO)
     from wan_studio.cluster.local import LocalExecutor
     from wan_studio.cluster.runtime import RuntimeConfig
     from wan_studio.engine.request import GenerationRequest
@@ -363,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             req = GenerationRequest("a red fox trots through fresh snow at sunrise", model=model, width=w, height=h,
                                     num_frames=f or None, steps=a.steps, seed=i,
                                     image=start_image(root, w, h) if image else None, audio=speech)
-            job = queue.wait(queue.submit(req).id, timeout_s=a.timeout_s)
+            job = queue.wait(queue.submit(req).id, timeout_s=a.timeout_s, **tracer(label))
             side = None
             if job.status == "done":
                 side = json.loads(Path(next(o for o in job.outputs if o.endswith(".json"))).read_text())

@@ -81,8 +81,11 @@ def test_job_recovers_from_oom_mid_denoising_and_sidecar_says_so(settings: Any, 
     monkeypatch.setattr(studio, "plans", lambda request: list(PLANS))
     # The worker runtime plans the job again on its own hardware view: the same ladder there.
     monkeypatch.setattr(studio.queue.executor._runtime, "plans", lambda spec, request: list(PLANS))
+    notes: list[str] = []
     result = studio.run(GenerationRequest(prompt="a fox", model="demo", width=64, height=64, num_frames=5,
-                                          steps=2, seed=3))
+                                          steps=2, seed=3), on_progress=lambda p: notes.append(p.note or ""))
+    # while the lighter plan loads, the user is told why the job started over
+    assert "out of GPU memory with heavy; trying a lighter plan" in notes
     sidecar = json.loads(result.sidecar_path.read_text(encoding="utf-8"))
     assert loader.fired and result.video_path.stat().st_size > 0
     assert sidecar["plan"]["label"] == "light" and sidecar["plan_retries"] == 1

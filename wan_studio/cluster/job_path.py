@@ -159,9 +159,14 @@ class JobPath:
                 self.rt.compile_log.ran(mine.key, shapes)
                 return result
 
+        def retrying(plan: Plan, error: str) -> None:
+            # the user sees why the job starts over, while the lighter plan loads
+            self.report(Progress("loading", 0, req.steps or 0, time.perf_counter() - self.t0,
+                                 note=f"out of GPU memory with {plan.label}; trying a lighter plan"))
+
         try:
             # An out-of-memory error retries the job with the next, lighter plan.
-            return run_with_recovery(self.rt.plans(mine, req), attempt).value
+            return run_with_recovery(self.rt.plans(mine, req), attempt, on_retry=retrying).value
         except OutOfMemoryEverywhere as e:
             raise RequestError(str(e)) from None
 
