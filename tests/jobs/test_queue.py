@@ -140,3 +140,14 @@ def test_a_job_given_up_after_an_interrupted_write_leaves_no_video(queue: JobQue
     queue.executor._sink(JobEvent("lost", job.id, "worker-0", error="the worker process stopped"))  # type: ignore[attr-defined]
     assert queue.get(job.id).status == "failed"
     assert not video.exists()
+
+
+def test_a_job_given_up_after_sigkills_says_the_computer_likely_ran_out_of_ram(queue: JobQueue) -> None:
+    job = queue.submit(_req(3))
+    queue.store.transition(job.id, "running", expect=("queued",), worker="worker-0")
+    queue.store.update(job.id, attempts=queue.max_attempts)  # this was its last attempt
+    queue.executor._sink(JobEvent("lost", job.id, "worker-0",  # type: ignore[attr-defined]
+                                  error="the worker process killed by signal SIGKILL"))
+    failed = queue.get(job.id)
+    assert failed.status == "failed" and "run out of the computer's RAM" in failed.error
+    assert "SIGKILL during each of 3 attempts" in failed.error

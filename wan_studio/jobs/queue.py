@@ -504,8 +504,16 @@ class JobQueue:
             drop_claimed_outputs(work_dir)
         elif job.attempts >= job.max_attempts:
             self._cancel_group(self.store.transition(job.id, "failed", error=(
-                f"{why} during each of {job.attempts} attempts; giving up (see the app log; a model "
-                "too large for this GPU is the usual cause)")))
+                f"{why} during each of {job.attempts} attempts; giving up ({_likely_cause(why)})")))
             drop_claimed_outputs(work_dir)
         else:
             self.store.transition(job.id, "queued", error=f"requeued: {why} during attempt {job.attempts}")
+
+
+def _likely_cause(why: str) -> str:
+    """What most often stops a worker the way ``why`` says, for the job's final error."""
+    if "SIGKILL" in why:
+        return ("a worker killed this way has most often run out of the computer's RAM: the system's "
+                "out-of-memory killer stops it (on Linux `dmesg` says so); a smaller model or an fp8 / GGUF "
+                "file needs less; else see the app log")
+    return "see the app log; a model too large for this GPU is the usual cause"
