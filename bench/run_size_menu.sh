@@ -89,10 +89,15 @@ case "${1:-720p}" in
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
     timeout 200 python3 bench/size_menu.py --model s2v-14b --models "$models" --save-only --evict || exit 1
     df -h "$models" | tail -1
-    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout 360 \
+    watch_host "$OUT/host-$1.log" &
+    watcher=$!
+    CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout "${JOBS_S:-360}" \
       python3 bench/size_menu.py --model s2v-14b --models "$models" --steps "$STEPS" \
       ${CASES:+--cases "$CASES"} --out "$OUT/$1" | tee "$OUT/size_menu-$1.log" | grep -v "^RESULT "
-    exit "${PIPESTATUS[0]}" ;;
+    status=${PIPESTATUS[0]}
+    kill $watcher 2>/dev/null
+    host_report "$OUT/host-$1.log"
+    exit "$status" ;;
   *) echo "unknown part '$1': 720p, 1080p, a14b, t2v-a14b-disk, i2v-a14b-disk, s2v or --prepare" >&2; exit 2 ;;
 esac
 models=/tmp/size-menu-models

@@ -232,7 +232,7 @@ def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_
         command: str = "") -> dict[str, Any]:
     """One measured job beside its plan's prediction, and its ``fit_row`` for gpu_measured.json.
     Seconds and GiB."""
-    out: dict[str, Any] = {"case": label, "status": job.status, "error": job.error}
+    out: dict[str, Any] = {"case": label, "status": job.status, "error": job.error, "outputs": list(job.outputs)}
     if side is None:
         return out
     from wan_studio.engine.generate import prediction_beside_measured
@@ -254,7 +254,10 @@ def row(label: str, job: Any, side: dict[str, Any] | None, req: Any = None, new_
         place_s=side.get("load_s"),  # the part of load_s spent loading, pinning and placing the model
         text_s=t.get("text_s"),
         first_step_s=t.get("first_step_s"), denoise_s=t.get("denoise_s"), decode_s=t.get("decode_s"),
-        write_s=t.get("write_s"), submit_to_mp4_s=round((job.finished_at or 0) - job.created_at, 2),
+        write_s=t.get("write_s"), mp4_s=t.get("mp4_s"), mux_s=t.get("mux_s"),
+        mp4_written=side.get("mp4_written") or (side.get("clock") or {}).get("mp4_written"),
+        speech_s=t.get("speech_s"), reference_s=t.get("reference_s"),  # speech to video, before its first step
+        submit_to_mp4_s=round((job.finished_at or 0) - job.created_at, 2),
         checkpoint_share_of_step=(round(ck["copy_s"] / ck["taken"] / step_s, 5)
                                   if ck.get("taken") and step_s else None),
         pred_phases=plan.get("phases"), predicted_vs_measured=beside,

@@ -139,3 +139,26 @@ def test_tiny_s2v_is_saved_in_the_official_layout_and_runs_through_the_worker_wi
         assert fit["decode_s"] > 0 and fit["write_s"] > 0
         beside = r["predicted_vs_measured"]
         assert beside["decode_s"][1] == pytest.approx(r["decode_s"], abs=1e-3) and beside["job_s"][1] > 0
+
+
+def test_tiny_s2v_runs_through_the_worker_and_writes_off_the_gpu_path(tmp_path: Path) -> None:
+    """Speech to video through the queue and a worker process from its official layout on disk: the
+    mp4 and its muxed speech are written by the worker's background writer (the next job may use
+    the GPU meanwhile), and what ran before the first step is timed part by part."""
+    from wan_studio.engine.video_io import audio_duration_s
+
+    proc = subprocess.run([sys.executable, "bench/size_menu.py", "--tiny", "--model", "s2v-14b", "--cases",
+                           "tiny S2V-14B", "--models", str(tmp_path / "models"), "--out", str(tmp_path),
+                           "--timeout-s", "400"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "size_menu.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == ["tiny S2V-14B", "tiny S2V-14B (warm)"]
+    for r in rows:
+        assert r["status"] == "done", r["error"]
+        assert r["mp4_written"] == "off the GPU's path"
+        assert r["mp4_s"] > 0 and r["mux_s"] > 0 and abs(r["mp4_s"] + r["mux_s"] - r["write_s"]) < 0.01
+        assert r["speech_s"] > 0 and r["reference_s"] > 0 and r["text_s"] > 0
+        assert r["decode_s"] > 0 and r["predicted_vs_measured"]["decode_s"][1] == r["decode_s"]
+        speech = audio_duration_s(Path(next(o for o in r["outputs"] if o.endswith(".mp4"))))
+        assert speech is not None and speech > 0.5  # the speech is in the video the writer made
+    assert "TRACE" in proc.stdout and "stage writing" in proc.stdout

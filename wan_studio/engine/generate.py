@@ -363,7 +363,7 @@ def generate(
         from wan_studio.engine.s2v.runner import generate_s2v
 
         return generate_s2v(pipe, request, outputs_dir, on_progress, cancel, extra_sidecar,
-                            between_steps=between_steps, paths=paths, preview=preview)
+                            between_steps=between_steps, paths=paths, preview=preview, write_later=write_later)
     report = on_progress or (lambda p: None)
     t0 = time.perf_counter()
     done = render(pipe, request, report, cancel, between_steps, checkpoints=checkpoints,

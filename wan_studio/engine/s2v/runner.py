@@ -16,7 +16,8 @@ from PIL import Image
 import wan_studio
 from wan_studio.catalog.specs import get_spec
 from wan_studio.engine.decode import DecodeProgress, decode_pieces
-from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn, output_paths
+from wan_studio.engine.generate import (GenerationCancelled, Progress, ProgressFn, output_paths,
+                                        prediction_beside_measured)
 from wan_studio.engine.preview import sampler_x0
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.s2v.audio_io import load_speech
@@ -46,6 +47,7 @@ def generate_s2v(
     between_steps: Callable[[int], None] | None = None,
     paths: tuple[Path, Path] | None = None,
     preview: Any = None,
+    write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
 ) -> GenerationResult:
     """Make the talking video of a validated, resolved S2V ``request``; write mp4 (with audio) + sidecar.
 
@@ -54,7 +56,8 @@ def generate_s2v(
     ``between_steps(done_steps)`` runs before the first step (with 0) and after each step (the
     thermal guard may wait there).
     ``preview`` (an ``engine.preview.LivePreview``) is offered the sampler's x0 prediction after
-    each step.
+    each step. ``write_later``, as in ``engine.generate.generate``, takes the write (mp4, the speech
+    muxed in, then the sidecar) off the caller's path once the frames are in host memory.
     """
     spec = get_spec(request.model)
     report = on_progress or (lambda p: None)
@@ -95,9 +98,12 @@ def generate_s2v(
 
     decoding = DecodeProgress(on_piece)
 
+    decode_started: list[float] = []
+
     def on_decode(chunk: int, latent_shape: tuple[int, ...]) -> None:
         # Earlier chunks decode between denoising steps; the last one's decode ends the job.
         if chunk == chunks - 1:
+            decode_started.append(time.perf_counter())
             report(Progress("decoding", total, total, time.perf_counter() - t0))
             decoding.expect(decode_pieces(pipe.vae, latent_shape))
 
@@ -117,13 +123,8 @@ def generate_s2v(
                    seed=request.seed, callback=on_step, on_decode=on_decode)
     t_decoded = time.perf_counter()
     report(Progress("writing", total, total, t_decoded - t0))
-    frames = frames_to_uint8(out.frames)
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
-    write_mp4(video_path, frames, fps)
-    mux_audio(video_path, speech.source)
-    t_written = time.perf_counter()
-    timings = {"denoise_s": (step_ends[-1] - t0) if step_ends else 0.0, "total_s": t_written - t0,
-               "write_s": t_written - t_decoded}
+    timings: dict[str, float] = {"denoise_s": (step_ends[-1] - t0) if step_ends else 0.0}
     if len(step_ends) >= 2:
         timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
     # As a single job's: from the job's start to its first step's end, text encoding included; what
@@ -131,24 +132,48 @@ def generate_s2v(
     timings.update(out.prepare)
     if step_ends:
         timings["first_step_s"] = step_ends[0] - t0
+    if decode_started:  # the last chunk's decode, the one nothing else overlaps
+        timings["decode_s"] = t_decoded - decode_started[-1]
+    # Read now: during a background write the next job runs on this GPU and this pipeline.
     peak = torch.cuda.max_memory_allocated() if cuda else None
-    sidecar = {
-        "app": f"wan-studio {wan_studio.__version__}",
-        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "model": spec.key, "model_title": spec.title, "mode": "speech-to-video",
-        "demo_random_weights": spec.is_demo,
-        "request": request.to_dict(), "seed": request.seed,
-        "audio": {"file": Path(request.audio).name, "duration_s": round(speech.duration_s, 3)},
-        "chunks": out.chunks, "chunk_frames": chunk_frames, "pose": bool(request.pose_video),
-        "sampler": sampler_record(pipe.scheduler, out.timesteps),
-        "noise": out.noise.record() if out.noise else None,
-        "video": {"file": video_path.name, "width": out.width, "height": out.height, "frames": int(frames.shape[0]),
-                  "fps": fps, "duration_s": round(frames.shape[0] / fps, 3)},
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
-        **(extra_sidecar or {}),
-    }
-    write_record(video_path, sidecar_path, sidecar)
-    report(Progress("done", total, total, t_written - t0))
-    return GenerationResult(video_path, sidecar_path, request, timings, peak)
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    sampler = sampler_record(pipe.scheduler, out.timesteps)
+
+    def write() -> GenerationResult:
+        t_write = time.perf_counter()
+        frames = frames_to_uint8(out.frames)
+        write_mp4(video_path, frames, fps)
+        t_video = time.perf_counter()
+        mux_audio(video_path, speech.source)
+        t_written = time.perf_counter()
+        done = {**timings, "mp4_s": t_video - t_write, "mux_s": t_written - t_video, "write_s": t_written - t_write,
+                "total_s": t_decoded - t0 + t_written - t_write}
+        sidecar = {
+            "app": f"wan-studio {wan_studio.__version__}",
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "model": spec.key, "model_title": spec.title, "mode": "speech-to-video",
+            "demo_random_weights": spec.is_demo,
+            "request": request.to_dict(), "seed": request.seed,
+            "audio": {"file": Path(request.audio).name, "duration_s": round(speech.duration_s, 3)},
+            "chunks": out.chunks, "chunk_frames": chunk_frames, "pose": bool(request.pose_video),
+            "sampler": sampler,
+            "noise": out.noise.record() if out.noise else None,
+            "video": {"file": video_path.name, "width": out.width, "height": out.height, "frames": int(frames.shape[0]),
+                      "fps": fps, "duration_s": round(frames.shape[0] / fps, 3)},
+            "timings": {k: round(v, 3) for k, v in done.items()},
+            "device": device,
+            "peak_vram_gib": round(peak / 2**30, 3) if peak is not None else None,
+            "mp4_written": "off the GPU's path" if write_later is not None else "in line",
+            **(extra_sidecar or {}),
+        }
+        beside = prediction_beside_measured(sidecar.get("plan"), done, sidecar, total)
+        if beside:
+            sidecar["predicted_vs_measured"] = beside
+        write_record(video_path, sidecar_path, sidecar)
+        report(Progress("done", total, total, done["total_s"]))
+        return GenerationResult(video_path, sidecar_path, request, done, peak)
+
+    if write_later is not None:
+        write_later(write)
+        return GenerationResult(video_path, sidecar_path, request, dict(timings), peak)
+    return write()
