@@ -188,3 +188,14 @@ def test_the_sidecar_times_what_runs_before_the_first_step(s2v_pipe, portrait_fi
     before = [timings[k] for k in ("speech_s", "text_s", "reference_s")]
     assert all(v > 0 for v in before), timings
     assert sum(before) < timings["first_step_s"] < timings["denoise_s"] <= timings["total_s"]
+
+
+def test_a_step_is_timed_inside_a_chunk_not_across_the_decode_between_chunks() -> None:
+    """Two chunks of two steps: 1 s steps, and 9 s between the chunks (the first chunk's decode and
+    the motion encode, then a step). The sidecar's s/step is 1 s, not the 3.67 s a plain mean of
+    every gap gives, and the gap is said apart."""
+    from wan_studio.engine.s2v.runner import step_timings
+
+    got = step_timings([10.0, 11.0, 20.0, 21.0], [0, 0, 1, 1])
+    assert got == {"s_per_step": 1.0, "chunk_gap_s": 9.0}
+    assert step_timings([5.0], [0]) == {}

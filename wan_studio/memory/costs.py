@@ -93,17 +93,24 @@ HOST_OVERHEAD_BYTES = 3 * GIB  # Python, torch, Gradio, CUDA host allocations
 # (python bench/cpu_profile.py, same date, a 2-core build machine).
 REF_TFLOPS = 790.0             # the H200's measured 8192³ bf16 matmul peak the GPU rates refer to
 # Loading a model into a worker: read from disk (page cache) and copy into pinned host memory for
-# the offloaded parts. TI2V-5B from its folder: 22.1 s for 24.2 GB, model offload; T2V-A14B built in
-# memory, pinning and placing only: 49.5 s for 68.3 GB → 1.38 GB/s to pin, 5.2 GB/s left to read.
-# 1.38 GB/s was torch's default page-locking (cudaHostAlloc, one thread). GPU workers now fault the
-# pages in on several threads and register them (cluster/devices.worker_environment): re-fit from
-# the rate bench/first_video.py prints ("page-locking: … GB/s") or bench/pin_rate.py.
+# the offloaded parts. Torch's default page-locking (cudaHostAlloc, one thread) ran at 1.38 GB/s
+# (TI2V-5B from its folder: 22.1 s for 24.2 GB, model offload; T2V-A14B built in memory: 49.5 s for
+# 68.3 GB). GPU workers now fault the pages in on several threads and register them
+# (cluster/devices.worker_environment): T2V-A14B from its folder through the worker, 69.0 GB, 26.7 s
+# (2026-12-02, bench/run_size_menu.sh t2v-a14b-disk) → 5.1 GB/s to pin beside 5.2 GB/s to read;
+# S2V-14B's 45.7 GB then predicts 17.7 s against 17.3 s measured the same day (19.1 s a run before).
+# A worker whose page-locking is left single-threaded (a user's own ``pinned_*`` allocator setting,
+# or a machine of under 4 cores) is slower than predicted; bench/e2e.py, which pins in its own
+# process with torch's defaults, is compared at that rate (bench/fit_table.py).
 LOAD_READ_BYTES_PER_S = 5.2e9
-PIN_BYTES_PER_S = 1.38e9
+PIN_BYTES_PER_S = 5.1e9
+SINGLE_THREAD_PIN_BYTES_PER_S = 1.38e9
 # Compiling the blocks (regional torch.compile), paid in the first step of the first job a worker
-# runs with a model: TI2V-5B 13.1 / 14.1 / 14.9 s (720p, 1080p, 720p from an image), T2V-A14B
-# 11.7 s for the first expert and 1.5 s more at the swap to the second.
+# runs with a model: TI2V-5B 13.1 / 14.1 / 14.9 s (720p, 1080p, 720p from an image); T2V-A14B
+# 11.7 s (e2e, 2026-11-26) and 10.3 s (from disk through the worker, 2026-12-02) for the first
+# expert (``Architecture.compile_first_s``: 11.0 s), and 1.5 s more at the swap to the second.
 COMPILE_FIRST_S = 13.5
+A14B_COMPILE_FIRST_S = 11.0
 COMPILE_MORE_EXPERT_S = 1.5
 # A warm worker's compiled blocks recompile when a job brings a shape dynamo has not traced yet
 # (``engine.compile_log``: a second size, or the first job with the other timestep kind). Measured
@@ -206,13 +213,14 @@ class Architecture:
     # motion context (``engine.s2v.transformer``), and this many blocks add an audio cross-attention.
     frame_pack: bool = False
     audio_inject_layers: int = 0
+    compile_first_s: float = COMPILE_FIRST_S  # its blocks' first compile in a worker (see the constant)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "ti2v-5b": Architecture(3072, 14336, 30, 32, True, 90_000_000,
                             act_bytes_per_token_dim=TI2V_ACT_BYTES_PER_TOKEN_DIM),
-    "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
-    "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000),
+    "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
+    "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
     # S2V: 16.30 B parameters, 14.06 B in its 40 blocks; the audio injector alone is 1.89 B outside them
     "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000, frame_pack=True, audio_inject_layers=12),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),

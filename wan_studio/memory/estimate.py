@@ -249,7 +249,7 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     experts = [by[c] for c in TRANSFORMERS if c in by]
     compiled = [p for p in experts if _gpu_of(hw, p) is not None and costs.compiles(spec, p.storage, p.offload)]
     if compiled:
-        compile_s = costs.COMPILE_FIRST_S + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
+        compile_s = costs.arch(spec).compile_first_s + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
     else:
         compile_s = costs.FIRST_CALL_S if on_gpu else 0.0
     recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0

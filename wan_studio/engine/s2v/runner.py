@@ -72,9 +72,11 @@ def generate_s2v(
     total = chunks * request.steps
     pose = read_pose_video(request.pose_video, fps, chunks * chunk_frames) if request.pose_video else None
     step_ends: list[float] = []
+    step_chunks: list[int] = []
 
     def on_step(chunk: int, _chunks: int, step: int, steps: int) -> None:
         step_ends.append(time.perf_counter())
+        step_chunks.append(chunk)
         done = chunk * steps + step
         if preview is not None:
             if step == 1:
@@ -125,8 +127,7 @@ def generate_s2v(
     report(Progress("writing", total, total, t_decoded - t0))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
     timings: dict[str, float] = {"denoise_s": (step_ends[-1] - t0) if step_ends else 0.0}
-    if len(step_ends) >= 2:
-        timings["s_per_step"] = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+    timings.update(step_timings(step_ends, step_chunks))
     # As a single job's: from the job's start to its first step's end, text encoding included; what
     # ran before that step is also given part by part.
     timings.update(out.prepare)
@@ -177,3 +178,17 @@ def generate_s2v(
         write_later(write)
         return GenerationResult(video_path, sidecar_path, request, dict(timings), peak)
     return write()
+
+
+def step_timings(ends: list[float], chunks: list[int]) -> dict[str, float]:
+    """``s_per_step``: the mean time between two steps of one chunk; between chunks the previous
+    chunk is decoded and the motion frames encoded, which ``chunk_gap_s`` times apart (the mean
+    time from a chunk's last step to the next chunk's first, that step included)."""
+    inside = [b - a for a, b, ca, cb in zip(ends, ends[1:], chunks, chunks[1:]) if ca == cb]
+    across = [b - a for a, b, ca, cb in zip(ends, ends[1:], chunks, chunks[1:]) if ca != cb]
+    out: dict[str, float] = {}
+    if inside:
+        out["s_per_step"] = sum(inside) / len(inside)
+    if across:
+        out["chunk_gap_s"] = sum(across) / len(across)
+    return out
