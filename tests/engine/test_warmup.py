@@ -144,3 +144,24 @@ def test_the_cold_job_warms_at_its_own_shapes_and_a_warm_job_does_not(tmp_path: 
 def test_no_warmup_on_a_cpu_worker_unless_asked(tmp_path: Path) -> None:
     side = _job(_runtime(tmp_path), "j1")
     assert "compile_warmup" not in side and side["load_parts"]["read_s"] >= 0
+
+
+def test_the_warmup_builds_real_weights_while_another_thread_loads_on_meta() -> None:
+    """The real weights load meanwhile, through accelerate's ``init_empty_weights``, which makes every
+    new parameter of the process a meta tensor while it is entered (on a GPU, T2V-A14B's warm-up failed
+    with "Tensor on device meta is not on the expected device cuda:0!"). The throwaway still runs
+    with real weights, and the first step then compiles nothing."""
+    from accelerate import init_empty_weights
+
+    pipe = _pipe()
+    seen: list[str] = []
+
+    def prepare(model: Any) -> bool:
+        seen.extend(sorted({p.device.type for p in model.parameters()}))
+        return _compiled_whole(model)
+
+    with init_empty_weights():  # as a loading thread holds it during the warm-up
+        assert _warm(prepare, pipe)
+    assert seen == ["cpu"]
+    pipe.transformer.compile_repeated_blocks(backend="eager", fullgraph=True)
+    assert _first_step_graphs(pipe) == 0

@@ -60,7 +60,8 @@ def run_throwaway(model_cls: type, config: Any, shapes: WarmupShapes, prepare: C
     cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
     cfg["num_layers"] = 1
     with torch.device(device):
-        model = typed_as_loaded(model_cls.from_config(cfg), dtype).eval()
+        model = model_cls.from_config(cfg)
+    model = typed_as_loaded(with_real_weights(model, device), dtype).eval()
     if not prepare(model):
         return False
     c, f, h, w = shapes.latent
@@ -79,6 +80,22 @@ def run_throwaway(model_cls: type, config: Any, shapes: WarmupShapes, prepare: C
         torch.cuda.synchronize()
     del model, hidden, text
     return True
+
+
+def with_real_weights(model: Any, device: str) -> Any:
+    """``model`` with every parameter that came out on the meta device made a random one on
+    ``device``. The real weights load on another thread meanwhile, and accelerate's
+    ``init_empty_weights``, which a load enters, makes every parameter the process registers a meta
+    one while it is entered, ours too; the dict is written directly so its patch is not met again.
+    Buffers are not touched (built for real, as the rotary tables must be)."""
+    import torch
+
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.is_meta:
+                real = torch.empty(param.shape, dtype=param.dtype, device=device).normal_(0.0, 0.02)
+                module._parameters[name] = torch.nn.Parameter(real, requires_grad=param.requires_grad)
+    return model
 
 
 def typed_as_loaded(model: Any, dtype: Any) -> Any:
