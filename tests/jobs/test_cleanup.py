@@ -25,3 +25,23 @@ def test_only_idle_temporary_files_are_removed(tmp_path: Path):
     assert remove_stale_temp_files(tmp_path, idle_s=10) == [old_tmp]
     assert not old_tmp.exists() and fresh_tmp.exists() and video.exists() and sidecar.exists()
     assert kept_input.exists()
+
+
+def test_a_work_folder_removed_during_the_sweep_is_passed_over(tmp_path: Path, monkeypatch) -> None:
+    """A job's work folder dropped while the sweep walks the outputs (its job just ended) once killed
+    the sweeping thread with FileNotFoundError; the sweep goes on and still removes what is stale."""
+    gone = tmp_path / ".work" / "e437e34a7c9f"
+    gone.mkdir(parents=True)
+    stale = tmp_path / ".085626-demo-1-ab12.x7k2.mp4"
+    stale.write_bytes(b"x")
+    past = time.time() - 60
+    os.utime(stale, (past, past))
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("e437e34a7c9f"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert remove_stale_temp_files(tmp_path, idle_s=10) == [stale]

@@ -8,7 +8,9 @@ place (``engine.video_io``), so a worker killed mid-write leaves a ``.name.XXXX.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,15 @@ def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and path.suffix in TEMP_SUFFIXES
 
 
+def _files_below(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` but the queue's uploaded inputs. A folder removed while it is walked
+    (a job's work folder, dropped when the job ends) is passed over, not an error."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".inputs"]
+        for name in files:
+            yield Path(folder) / name
+
+
 def remove_stale_temp_files(outputs_dir: Path, idle_s: float = IDLE_S, now: float | None = None) -> list[Path]:
     """Delete temporary outputs not modified for ``idle_s`` seconds; returns what was removed.
 
@@ -31,8 +42,8 @@ def remove_stale_temp_files(outputs_dir: Path, idle_s: float = IDLE_S, now: floa
     """
     now = time.time() if now is None else now
     removed = []
-    for path in Path(outputs_dir).rglob(".*"):
-        if ".inputs" in path.parts or not path.is_file() or not is_temp_file(path):
+    for path in _files_below(Path(outputs_dir)):
+        if not is_temp_file(path):
             continue
         try:
             if now - path.stat().st_mtime >= idle_s:
