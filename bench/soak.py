@@ -218,8 +218,13 @@ def run(minutes: float, clients: int, kill_every_s: tuple[float, float], seed: i
         for t in threads:
             t.join(30)
         # The app keeps its database beside the outputs, never in them (Settings.jobs_db).
-        jobs = wait_for_all(Settings(outputs_dir=root / "outputs").jobs_db, accepted, timeout_s=180)
+        db = Settings(outputs_dir=root / "outputs").jobs_db
+        jobs = wait_for_all(db, accepted, timeout_s=180)
         time.sleep(IDLE_S + 3.0)  # the app removes a killed worker's half-written files once idle
+        # Read again for the files: a submit still in flight when the clients stopped (a slow reply
+        # on a loaded machine) made a job no client saw accepted; it was waited for too and may
+        # have finished since.
+        jobs = wait_for_all(db, accepted, timeout_s=60)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -232,13 +237,15 @@ def run(minutes: float, clients: int, kill_every_s: tuple[float, float], seed: i
 
 
 def wait_for_all(db: Path, accepted: list[str], timeout_s: float) -> dict[str, tuple[str, str | None, list[str]]]:
-    """Status, error and outputs of every accepted job, once all are finished (or at the timeout)."""
+    """Status, error and outputs of every job in the store, once all of them and every accepted one
+    are finished (or at the timeout)."""
     deadline = time.monotonic() + timeout_s
+    ended = ("done", "failed", "cancelled")
     while True:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
             rows = conn.execute("SELECT id, status, error, outputs FROM jobs").fetchall()
         jobs = {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
-        if all(jobs.get(j, ("",))[0] in ("done", "failed", "cancelled") for j in accepted) \
+        if (all(jobs.get(j, ("",))[0] in ended for j in accepted) and all(v[0] in ended for v in jobs.values())) \
                 or time.monotonic() > deadline:
             return jobs
         time.sleep(1.0)
