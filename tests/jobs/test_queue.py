@@ -151,3 +151,23 @@ def test_a_job_given_up_after_sigkills_says_the_computer_likely_ran_out_of_ram(q
     failed = queue.get(job.id)
     assert failed.status == "failed" and "run out of the computer's RAM" in failed.error
     assert "SIGKILL during each of 3 attempts" in failed.error
+
+
+def test_a_requeued_job_cancelled_while_it_waits_leaves_no_video(queue: JobQueue) -> None:
+    """Its first attempt put the mp4 in place and the worker died before the sidecar; the job waits
+    for its retry and its owner cancels it: the video it will never own goes too."""
+    job = queue.submit(_req(4))
+    video, _ = _interrupted_attempt(queue, job.id, sidecar_written=False)
+    queue.executor._sink(JobEvent("lost", job.id, "worker-0", error="the worker process stopped"))  # type: ignore[attr-defined]
+    assert queue.get(job.id).status == "queued" and video.exists()  # waiting for its retry
+    assert queue.cancel(job.id).status == "cancelled"
+    assert not video.exists()
+
+
+def test_a_requeued_job_deleted_while_it_waits_leaves_no_video(queue: JobQueue) -> None:
+    job = queue.submit(_req(5))
+    video, _ = _interrupted_attempt(queue, job.id, sidecar_written=False)
+    queue.executor._sink(JobEvent("lost", job.id, "worker-0", error="the worker process stopped"))  # type: ignore[attr-defined]
+    assert queue.get(job.id).status == "queued" and video.exists()
+    queue.delete(job.id)
+    assert not video.exists()

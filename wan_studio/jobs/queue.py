@@ -214,6 +214,8 @@ class JobQueue:
                 job = self.store.transition(job_id, "cancelled", expect=("queued", "paused"), error=reason)
             except IllegalTransition:
                 return self.cancel(job_id, reason)  # it was dispatched in between: cancel the running job
+            # a job waiting for its retry may hold what its stopped attempt put in place
+            drop_claimed_outputs(work_dir_of(self.outputs_dir, job_id))
             self._cancel_group(job)
         elif job.status == "running":
             self.store.update(job_id, cancel_requested=True, progress_text="cancelling…")
@@ -266,7 +268,9 @@ class JobQueue:
         """Remove a job that is not running from the list (its video files stay on disk)."""
         self.store.delete(job_id)
         self._live.pop(job_id, None)
-        # Finished windows of an unfinished long clip, kept for a retry that will not come now.
+        # What an unfinished job's stopped attempt put in place (a done job's claim is gone already),
+        # and the finished windows of an unfinished long clip, kept for a retry that will not come now.
+        drop_claimed_outputs(work_dir_of(self.outputs_dir, job_id))
         shutil.rmtree(work_dir_of(self.outputs_dir, job_id), ignore_errors=True)
         self._changed()
 
