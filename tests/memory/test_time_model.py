@@ -245,3 +245,28 @@ def test_a_job_decodes_and_writes_at_the_rates_of_the_device_its_vae_is_on():
     assert gpu["decode_s"] == pytest.approx(costs.decode_s(DEMO, 64, 64, 5, costs.GPU_PROFILE, 71.0), rel=1e-9)
     assert gpu["write_s"] == pytest.approx(costs.write_s(64, 64, 5, costs.GPU_PROFILE), rel=1e-9)
     assert gpu["decode_s"] != pytest.approx(phases["decode_s"]) and gpu["write_s"] != pytest.approx(phases["write_s"])
+
+
+def test_speech_to_video_denoises_decodes_and_writes_every_chunk_of_its_speech():
+    """Five seconds of speech is two 80-frame chunks (the first gives 3 frames fewer): each is
+    denoised for the job's steps and decoded, and the clip written is both chunks long; the text
+    is encoded once. On the GPU machine the one-chunk prediction said 27 s for a 56 s job."""
+    from wan_studio.catalog.specs import get_spec
+
+    s2v = get_spec("s2v-14b")
+    placements = (Placement("transformer", "cuda:0", "bf16", "group_offload"),
+                  Placement("text_encoder", "cuda:0", "bf16", "model_offload"),
+                  Placement("vae", "cuda:0", "fp32", "model_offload"),
+                  Placement("audio_encoder", "cuda:0", "fp32", "model_offload"))
+    one = Workload(832, 480, 80, 2)
+    two = Workload(832, 480, 80, 2, chunks=2)
+    a, b = phase_times(s2v, one, placements, HW), phase_times(s2v, two, placements, HW)
+    step_s, job_one, _ = timing(s2v, one, placements, HW)
+    _, job_two, _ = timing(s2v, two, placements, HW)
+    assert job_two - job_one == pytest.approx(2 * step_s, rel=1e-9)  # two more steps, nothing else
+    moves = a["steps_s"] - 2 * step_s  # the transformer's move onto the GPU, once per job
+    assert b["steps_s"] == pytest.approx(4 * step_s + moves, rel=1e-9)
+    one_chunk = costs.decode_s(s2v, 832, 480, 80, costs.GPU_PROFILE, RTX3090.tflops)
+    assert b["decode_s"] - a["decode_s"] == pytest.approx(one_chunk, rel=1e-9)  # the VAE moves on once
+    assert b["write_s"] == pytest.approx(costs.write_s(832, 480, 160, costs.GPU_PROFILE), rel=1e-9)
+    assert b["text_s"] == a["text_s"]

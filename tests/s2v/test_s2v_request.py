@@ -51,3 +51,16 @@ def test_last_frame_only_for_image_to_video(image_file: Path) -> None:
         validate(GenerationRequest(prompt="x", model="ti2v-5b", image=str(image_file), last_image=str(image_file)))
     r = validate(GenerationRequest(prompt="x", model="i2v-a14b", image=str(image_file), last_image=str(image_file)))
     assert (r.guidance, r.guidance_2, r.shift, r.steps, r.num_frames) == (3.5, 3.5, 5.0, 40, 81)
+
+
+def test_the_planner_counts_the_chunks_the_speech_needs(portrait_file: Path, make_audio) -> None:
+    from wan_studio.engine.s2v.pipeline import chunks_for
+    from wan_studio.memory.plan import Workload
+
+    for seconds, want in ((4.5, 1), (5.0, 2), (11.0, 3)):
+        speech = make_audio(seconds, name=f"speech-{seconds}")
+        req = validate(GenerationRequest(prompt="a woman talks", model="s2v-14b", image=str(portrait_file),
+                                         audio=str(speech)))
+        assert chunks_for(int(seconds * 16 + 0.999), 80) == want  # the runner's own count
+        assert req.speech_chunks == want and Workload.from_request(req).chunks == want
+    assert GenerationRequest(prompt="a fox").speech_chunks == 1

@@ -161,6 +161,16 @@ class GenerationRequest:
             raise RequestError(f"unknown request field(s): {', '.join(unknown)}")
         return cls(**data)
 
+    @property
+    def speech_chunks(self) -> int:
+        """How many chunks a speech-to-video job of this request denoises and decodes (its speech's
+        length decides); 1 for every other model and without speech. The planner counts by it."""
+        if self.audio is None or get_spec(self.model).task != "s2v":
+            return 1
+        from wan_studio.engine.s2v.runner import speech_chunks
+
+        return speech_chunks(self.audio, self.fps or get_spec(self.model).fps)
+
     def resolved(self) -> GenerationRequest:
         """A copy with every default filled in from the model spec and a concrete seed."""
         spec = get_spec(self.model)

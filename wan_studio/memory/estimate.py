@@ -215,8 +215,9 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
     vae = next((p for p in placements if p.component == "vae"), None)
     if vae is not None:
         per_job_s += _onload_s(spec, vae, _gpu_of(hw, vae))
-    job_s = work.steps * step_s + per_job_s
-    return step_s, job_s, work.steps * ideal_step_s
+    steps = work.steps * work.chunks
+    job_s = steps * step_s + per_job_s
+    return step_s, job_s, steps * ideal_step_s
 
 
 def _text_compute_s(spec: ModelSpec, p: Placement, g, work: Workload) -> float:  # noqa: ANN001
@@ -239,11 +240,12 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     if text is not None:
         g = _gpu_of(hw, text)
         text_s += _onload_s(spec, text, g) + _text_compute_s(spec, text, g, work)
-    steps_s = work.steps * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
+    steps_s = work.steps * work.chunks * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
     vae = by.get("vae")
     g_vae = _gpu_of(hw, vae) if vae is not None else None
-    decode = costs.decode_s(spec, work.width, work.height, work.frames,
-                            costs.GPU_PROFILE if g_vae else costs.CPU_PROFILE, g_vae.tflops if g_vae else None)
+    decode = work.chunks * costs.decode_s(spec, work.width, work.height, work.frames,
+                                          costs.GPU_PROFILE if g_vae else costs.CPU_PROFILE,
+                                          g_vae.tflops if g_vae else None)
     if vae is not None:
         decode += _onload_s(spec, vae, g_vae)
     experts = [by[c] for c in TRANSFORMERS if c in by]
@@ -255,7 +257,7 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0
     phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "recompile_s": recompile_s,
               "text_s": text_s, "steps_s": steps_s, "decode_s": decode,
-              "write_s": costs.write_s(work.width, work.height, work.frames, profile)}
+              "write_s": costs.write_s(work.width, work.height, work.frames * work.chunks, profile)}
     if not on_gpu:  # a CPU shared with other work gives the job its share
         phases = {k: v * hw.cpu_busy for k, v in phases.items()}
     return phases

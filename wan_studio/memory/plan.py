@@ -54,6 +54,8 @@ class Workload:
     # Steps that run the unconditional pass too (None: every step when ``cfg``); a distilled job's
     # motion phase guides only its first steps.
     guided_steps: int | None = None
+    # Speech to video makes its clip in chunks of ``frames``, each denoised for ``steps`` and decoded.
+    chunks: int = 1
 
     @classmethod
     def from_request(cls, request: Any) -> Workload:
@@ -66,7 +68,8 @@ class Workload:
         motion = getattr(request, "motion_steps", None) or 0
         guided = motion if motion else (request.steps if (request.guidance or 0) > 1 else 0)
         image = getattr(request, "image", None) is not None or getattr(request, "total_frames", None) is not None
-        return cls(request.width, request.height, request.num_frames, request.steps, guided > 0, image, guided)
+        chunks = max(1, int(getattr(request, "speech_chunks", 1) or 1))
+        return cls(request.width, request.height, request.num_frames, request.steps, guided > 0, image, guided, chunks)
 
     @property
     def passes_per_step(self) -> float:

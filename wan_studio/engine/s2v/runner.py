@@ -26,6 +26,27 @@ from wan_studio.engine.sampler import sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_mp4, write_record
 
 CHUNK_FRAMES = 80
+_CHUNKS_SEEN: dict[tuple[str, float, int, int], int] = {}
+
+
+def speech_chunks(audio: str | Path, fps: int, chunk_frames: int = CHUNK_FRAMES) -> int:
+    """Chunks of ``chunk_frames`` a job makes for the speech in ``audio`` at ``fps`` (as
+    ``generate_s2v`` counts them); 1 when the file cannot be read (its job's validation says why).
+    Remembered per file version, since the planner asks for it more than once per job."""
+    from wan_studio.engine.s2v.audio_io import AudioError
+
+    p = Path(audio)
+    try:
+        st = p.stat()
+    except OSError:
+        return 1
+    key = (str(p), st.st_mtime, st.st_size, fps * 1000 + chunk_frames)
+    if key not in _CHUNKS_SEEN:
+        try:
+            _CHUNKS_SEEN[key] = chunks_for(load_speech(p).frames(fps), chunk_frames)
+        except AudioError:
+            return 1
+    return _CHUNKS_SEEN[key]
 
 
 def read_pose_video(path: str | Path, fps: int, max_frames: int) -> np.ndarray:
