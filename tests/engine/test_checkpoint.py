@@ -113,3 +113,18 @@ def test_the_video_removes_its_checkpoint_and_the_sidecar_says_where_it_resumed(
     a, _ = read_mp4(result.video_path)
     b, _ = read_mp4(fresh.video_path)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_a_run_resumed_after_its_last_step_says_it_is_decoding(demo_pipe, tmp_path: Path) -> None:
+    """Stopped after its last step (killed before the decode): the retry denoises nothing, and its
+    progress goes from encoding to decoding, with the decode's share, as an uninterrupted run's."""
+    r = _request()
+    whole = render(demo_pipe, r).frames
+    _stopped_at(demo_pipe, r, tmp_path, 6)
+    seen: list[Progress] = []
+    done = render(demo_pipe, r, seen.append, checkpoints=_checkpoints(tmp_path, r))
+    assert done.resumed_from == 6
+    stages = [p.stage for p in seen]
+    assert "denoising" not in stages and "decoding" in stages
+    assert any(p.stage == "decoding" and p.decoded > 0 for p in seen)  # the decode's own progress
+    assert np.abs(done.frames.astype(int) - whole.astype(int)).max() <= 1

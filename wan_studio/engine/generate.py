@@ -276,6 +276,9 @@ def render(
         motion = motion_phase(request, start)
         if motion is not None:
             motion.start(pipe, kwargs)
+        if start >= request.steps:  # resumed after its last step: no step will say the decode starts
+            report(Progress("decoding", request.steps, request.steps, time.perf_counter() - t0))
+            decoding.expect(decode_pieces(runner.vae, kwargs["latents"].shape))
         try:
             with (torch.inference_mode(), uniform_timestep(runner), resumed_from(runner.scheduler, snap),
                   decoded_on_host(runner.vae), timed_text(runner, text_spans), decoding.watch(runner.vae)):
