@@ -270,3 +270,15 @@ def test_speech_to_video_denoises_decodes_and_writes_every_chunk_of_its_speech()
     assert b["decode_s"] - a["decode_s"] == pytest.approx(one_chunk, rel=1e-9)  # the VAE moves on once
     assert b["write_s"] == pytest.approx(costs.write_s(832, 480, 160, costs.GPU_PROFILE), rel=1e-9)
     assert b["text_s"] == a["text_s"]
+
+
+def test_speech_to_video_holds_every_chunks_frames_in_ram_until_the_last_is_decoded():
+    from wan_studio.catalog.specs import get_spec
+    from wan_studio.memory.estimate import host_ram
+
+    s2v = get_spec("s2v-14b")
+    resident = (Placement("transformer", "cuda:0", "bf16", "resident"),)
+    one, three = Workload(832, 480, 80, 2), Workload(832, 480, 80, 2, chunks=3)
+    grown = host_ram(s2v, resident, three) - host_ram(s2v, resident, one)
+    assert grown == costs.decode_host_bytes(832, 480, 240) - costs.decode_host_bytes(832, 480, 80)
+    assert grown > 0

@@ -144,7 +144,8 @@ def host_ram(spec: ModelSpec, placements: tuple[Placement, ...], work: Workload 
         if p.storage == "fp8":
             load_peak = max(load_peak, before + params_of(spec, p.component) * 2)
             before += held[p.component]
-    video = costs.decode_host_bytes(work.width, work.height, work.frames) if work is not None else 0
+    # the whole clip's frames: speech to video keeps every chunk's until the last is decoded
+    video = costs.decode_host_bytes(work.width, work.height, work.frames * work.chunks) if work is not None else 0
     return costs.HOST_OVERHEAD_BYTES + max(sum(held.values()) + video, load_peak)
 
 
