@@ -66,6 +66,9 @@ def test_job_runs_in_a_worker_process_and_the_model_stays_loaded(queue: JobQueue
     assert worker.pid != os.getpid() and worker.loaded == ("demo",)
     assert _sidecar(second)["model_was_loaded"] is True and _sidecar(second)["job_id"] == second.id
     assert second.worker == worker.name and second.attempts == 1
+    # A process group of its own: a Ctrl-C in the app's terminal reaches the app alone (which stops
+    # its workers after their jobs), never the worker or an ffmpeg writing one of its mp4s.
+    assert os.getpgid(worker.pid) == worker.pid != os.getpgid(0)  # type: ignore[arg-type]
 
 
 def test_jobs_run_in_priority_order(queue: JobQueue) -> None:

@@ -34,6 +34,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def _own_process_group() -> None:
+    """Leave the terminal's process group: a Ctrl-C there then reaches the app alone, which stops its
+    workers the way it means to (each after its job, killed past the shutdown timeout), and never
+    an ffmpeg this worker started for an mp4, which would fail the job's write instead of leaving
+    the job for its retry (``engine.video_io`` starts ffmpeg in this group)."""
+    if hasattr(os, "setpgrp"):
+        try:
+            os.setpgrp()
+        except OSError:  # pragma: no cover - already a group leader
+            pass
+
+
 def _prepare(runtime: Any, send: Any) -> None:
     """Load the default model while the worker already takes jobs (one for it waits and reports
     the load's progress); say how it went."""
@@ -47,6 +59,7 @@ def _prepare(runtime: Any, send: Any) -> None:
 def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection) -> None:
     """Entry point of a worker process. ``device`` is ``cpu`` or ``cuda:<index>``."""
     _die_with_parent()
+    _own_process_group()
     if config.compile_cache_dir:
         # torch.compile's caches (Inductor's graphs and kernels, Triton's binaries) under the app's
         # state folder, so a restarted app reuses them instead of compiling again.

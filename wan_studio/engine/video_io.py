@@ -24,9 +24,9 @@ from wan_studio.engine.disk import disk_full_text, free_bytes
 # Python fork() the worker instead of vfork(). A fork copies every page-locked (pinned) page of the
 # parent at once: a worker holding an A14B's two experts pinned (~57 GB) doubled its RAM for each
 # mp4 and the kernel killed it (one H200 machine, 125 GiB, 2026-12-02); an S2V-14B worker spent
-# 22-28 s per mp4 on the copy. Without it, ffmpeg is started by vfork and nothing is copied; a Ctrl-C
-# in the app's terminal then reaches ffmpeg too, and a write it stops is an unfinished job that runs
-# again. A user's own setting of the variable is kept.
+# 22-28 s per mp4 on the copy. Without it, ffmpeg is started by vfork and nothing is copied; it
+# shares the worker's process group, which is not the terminal's (``cluster.worker``), so a Ctrl-C
+# in the app's terminal still does not reach it. A user's own setting of the variable is kept.
 os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 # The mp4 tag holding the settings: ``comment`` (the ``\xa9cmt`` atom) is one every muxer and
