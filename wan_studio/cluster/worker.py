@@ -42,7 +42,7 @@ def _own_process_group() -> None:
     if hasattr(os, "setpgrp"):
         try:
             os.setpgrp()
-        except OSError:  # pragma: no cover - already a group leader
+        except OSError:  # pragma: no cover - a session leader cannot change its group
             pass
 
 

@@ -216,9 +216,8 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
     vae = next((p for p in placements if p.component == "vae"), None)
     if vae is not None:
         per_job_s += _onload_s(spec, vae, _gpu_of(hw, vae))
-    steps = work.steps * work.chunks
-    job_s = steps * step_s + per_job_s
-    return step_s, job_s, steps * ideal_step_s
+    job_s = work.total_steps * step_s + per_job_s
+    return step_s, job_s, work.total_steps * ideal_step_s
 
 
 def _text_compute_s(spec: ModelSpec, p: Placement, g, work: Workload) -> float:  # noqa: ANN001
@@ -241,7 +240,7 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     if text is not None:
         g = _gpu_of(hw, text)
         text_s += _onload_s(spec, text, g) + _text_compute_s(spec, text, g, work)
-    steps_s = work.steps * work.chunks * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
+    steps_s = work.total_steps * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
     vae = by.get("vae")
     g_vae = _gpu_of(hw, vae) if vae is not None else None
     decode = work.chunks * costs.decode_s(spec, work.width, work.height, work.frames,

@@ -72,6 +72,11 @@ class Workload:
         return cls(request.width, request.height, request.num_frames, request.steps, guided > 0, image, guided, chunks)
 
     @property
+    def total_steps(self) -> int:
+        """Denoising steps of the whole job: ``steps`` for each chunk."""
+        return self.steps * self.chunks
+
+    @property
     def passes_per_step(self) -> float:
         """Transformer forwards per denoising step, averaged over the job (1 to 2)."""
         if not self.cfg or self.steps <= 0:

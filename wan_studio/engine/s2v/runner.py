@@ -20,7 +20,7 @@ from wan_studio.engine.generate import (GenerationCancelled, Progress, ProgressF
                                         prediction_beside_measured)
 from wan_studio.engine.preview import sampler_x0
 from wan_studio.engine.request import GenerationRequest, GenerationResult
-from wan_studio.engine.s2v.audio_io import load_speech
+from wan_studio.engine.s2v.audio_io import AudioError, load_speech
 from wan_studio.engine.s2v.pipeline import S2VPipeline, chunks_for
 from wan_studio.engine.sampler import sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_mp4, write_record
@@ -33,8 +33,6 @@ def speech_chunks(audio: str | Path, fps: int, chunk_frames: int = CHUNK_FRAMES)
     """Chunks of ``chunk_frames`` a job makes for the speech in ``audio`` at ``fps`` (as
     ``generate_s2v`` counts them); 1 when the file cannot be read (its job's validation says why).
     Remembered per file version, since the planner asks for it more than once per job."""
-    from wan_studio.engine.s2v.audio_io import AudioError
-
     p = Path(audio)
     try:
         st = p.stat()
