@@ -199,18 +199,25 @@ def test_split_across_two_gpus_uses_accelerates_balanced_map(monkeypatch: pytest
 
 def test_block_offload_keeps_the_layers_around_the_blocks_where_they_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # diffusers moves a streamed model's own layers (embedders, output head) back to the CPU with a
-    # blocking copy after every forward: 0.67 s per A14B 720p step on an H200. They stay put instead.
+    # blocking copy after every forward: 0.67 s per A14B 720p step on an H200. They stay put instead,
+    # and go there with the placement, so a worker's first job holds what its later jobs hold.
     from diffusers.hooks import apply_group_offloading
 
     import wan_studio.memory.apply as apply
 
+    from diffusers.hooks.group_offloading import ModuleGroup
+
     pipe = tiny_pipe(T2V_A14B)
-    gpu = torch.device("cuda:0")  # set up only (no CUDA needed until a forward)
+    gpu = torch.device("cuda:0")  # set up only (no CUDA needed until a tensor moves)
     apply_group_offloading(pipe.transformer, onload_device=gpu, offload_type="block_level", num_blocks_per_group=1)
+    onloaded: list[Any] = []
+    monkeypatch.setattr(ModuleGroup, "onload_", lambda group: onloaded.append(group))
     assert apply.keep_top_level_on_gpu(pipe.transformer)
     top = pipe.transformer._diffusers_hook.get_hook("group_offloading").group
     block = pipe.transformer.blocks[0]._diffusers_hook.get_hook("group_offloading").group
     assert top.offload_device == gpu and block.offload_device == torch.device("cpu")  # blocks still stream
+    # moved with the placement, before any forward (the GPU test below sees where they are)
+    assert onloaded == [top]
     kept: list[str] = []
     monkeypatch.setattr(apply, "keep_top_level_on_gpu", lambda m: kept.append(type(m).__name__))
     apply_plan(tiny_pipe(T2V_A14B), cpu_plan(T2V_A14B, offload="group_offload"))
@@ -227,6 +234,9 @@ def test_on_a_gpu_the_planned_a14b_720p_streams_blocks_keeps_the_rest_and_evicts
     pipe.transformer.blocks[0].register_forward_hook(lambda *_: where.append((
         pipe.transformer.patch_embedding.weight.device.type, pipe.text_encoder.shared.weight.device.type,
         pipe.transformer_2.blocks[0].attn1.to_q.weight.device.type)))
+    # placed with the plan: the layers around the blocks are on the GPU before the first forward
+    assert pipe.transformer.patch_embedding.weight.device.type == "cuda"
+    assert pipe.transformer.blocks[0].attn1.to_q.weight.device.type == "cpu"
     frames = run_frames(pipe, T2V_A14B)
     assert np.abs(frames - reference).max() < 0.02
     # while the first expert ran: its own layers on the GPU, the text encoder gone, the other expert's

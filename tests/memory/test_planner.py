@@ -104,7 +104,10 @@ def test_bigger_video_predicts_more_memory() -> None:
 
 # Measured on an H200 capped to 24 GB (WAN22_FACTS.md, docs/BENCHMARKS.md): (model, workload,
 # recipe check, GiB, host RAM of the machine planned for). A TI2V text job gives the transformer one
-# timestep per sample, an image job one per token.
+# timestep per sample, an image job one per token. Every one of these random models held UMT5's
+# token embedding twice (the benchmarks' fill left it untied until 2026-12-02; real checkpoints tie
+# it), 1.96 GiB in the text phase that the comparison adds back.
+UNTIED_EMBEDDING = 256_384 * 4096 * 2
 MEASURED = [
     ("ti2v-5b", TI2V_720, {"model_offload"}, "bf16", 12.89, 128),  # bench/size_menu.py, 2026-12-02
     ("ti2v-5b", Workload(1280, 704, 121, 50, image=False), {"model_offload"}, "bf16", 12.83, 128),
@@ -120,9 +123,14 @@ MEASURED = [
 def test_predicted_peak_within_10_percent_of_measured(key: str, work: Workload, modes: set[str],
                                                       storage: str, measured: float, ram: int) -> None:
     hw = box(name="NVIDIA H200", cc=(9, 0), ram_gib=ram)
+    from wan_studio.memory.estimate import phase_peaks
+
     plan = choose(get_spec(key), work, hw)
     assert plan.offload_modes == modes and plan.storage == storage
-    assert abs(plan.peak_vram_gib - measured) / measured < 0.10
+    phases = phase_peaks(get_spec(key), work, plan.placements)
+    phases["text_encoder"]["cuda:0"] += UNTIED_EMBEDDING
+    peak = max(ph["cuda:0"] for ph in phases.values()) / 2**30
+    assert abs(peak - measured) / measured < 0.10
 
 
 def test_with_the_ram_for_it_a14b_480p_streams_bf16_experts_rather_than_store_fp8() -> None:

@@ -120,20 +120,25 @@ def place_component(module: torch.nn.Module, p: Placement, plan: Plan | None = N
 
 
 def keep_top_level_on_gpu(module: torch.nn.Module) -> bool:
-    """Under block offload, leave the model's own layers around its blocks on the GPU; True if done.
+    """Under block offload, put the model's own layers around its blocks on the GPU and leave them
+    there; True if done.
 
     diffusers streams the repeated blocks with prefetch, but moves the rest (patch and time/text
-    embedders, output head: 90 M parameters in TI2V-5B, 232 M in an A14B expert) with blocking,
-    pageable copies before and after every forward: 0.67 s of copies per A14B 720p step on an H200
-    (bench/step_profile.py). Kept on the GPU they cost their size once; the planner counts them
-    there for the whole job (``estimate.held_on_gpu``).
+    embedders, output head: 90 M parameters in TI2V-5B, 232 M in an A14B expert, 2.0 B in S2V-14B
+    with its audio injector) with blocking, pageable copies before and after every forward: 0.67 s
+    of copies per A14B 720p step on an H200 (bench/step_profile.py). Kept on the GPU they cost their
+    size once; the planner counts them there for the whole job (``estimate.held_on_gpu``). They go
+    there now, with the placement, not at the first forward: otherwise a worker's first job encoded
+    its prompt without them and its next job with them (S2V-14B 832×480: 11.15 against 14.63 GiB),
+    and the first step paid the copy.
     """
     from wan_studio.memory.pinned_offload import offload_group
 
     group = offload_group(module)
     if group is None or getattr(group, "stream", None) is not None or group.onload_leader is not module:
         return False
-    group.offload_device = group.onload_device  # offloading becomes a no-op after the first onload
+    group.offload_device = group.onload_device  # offloading becomes a no-op
+    group.onload_()
     return True
 
 

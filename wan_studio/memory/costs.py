@@ -37,13 +37,13 @@ TIMESTEP_BYTES_PER_TOKEN_DIM = 21.0
 # the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
 # non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
 GROUP_BLOCKS_IN_FLIGHT = 5
-# Text encoding phase beyond the UMT5 weights (512 tokens, two prompts). Every job whose text
-# encoder is model-offloaded peaked at 12.83 GiB allocated, whatever the model, size or plan
-# (TI2V-5B 720p-1080p, T2V-A14B 480p; docs/BENCHMARKS.md "Size menu", 2026-12-02): 12.83 − 10.58
-# GiB of UMT5 bf16 weights = 2.25 GiB. The random-weight builds hold the 2 GB token embedding
-# twice (transformers warns that `shared` and `embed_tokens` differ, so they stay untied); real
-# weights tie them, so with those this over-predicts by up to 2 GiB, on the safe side.
-TEXT_WORK_BYTES = int(2.25 * GIB)
+# Text encoding phase beyond the UMT5 weights (10.58 GiB bf16, its token embedding tied as in real
+# checkpoints; 512 tokens, two prompts). S2V-14B, whose encoder is read from the official release's
+# layout and tied by the loader, peaked at 11.15 GiB in a cold job's text phase (H200, 24 GiB cap,
+# 2026-12-02): 0.57 GiB. The Diffusers-layout benchmark builds measured 12.83 GiB before their
+# embedding was tied (bench's random fill held it twice: 1.96 GiB more), i.e. 0.29 GiB of work;
+# the larger figure is kept.
+TEXT_WORK_BYTES = int(0.57 * GIB)
 TILED_DECODE_WORK_BYTES = {"wan2.1": int(1.5 * GIB), "wan2.2": int(3.0 * GIB)}
 # VAE decode tiles (min, stride) in pixels. diffusers' default 256/192 decodes ~1.65× the pixels
 # of a 1280×704 frame (overlaps, cut edge tiles); 512/448 ~1.2×. Measured on an H200 for the Wan2.2
@@ -214,6 +214,10 @@ class Architecture:
     frame_pack: bool = False
     audio_inject_layers: int = 0
     compile_first_s: float = COMPILE_FIRST_S  # its blocks' first compile in a worker (see the constant)
+    # Of ``nonblock_params``, those in ``nn.Sequential`` children: diffusers' block offload streams
+    # them like blocks instead of keeping them on the GPU (S2V's text, time embeddings and time
+    # projection; a Diffusers model has none).
+    streamed_nonblock_params: int = 0
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -222,7 +226,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
     # S2V: 16.30 B parameters, 14.06 B in its 40 blocks; the audio injector alone is 1.89 B outside them
-    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000, frame_pack=True, audio_inject_layers=12),
+    "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000, frame_pack=True, audio_inject_layers=12,
+                            streamed_nonblock_params=232_048_640),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
     "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000, frame_pack=True, audio_inject_layers=2),
 }

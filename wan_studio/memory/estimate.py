@@ -93,7 +93,8 @@ def held_on_gpu(spec: ModelSpec, p: Placement) -> int:
     if always_on_gpu(p):
         return in_flight(spec, p)
     if p.offload == "group_offload" and p.component in TRANSFORMERS:
-        return costs.stored_bytes(costs.arch(spec).nonblock_params, "bf16")
+        a = costs.arch(spec)
+        return costs.stored_bytes(a.nonblock_params - a.streamed_nonblock_params, "bf16")
     return 0
 
 
