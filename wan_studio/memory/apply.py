@@ -104,6 +104,12 @@ def place_component(module: torch.nn.Module, p: Placement, plan: Plan | None = N
         else:  # transformers' UMT5 encoder: the same diffusers hook, applied from outside
             from diffusers.hooks import apply_group_offloading
 
+            # diffusers streams the lists among the children of the module it is given; UMT5's blocks
+            # are one level down (``encoder.block``), so without naming ``encoder`` the whole 10.6 GiB
+            # encoder moved as one group through pageable memory for each prompt (S2V-14B on an
+            # H200: 14.63 GiB peak, 21 s for two prompts).
+            if isinstance(getattr(getattr(module, "encoder", None), "block", None), torch.nn.ModuleList):
+                kwargs["block_modules"] = ["encoder"]
             apply_group_offloading(module, **kwargs)
         if p.component in TRANSFORMERS:
             keep_top_level_on_gpu(module)

@@ -75,7 +75,7 @@ def in_flight(spec: ModelSpec, p: Placement) -> int:
         a = costs.arch(spec)
         nonblock = costs.stored_bytes(a.nonblock_params, "bf16")
         return nonblock + costs.GROUP_BLOCKS_IN_FLIGHT * costs.block_bytes(spec, params_of(spec, p.component), p.storage)
-    if p.component == "text_encoder" and not spec.is_demo:
+    if p.component == "text_encoder" and not spec.is_demo:  # streamed by its blocks (``apply.place_component``)
         embed = TEXT_EMBED_PARAMS * 2
         return embed + costs.GROUP_BLOCKS_IN_FLIGHT * (full - embed) // TEXT_BLOCKS
     return full

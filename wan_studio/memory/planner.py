@@ -151,10 +151,13 @@ def _speed_at_default_steps(spec: ModelSpec, work: Workload, est: Estimate) -> f
     job model offload and the 8-step job after it block offload, a reload and a recompile for
     nothing. The same model and size now get the same plan whatever the step count.
     """
-    steps = max(work.steps, 1)
+    # A speech-to-video job runs its steps once per chunk: the fixed costs are what is left after
+    # all of them (counting one chunk's put every plan at full speed, and the first that fitted won).
+    steps = max(work.total_steps, 1)
+    default_steps = spec.steps * max(work.chunks, 1)
     fixed_s = est.job_s - steps * est.step_s
-    job_s = spec.steps * est.step_s + fixed_s
-    return spec.steps * (est.ideal_job_s / steps) / job_s if job_s > 0 else 1.0
+    job_s = default_steps * est.step_s + fixed_s
+    return default_steps * (est.ideal_job_s / steps) / job_s if job_s > 0 else 1.0
 
 
 def _decode_tile(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], est: Estimate,
@@ -211,7 +214,8 @@ def plan_ladder(spec: ModelSpec, work: Workload, hw: Hardware, limits: Limits | 
 
 
 def _ladder_from(fitting: list[Plan], every: list[Plan], hw: Hardware, limits: Limits) -> list[Plan]:
-    fitting.sort(key=score, reverse=True)
+    # equal scores (plans at full speed) go to the shorter predicted job
+    fitting.sort(key=lambda p: (score(p), -p.warm_job_s), reverse=True)
     chosen = replace(fitting[0], why=_gguf_note(fitting[0], every) + _why(fitting[0], every, hw, limits))
     ladder = [chosen]
     while True:
