@@ -275,6 +275,9 @@ def test_a_block_offloaded_text_encoder_streams_its_blocks_not_the_whole_encoder
     groups = {id(g): g for g in (offload_group(m) for m in encoder.modules()) if g is not None}
     streamed = [g for g in groups.values() if any(m is encoder.encoder.block[0] for m in g.modules)]
     assert len(streamed) == 1 and len(streamed[0].modules) == 1  # block 0 is a group of its own
-    assert len(groups) == 2 + len(encoder.encoder.block)  # the model's, the encoder stack's, one per block
+    assert len(groups) == 1 + len(encoder.encoder.block)  # the encoder stack's own layers, one per block
+    stack = offload_group(encoder.encoder)
+    # the tied embedding (the model's ``shared`` weight) moves with the stack's own layers
+    assert any(getattr(m, "weight", None) is encoder.shared.weight for m in stack.modules)
     with torch.no_grad():
         assert torch.equal(encoder(ids).last_hidden_state, before)

@@ -105,12 +105,14 @@ def place_component(module: torch.nn.Module, p: Placement, plan: Plan | None = N
             from diffusers.hooks import apply_group_offloading
 
             # diffusers streams the lists among the children of the module it is given; UMT5's blocks
-            # are one level down (``encoder.block``), so without naming ``encoder`` the whole 10.6 GiB
-            # encoder moved as one group through pageable memory for each prompt (S2V-14B on an
-            # H200: 14.63 GiB peak, 21 s for two prompts).
-            if isinstance(getattr(getattr(module, "encoder", None), "block", None), torch.nn.ModuleList):
-                kwargs["block_modules"] = ["encoder"]
-            apply_group_offloading(module, **kwargs)
+            # are one level down (``encoder.block``), so given the model, the whole 10.6 GiB encoder
+            # moved as one group through pageable memory for each prompt (S2V-14B on an H200: 14.63
+            # GiB peak, 21 s for two prompts). Given its encoder stack, the blocks stream and the
+            # token embedding (the model's ``shared``, the same module) moves with the stack's own
+            # layers. (diffusers' ``block_modules`` would nest two prefetch tracers, which fails.)
+            stack = getattr(module, "encoder", None)
+            target = stack if isinstance(getattr(stack, "block", None), torch.nn.ModuleList) else module
+            apply_group_offloading(target, **kwargs)
         if p.component in TRANSFORMERS:
             keep_top_level_on_gpu(module)
         if dev.type == "cuda":
