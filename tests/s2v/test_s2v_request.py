@@ -64,3 +64,22 @@ def test_the_planner_counts_the_chunks_the_speech_needs(portrait_file: Path, mak
         assert chunks_for(int(seconds * 16 + 0.999), 80) == want  # the runner's own count
         assert req.speech_chunks == want and Workload.from_request(req).chunks == want
     assert GenerationRequest(prompt="a fox").speech_chunks == 1
+
+
+def test_the_planner_sizes_the_clip_the_pipeline_writes(portrait_file: Path, make_audio) -> None:
+    # A 5 s speech is two 80-frame chunks but an 80-frame mp4; the frame follows the portrait's
+    # aspect within the size asked for. Counted as 160 frames at the size asked, the write was
+    # predicted 2.4 s against 1.4-1.6 s measured at 832×480 on the H200.
+    from PIL import Image
+
+    from wan_studio.engine.s2v.pipeline import fit_size
+    from wan_studio.memory.plan import Workload
+
+    req = validate(GenerationRequest(prompt="a woman talks", model="s2v-14b", image=str(portrait_file),
+                                     audio=str(make_audio(5.0, name="five")), width=832, height=480))
+    with Image.open(portrait_file) as im:
+        want = fit_size(im.width, im.height, 832 * 480)
+    work = Workload.from_request(req)
+    assert (work.width, work.height) == want and work.chunks == 2
+    assert work.written_frames == 80 and work.frames * work.chunks == 160
+    assert Workload.from_request(validate(GenerationRequest(prompt="a fox", model="ti2v-5b"))).written_frames == 121

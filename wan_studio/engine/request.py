@@ -171,6 +171,31 @@ class GenerationRequest:
 
         return speech_chunks(self.audio, self.fps or get_spec(self.model).fps)
 
+    @property
+    def speech_video(self) -> tuple[int, int, int] | None:
+        """(width, height, frames) of the clip a speech-to-video job of this resolved request writes:
+        the portrait's aspect within ``width × height`` (as the pipeline frames it) and as many
+        frames as the speech lasts; None for other models, without speech or when the speech
+        cannot be read (its validation says why). The planner sizes the job by it."""
+        if self.audio is None or get_spec(self.model).task != "s2v" or not (self.width and self.height):
+            return None
+        from wan_studio.engine.s2v.pipeline import fit_size
+        from wan_studio.engine.s2v.runner import speech_frames
+
+        frames = speech_frames(self.audio, self.fps or get_spec(self.model).fps)
+        if not frames:
+            return None
+        width, height = self.width, self.height
+        if self.image is not None:
+            try:
+                from PIL import Image
+
+                with Image.open(self.image) as im:
+                    width, height = fit_size(im.width, im.height, self.width * self.height)
+            except (OSError, ValueError):
+                pass  # an unreadable portrait fails its job's validation
+        return width, height, frames
+
     def resolved(self) -> GenerationRequest:
         """A copy with every default filled in from the model spec and a concrete seed."""
         spec = get_spec(self.model)

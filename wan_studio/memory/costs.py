@@ -192,6 +192,20 @@ def decode_s(spec: ModelSpec, width: int, height: int, frames: int, profile: Dev
     return max(ops, compute) if profile.ops_overlap else ops + compute
 
 
+def s2v_decodes_s(spec: ModelSpec, width: int, height: int, chunk_frames: int, profile: DeviceProfile,
+                  tflops: float | None) -> tuple[float, float]:
+    """(first chunk, each later chunk) VAE seconds of a speech-to-video job. Every chunk's latents
+    are decoded with what leads them: the first with the reference frame (a chunk of 80 frames
+    decodes 81), a later one with its motion latents (153); before each later chunk the motion
+    frames are encoded (``engine.s2v.pipeline``)."""
+    latents = chunk_frames // 4
+    motion = (S2V_MOTION_FRAMES + 3) // 4
+    first = decode_s(spec, width, height, latents * 4 + 1, profile, tflops)
+    later = decode_s(spec, width, height, (motion + latents - 1) * 4 + 1, profile, tflops)
+    encode = S2V_ENCODE_OVER_DECODE * decode_s(spec, width, height, S2V_MOTION_FRAMES, profile, tflops)
+    return first, later + encode
+
+
 def write_s(width: int, height: int, frames: int, profile: DeviceProfile) -> float:
     """Seconds to encode and write the mp4 on the host."""
     return profile.write_fixed_s + mpx(width, height, frames) * profile.write_s_per_mpx
@@ -218,6 +232,9 @@ class Architecture:
     # them like blocks instead of keeping them on the GPU (S2V's text, time embeddings and time
     # projection; a Diffusers model has none).
     streamed_nonblock_params: int = 0
+    # Share of the bf16 peak its eager steps reach, and an eager first job's one-off set-up.
+    mfu_eager: float = MFU_EAGER
+    first_call_s: float = FIRST_CALL_S
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -226,8 +243,14 @@ ARCHITECTURES: dict[str, Architecture] = {
     "t2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
     "i2v-a14b": Architecture(5120, 13824, 40, 16, False, 232_000_000, compile_first_s=A14B_COMPILE_FIRST_S),
     # S2V: 16.30 B parameters, 14.06 B in its 40 blocks; the audio injector alone is 1.89 B outside them
+    # S2V's eager step fitted over its four H200 rows (24 GiB cap, layers around the blocks kept on
+    # the GPU): through the worker (2026-12-02) 6.74 s a step inside a chunk at 832×448 (a 832×480
+    # budget framed to the portrait) and 17.40 s at 1024×704, seen at the table's 750 TFLOP/s;
+    # bench/s2v_step.py (2026-11-26) 7.63 and 18.08 s at 797 TFLOP/s. 0.69 puts all four within
+    # 9 %; MFU_EAGER (0.64) predicted the worker's steps 8-18 % slow. Its cold job's first step took
+    # 4.1 s beyond a step, 0.35 s of it text.
     "s2v-14b": Architecture(5120, 13824, 40, 16, False, 2_240_000_000, frame_pack=True, audio_inject_layers=12,
-                            streamed_nonblock_params=232_048_640),
+                            streamed_nonblock_params=232_048_640, mfu_eager=0.69, first_call_s=3.7),
     "demo": Architecture(32, 64, 2, 32, True, 10_000),
     "demo-s2v": Architecture(32, 64, 2, 16, False, 10_000, frame_pack=True, audio_inject_layers=2),
 }
@@ -256,6 +279,12 @@ S2V_MOTION_BUCKETS = ((1, 1), (2, 2), (16, 4))
 S2V_REFERENCE_FRAMES = 1       # the portrait, one latent frame at full token resolution
 # Audio tokens per latent frame an injector's cross-attention reads: 4 local + 1 padding token.
 S2V_AUDIO_TOKENS_PER_FRAME = 5
+# The pixel frames a chunk after the first carries as its motion context (the official 73), and
+# the seconds of a VAE encode over the seconds of a decode of as many frames: the gap between two
+# chunks (the first one's decode, then the motion frames' encode) took 10.7 s at 832×448 and 17.2
+# s at 1024×704 on the H200 (2026-12-02), 0.67 × the decode each time once the decode is counted.
+S2V_MOTION_FRAMES = 73
+S2V_ENCODE_OVER_DECODE = 0.67
 
 
 def context_tokens(spec: ModelSpec, width: int, height: int) -> int:

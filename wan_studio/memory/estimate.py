@@ -146,6 +146,7 @@ def host_ram(spec: ModelSpec, placements: tuple[Placement, ...], work: Workload 
             load_peak = max(load_peak, before + params_of(spec, p.component) * 2)
             before += held[p.component]
     # the whole clip's frames: speech to video keeps every chunk's until the last is decoded
+    # every chunk's frames wait on the host until the last one is decoded
     video = costs.decode_host_bytes(work.width, work.height, work.frames * work.chunks) if work is not None else 0
     return costs.HOST_OVERHEAD_BYTES + max(sum(held.values()) + video, load_peak)
 
@@ -174,7 +175,7 @@ def _forward_s(spec: ModelSpec, p: Placement, flops: float, g, forwards: float) 
         compute = flops / (costs.CPU_TFLOPS * 1e12 * costs.cpu_efficiency(spec))
         return compute + forwards * costs.ops_per_forward(spec) * prof.op_overhead_s
     compiled = costs.compiles(spec, p.storage, p.offload)
-    compute = flops / (g.tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.MFU_EAGER))
+    compute = flops / (g.tflops * 1e12 * (costs.MFU_COMPILED if compiled else costs.arch(spec).mfu_eager))
     if not g.has_bf16:
         compute *= 3.0
     compute *= {"fp8": costs.FP8_COMPUTE_FACTOR, "int8": costs.INT8_COMPUTE_FACTOR,
@@ -198,7 +199,7 @@ def timing(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], h
         if g is None:
             ideal_step_s += _forward_s(spec, p, flops, None, forwards) / len(experts)
         else:
-            ideal_mfu = costs.MFU_COMPILED if costs.compiles(spec, "bf16", "resident") else costs.MFU_EAGER
+            ideal_mfu = costs.MFU_COMPILED if costs.compiles(spec, "bf16", "resident") else costs.arch(spec).mfu_eager
             ideal_step_s += flops / (g.tflops * 1e12 * ideal_mfu) / len(experts)
         compute = _forward_s(spec, p, flops, g, forwards)
         if g is not None and p.offload == "group_offload":  # prefetch hides the transfer behind the compute it can
@@ -244,9 +245,14 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     steps_s = work.total_steps * step_s + sum(_onload_s(spec, by[c], _gpu_of(hw, by[c])) for c in TRANSFORMERS if c in by)
     vae = by.get("vae")
     g_vae = _gpu_of(hw, vae) if vae is not None else None
-    decode = work.chunks * costs.decode_s(spec, work.width, work.height, work.frames,
-                                          costs.GPU_PROFILE if g_vae else costs.CPU_PROFILE,
-                                          g_vae.tflops if g_vae else None)
+    vae_profile = costs.GPU_PROFILE if g_vae else costs.CPU_PROFILE
+    if costs.arch(spec).frame_pack and not spec.is_demo:  # speech to video: chunk by chunk
+        first, later = costs.s2v_decodes_s(spec, work.width, work.height, work.frames, vae_profile,
+                                           g_vae.tflops if g_vae else None)
+        decode = first + (work.chunks - 1) * later
+    else:
+        decode = work.chunks * costs.decode_s(spec, work.width, work.height, work.frames, vae_profile,
+                                              g_vae.tflops if g_vae else None)
     if vae is not None:
         decode += _onload_s(spec, vae, g_vae)
     experts = [by[c] for c in TRANSFORMERS if c in by]
@@ -254,11 +260,11 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     if compiled:
         compile_s = costs.arch(spec).compile_first_s + costs.COMPILE_MORE_EXPERT_S * (len(compiled) - 1)
     else:
-        compile_s = costs.FIRST_CALL_S if on_gpu else 0.0
+        compile_s = costs.arch(spec).first_call_s if on_gpu else 0.0
     recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0
     phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "recompile_s": recompile_s,
               "text_s": text_s, "steps_s": steps_s, "decode_s": decode,
-              "write_s": costs.write_s(work.width, work.height, work.frames * work.chunks, profile)}
+              "write_s": costs.write_s(work.width, work.height, work.written_frames, profile)}
     if not on_gpu:  # a CPU shared with other work gives the job its share
         phases = {k: v * hw.cpu_busy for k, v in phases.items()}
     return phases

@@ -56,6 +56,8 @@ class Workload:
     guided_steps: int | None = None
     # Speech to video makes its clip in chunks of ``frames``, each denoised for ``steps`` and decoded.
     chunks: int = 1
+    # Frames the mp4 holds, when not ``frames × chunks`` (speech to video: as long as the speech).
+    video_frames: int = 0
 
     @classmethod
     def from_request(cls, request: Any) -> Workload:
@@ -69,7 +71,16 @@ class Workload:
         guided = motion if motion else (request.steps if (request.guidance or 0) > 1 else 0)
         image = getattr(request, "image", None) is not None or getattr(request, "total_frames", None) is not None
         chunks = max(1, int(getattr(request, "speech_chunks", 1) or 1))
-        return cls(request.width, request.height, request.num_frames, request.steps, guided > 0, image, guided, chunks)
+        width, height, video = request.width, request.height, 0
+        speech = getattr(request, "speech_video", None)
+        if speech is not None:  # framed to the portrait, as long as the speech
+            width, height, video = speech
+        return cls(width, height, request.num_frames, request.steps, guided > 0, image, guided, chunks, video)
+
+    @property
+    def written_frames(self) -> int:
+        """Frames of the mp4 the job writes."""
+        return self.video_frames or self.frames * self.chunks
 
     @property
     def total_steps(self) -> int:

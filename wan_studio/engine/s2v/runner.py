@@ -26,25 +26,32 @@ from wan_studio.engine.sampler import sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, mux_audio, read_mp4, write_mp4, write_record
 
 CHUNK_FRAMES = 80
-_CHUNKS_SEEN: dict[tuple[str, float, int, int], int] = {}
+_FRAMES_SEEN: dict[tuple[str, float, int, int], int] = {}
 
 
-def speech_chunks(audio: str | Path, fps: int, chunk_frames: int = CHUNK_FRAMES) -> int:
-    """Chunks of ``chunk_frames`` a job makes for the speech in ``audio`` at ``fps`` (as
-    ``generate_s2v`` counts them); 1 when the file cannot be read (its job's validation says why).
-    Remembered per file version, since the planner asks for it more than once per job."""
+def speech_frames(audio: str | Path, fps: int) -> int:
+    """Video frames the speech in ``audio`` lasts at ``fps`` (the clip ``generate_s2v`` writes);
+    0 when the file cannot be read (its job's validation says why). Remembered per file version,
+    since the planner asks for it more than once per job."""
     p = Path(audio)
     try:
         st = p.stat()
     except OSError:
-        return 1
-    key = (str(p), st.st_mtime, st.st_size, fps * 1000 + chunk_frames)
-    if key not in _CHUNKS_SEEN:
+        return 0
+    key = (str(p), st.st_mtime, st.st_size, fps)
+    if key not in _FRAMES_SEEN:
         try:
-            _CHUNKS_SEEN[key] = chunks_for(load_speech(p).frames(fps), chunk_frames)
+            _FRAMES_SEEN[key] = load_speech(p).frames(fps)
         except AudioError:
-            return 1
-    return _CHUNKS_SEEN[key]
+            return 0
+    return _FRAMES_SEEN[key]
+
+
+def speech_chunks(audio: str | Path, fps: int, chunk_frames: int = CHUNK_FRAMES) -> int:
+    """Chunks of ``chunk_frames`` a job makes for the speech in ``audio`` at ``fps`` (as
+    ``generate_s2v`` counts them); 1 when the file cannot be read."""
+    frames = speech_frames(audio, fps)
+    return chunks_for(frames, chunk_frames) if frames else 1
 
 
 def read_pose_video(path: str | Path, fps: int, max_frames: int) -> np.ndarray:
