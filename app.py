@@ -22,6 +22,7 @@ from wan_studio.startup import StartupError
 if TYPE_CHECKING:  # heavy: imported only once the flags are known
     import gradio as gr
 
+    from wan_studio.cluster.local import LocalExecutor
     from wan_studio.services import Studio
 
 
@@ -115,10 +116,15 @@ def serve(settings: Settings) -> int:
         startup.log.warning(warning)
     startup.log.info("Starting Wan Studio on http://%s:%d ...", settings.host, settings.port)
     settings.auth = share_credentials(settings)
+    # The worker processes start first: their imports and the default model's load run while this
+    # process imports torch, Gradio and the services below (a cold first job waited for both in turn).
+    from wan_studio.cluster.local import launch_workers
+
+    workers = launch_workers(settings)
     from wan_studio.bootstrap import bootstrap
 
     bootstrap()  # after the quick checks (it imports torch), before anything imports diffusers
-    studio = build_studio(settings)
+    studio = build_studio(settings, workers)
     try:
         for notice in studio.notices:  # the job list was moved out of outputs, or damaged and rebuilt
             startup.log.warning(notice)
@@ -138,8 +144,9 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def build_studio(settings: Settings) -> Studio:
-    """The services, started; the start-up problems they can meet become one sentence."""
+def build_studio(settings: Settings, workers: LocalExecutor | None = None) -> Studio:
+    """The services, started; the start-up problems they can meet become one sentence. ``workers``:
+    the worker processes started already (``launch_workers``), stopped again if the start fails."""
     from wan_studio.accounts import AccountsError
     from wan_studio.jobs.store import StoreError
     from wan_studio.services import Studio
@@ -151,11 +158,13 @@ def build_studio(settings: Settings) -> Studio:
         cluster_errors = (ClusterUnavailable, RuntimeError)
     studio = None
     try:
-        studio = Studio.create(settings)
+        studio = Studio.create(settings, workers=workers)
         studio.start()  # requeues what a crash left running, starts the worker processes
     except BaseException as e:
         if studio is not None:
             studio.close()
+        if workers is not None:
+            workers.shutdown()
         if isinstance(e, (StoreError, AccountsError)):
             raise StartupError(f"Wan Studio cannot start: {e}", code=3) from e
         if isinstance(e, cluster_errors):

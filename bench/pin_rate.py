@@ -5,7 +5,11 @@ host allocator: ``cudaHostAlloc`` (torch's default) against ``pinned_use_cuda_ho
 Each setting runs in a fresh process (torch reads its allocator settings once): ``--gib`` of
 pageable weights (already in memory, as after reading a checkpoint) are copied into pinned slabs by
 the worker's own code (``memory.pinned_offload._HostMemory``), then one slab is moved to the GPU.
-Prints GB/s per setting and one ``RESULT {json}`` line; the rate of the setting a worker gets is
+Then, under the setting a worker gets, the same copy made per tensor (as the worker did before)
+and batched (``_HostMemory.copy_many``, as now), each alone and while a second Python thread holds
+the GIL in its turns, as the compile warm-up's tracing does beside a cold worker's load (the
+weights are sized as a TI2V-5B block's, ~1,300 of them in the whole model).
+Prints GB/s per case and one ``RESULT {json}`` line; the rate of the setting a worker gets is
 the figure to re-fit ``costs.PIN_BYTES_PER_S`` by.
 
   python3 bench/pin_rate.py --gib 8          # GPU machine
@@ -29,31 +33,66 @@ SETTINGS = {"cudaHostAlloc (torch default)": "pinned_use_cuda_host_register:Fals
                f"pinned_use_cuda_host_register:True,pinned_num_register_threads:{n}" for n in (1, 2, 4, 8, 16)}}
 
 
-def child(gib: float) -> dict[str, float]:
-    """In a process of one setting: pin ``gib`` GiB of pageable tensors; seconds and GB/s."""
+# One transformer block's weights as a Wan2.2 TI2V-5B holds them (dim 3072, FFN 14336, bf16): eight
+# attention projections, two FFN matrices and the small vectors (biases, norms) beside them.
+BLOCK_NUMELS = [3072 * 3072] * 8 + [3072 * 14336] * 2 + [3072] * 14 + [14336]
+MODES = ("batched", "per tensor")
+
+
+def child(gib: float, mode: str, busy: bool) -> dict[str, float]:
+    """In a process of one setting: pin ``gib`` GiB of pageable tensors sized as a Wan block's, as
+    the worker does (``mode`` "batched": ``_HostMemory.copy_many``, one call per component; "per
+    tensor": one ``copy`` per weight, as before), with ``busy`` a second Python thread holding the
+    GIL in its turns meanwhile (as the compile warm-up's tracing does during a cold load);
+    seconds and GB/s."""
+    import threading
+
     import torch
 
     from wan_studio.memory.pinned_offload import SLAB_BYTES, _HostMemory
 
-    sizes = [64 << 20] * max(1, int(gib * 2**30) // (64 << 20))  # 64 MiB weights, several per slab
-    weights = [torch.ones(n // 2, dtype=torch.bfloat16) for n in sizes]
+    block_bytes = sum(BLOCK_NUMELS) * 2
+    numels = BLOCK_NUMELS * max(1, int(gib * 2**30) // block_bytes)
+    weights = [torch.ones(n, dtype=torch.bfloat16) for n in numels]
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.init()
+    stop = threading.Event()
+
+    def spin() -> None:  # pure Python, as dynamo's tracing is: holds the GIL whenever it may
+        x = 0
+        while not stop.is_set():
+            for i in range(1000):
+                x += i
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    if busy:
+        spinner.start()
     mem = _HostMemory(budget_bytes=1 << 50)
     t0 = time.perf_counter()
-    copies = [mem.copy(w) for w in weights]
+    copies = mem.copy_many(weights) if mode == "batched" else [mem.copy(w) for w in weights]
     pin_s = time.perf_counter() - t0
-    pinned = mem.pinned_bytes
-    out = {"pin_s": round(pin_s, 3), "bytes": sum(sizes), "pinned_bytes": pinned,
-           "gb_per_s": round(sum(sizes) / pin_s / 1e9, 2), "slab_bytes": SLAB_BYTES}
+    stop.set()
+    total = sum(numels) * 2
+    out = {"pin_s": round(pin_s, 3), "bytes": total, "tensors": len(numels), "pinned_bytes": mem.pinned_bytes,
+           "gb_per_s": round(total / pin_s / 1e9, 2), "slab_bytes": SLAB_BYTES}
     if cuda and copies:
         t0 = time.perf_counter()
-        for c in copies[: SLAB_BYTES // sizes[0]]:
+        for c in copies[:len(BLOCK_NUMELS)]:
             c.to("cuda", non_blocking=True)
         torch.cuda.synchronize()
-        out["h2d_gb_per_s"] = round(SLAB_BYTES / (time.perf_counter() - t0) / 1e9, 2)
+        out["h2d_gb_per_s"] = round(block_bytes / (time.perf_counter() - t0) / 1e9, 2)
     return out
+
+
+def _in_process(conf: str, gib: float, mode: str, busy: bool) -> dict:
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    run = subprocess.run([sys.executable, __file__, "--child", "--gib", str(gib), "--mode", mode,
+                          *(["--busy"] if busy else [])], env=env, capture_output=True, text=True, timeout=600)
+    last = (run.stdout.strip().splitlines() or [""])[-1]
+    return json.loads(last) if run.returncode == 0 and last.startswith("{") else \
+        {"error": (run.stderr.strip().splitlines() or ["?"])[-1]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,31 +100,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gib", type=float, default=8.0)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=MODES, default="batched", help=argparse.SUPPRESS)
+    p.add_argument("--busy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.environ.get("OUT", ""))
     a = p.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.gib)))
+        print(json.dumps(child(a.gib, a.mode, a.busy)))
         return 0
     from wan_studio.cluster.devices import worker_environment
 
     results: dict[str, dict] = {}
     for name, conf in SETTINGS.items():
-        env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        run = subprocess.run([sys.executable, __file__, "--child", "--gib", str(a.gib)], env=env,
-                             capture_output=True, text=True, timeout=600)
-        last = (run.stdout.strip().splitlines() or [""])[-1]
-        results[name] = json.loads(last) if run.returncode == 0 and last.startswith("{") else \
-            {"error": (run.stderr.strip().splitlines() or ["?"])[-1]}
-        print(f"{name:34s} {results[name]}", flush=True)
+        results[name] = _in_process(conf, a.gib, "batched", False)
+        print(f"{name:40s} {results[name]}", flush=True)
+    # The worker's own setting while another thread holds the GIL in turns (a cold load beside the
+    # compile warm-up), copied per tensor as before and batched as now.
+    worker_conf = worker_environment("cuda:0", environ={}).get("PYTORCH_CUDA_ALLOC_CONF", "")
+    contention: dict[str, dict] = {}
+    for mode in MODES:
+        for busy in (False, True):
+            name = f"{mode}, {'another thread busy' if busy else 'alone'}"
+            contention[name] = _in_process(worker_conf, a.gib, mode, busy)
+            print(f"worker setting, {name:34s} {contention[name]}", flush=True)
     worker = worker_environment("cuda:0", environ={})
     result = {"date": time.strftime("%Y-%m-%d"), "gib": a.gib, "cpu_count": os.cpu_count(),
-              "worker_gets": worker.get("PYTORCH_CUDA_ALLOC_CONF", "torch default"), "settings": results}
+              "worker_gets": worker.get("PYTORCH_CUDA_ALLOC_CONF", "torch default"), "settings": results,
+              "while another thread holds the GIL": contention}
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "pin_rate.json").write_text(json.dumps(result, indent=1))
     print("RESULT " + json.dumps(result), flush=True)
-    return 0 if all("error" not in r for r in results.values()) else 1
+    return 0 if all("error" not in r for r in [*results.values(), *contention.values()]) else 1
 
 
 if __name__ == "__main__":

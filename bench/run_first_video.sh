@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 . bench/device_env.sh
 models=/tmp/first-video-models
 # Page-locking rate under each of torch's pinned-memory settings (the worker gets the multi-threaded
-# host-register one: cluster/devices.worker_environment), 4 GiB each, a fresh process per setting.
-timeout 120 python3 bench/pin_rate.py --gib 4 --out "$OUT" | grep -v "^RESULT " || echo "pin_rate did not finish"
+# host-register one: cluster/devices.worker_environment), PIN_GIB (2) GiB each, a fresh process per
+# setting; then that setting per tensor and batched, alone and beside a thread holding the GIL.
+timeout 150 python3 bench/pin_rate.py --gib ${PIN_GIB:-2} --out "$OUT" | grep -v "^RESULT " || echo "pin_rate did not finish"
 # The random model is built and saved by a process of its own, so the driver never holds the GPU.
 timeout 200 python3 bench/size_menu.py --models "$models" --save-only || exit 1
 CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout "${BENCH_S:-300}" \

@@ -21,7 +21,7 @@ from wan_studio.catalog.formats import register_found
 from wan_studio.catalog.specs import CATALOG, ModelSpec, get_spec
 from wan_studio.cluster.executor import Executor
 from wan_studio.cluster.devices import detect_devices
-from wan_studio.cluster.local import LocalExecutor
+from wan_studio.cluster.local import LocalExecutor, worker_devices
 from wan_studio.cluster.runtime import RuntimeConfig
 from wan_studio.engine.generate import GenerationCancelled, Progress, ProgressFn
 from wan_studio.engine.request import GenerationRequest, GenerationResult, RequestError, validate
@@ -71,16 +71,6 @@ class JobFailed(RuntimeError):
     """A queued job ended in ``failed``; the message is the reason the worker gave."""
 
 
-def worker_devices(settings: Settings) -> list[str]:
-    """Devices to start workers on: every GPU by default, or ``settings.workers`` of them."""
-    found = detect_devices()
-    if settings.workers is None:
-        return found
-    if found == ["cpu"]:
-        return ["cpu"] * settings.workers
-    return found[: settings.workers]
-
-
 @dataclass
 class Studio:
     """The services one app process uses. Build with ``Studio.create(settings)``."""
@@ -102,7 +92,7 @@ class Studio:
     @classmethod
     def create(cls, settings: Settings, manager: ModelManager | None = None,
                telemetry: TelemetrySampler | None = None, hardware: Hardware | None = None,
-               presets_dir: Path | None = None) -> Studio:
+               presets_dir: Path | None = None, workers: LocalExecutor | None = None) -> Studio:
         """Build every service from ``settings``; ``telemetry`` replaces the NVML sampler and
         ``hardware`` the detected machine (tests). The hardware is read once, at start.
 
@@ -111,7 +101,9 @@ class Studio:
         sampler starts here; ``close()`` stops both. Raises ``StoreError`` when the job database cannot be used
         (a damaged one is moved aside and rebuilt from the sidecars: ``notices`` says so).
         Presets come from ``presets_dir`` (default: the app's ``presets/``); a preset file that does
-        not validate is left out and named in ``notices``.
+        not validate is left out and named in ``notices``. ``workers``: the local worker processes
+        ``cluster.local.launch_workers`` started for these settings before the app's heavy imports
+        (``app.py``); they are told here which model to prepare.
         """
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         injected = manager is not None
@@ -150,11 +142,14 @@ class Studio:
 
             executor = executor_from_settings(settings, config, on_samples=telemetry.ingest)
         else:
-            if settings.prepare_model:
-                # The first video should not wait for the load: each worker loads and places the
-                # default preset's model at start (if the RAM allows), as its job would.
-                config = dataclasses.replace(config, prepare=prepare_fields(studio.default_preset("beginner").fields))
-            executor = LocalExecutor(config, devices)
+            # The first video should not wait for the load: each worker loads and places the
+            # default preset's model at start (if the RAM allows), as its job would.
+            want = prepare_fields(studio.default_preset("beginner").fields) if settings.prepare_model else None
+            if workers is not None:
+                workers.set_prepare(want)
+                executor = workers
+            else:
+                executor = LocalExecutor(dataclasses.replace(config, prepare=want), devices)
         opened = open_store(settings.outputs_dir, settings.jobs_db)  # moved out of outputs, repaired
         studio.notices = [*preset_problems, *opened.notices]
         studio.jobs = JobQueue(opened.store, executor, settings.outputs_dir,

@@ -140,3 +140,42 @@ def test_full_disk_fails_the_job_with_the_reason_and_keeps_earlier_outputs(queue
         assert queue.executor.workers()[0].state == "idle"  # the worker survived
     finally:
         subprocess.run(["umount", "-l", str(day)], check=False)
+
+
+def test_workers_started_before_the_app_imports_torch_prepare_the_default_model_for_the_first_job(settings: Any) -> None:
+    # app.py starts its worker processes first (their imports and the default model's load then run
+    # beside the app's own imports): starting them must not import torch, Gradio or the services.
+    import sys
+
+    probe = ("import sys; from wan_studio.settings import Settings; from wan_studio.cluster.local import "
+             "launch_workers; w = launch_workers(Settings(models_dir=sys.argv[1], outputs_dir=sys.argv[2])); "
+             "print(sorted(m for m in ('torch', 'gradio', 'diffusers', 'wan_studio.services') if m in sys.modules)); "
+             "w.shutdown(timeout_s=0.1)")
+    out = subprocess.run([sys.executable, "-c", probe, str(settings.models_dir), str(settings.outputs_dir) + "-probe"],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
+
+    from wan_studio.cluster.local import launch_workers
+    from wan_studio.services import Studio
+
+    workers = launch_workers(settings)
+    assert workers is not None
+    studio = None
+    try:
+        deadline = time.monotonic() + 120
+        while workers.workers()[0].state != "idle":  # up before the services exist
+            assert time.monotonic() < deadline, workers.workers()
+            time.sleep(0.05)
+        assert workers.workers()[0].loaded == ()  # nothing to prepare was known yet
+        studio = Studio.create(settings, workers=workers)  # tells it the default model: the demo
+        studio.start()
+        while "demo" not in workers.workers()[0].loaded:
+            assert time.monotonic() < deadline, workers.workers()
+            time.sleep(0.05)
+        done = studio.queue.wait(studio.submit(_req(5, model="demo")).id, timeout_s=120)
+        assert done.status == "done", done.error
+        assert _sidecar(done)["model_was_loaded"] is True
+    finally:
+        if studio is not None:
+            studio.close()
+        workers.shutdown()

@@ -276,8 +276,17 @@ def test_a_block_offloaded_text_encoder_streams_its_blocks_not_the_whole_encoder
     streamed = [g for g in groups.values() if any(m is encoder.encoder.block[0] for m in g.modules)]
     assert len(streamed) == 1 and len(streamed[0].modules) == 1  # block 0 is a group of its own
     assert len(groups) == 1 + len(encoder.encoder.block)  # the encoder stack's own layers, one per block
-    stack = offload_group(encoder.encoder)
-    # the tied embedding (the model's ``shared`` weight) moves with the stack's own layers
-    assert any(getattr(m, "weight", None) is encoder.shared.weight for m in stack.modules)
+    # The tied token embedding (the model's ``shared``, 2.1 GB of UMT5-XXL) is in no group: it
+    # stays on the host and looks up a prompt's rows there (it moved to the GPU and back for each
+    # prompt: 2.9 GiB peak, ~1.7 s a prompt on an H200).
+    embed = encoder.encoder.embed_tokens
+    assert embed.weight is encoder.shared.weight and embed.weight.device.type == "cpu"
+    assert all(m is not embed and embed.weight is not getattr(m, "weight", None)
+               for g in groups.values() for m in [*g.modules, *(x for mod in g.modules for x in mod.modules())])
+    assert all(embed.weight is not t for g in groups.values() for t in g.parameters)
     with torch.no_grad():
         assert torch.equal(encoder(ids).last_hidden_state, before)
+    from wan_studio.memory.apply import release_component
+
+    release_component(encoder)  # another plan next: the embedding's hooks go with the rest
+    assert not embed._forward_hooks and not embed._forward_pre_hooks

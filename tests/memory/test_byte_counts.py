@@ -20,7 +20,7 @@ TI2V_OUTER = 180_000_000                                   # 90 M × 2 B, kept b
 TI2V_BLOCK = (10_000_000_000 - 180_000_000) // 30          # 327,333,333 B per block in bf16
 TI2V_STREAMED = TI2V_OUTER + 5 * TI2V_BLOCK                # outer layers + 5 blocks in flight
 TEXT = 11_360_000_000                                      # UMT5-XXL 5.68 B × 2 B
-TEXT_STREAMED = 2_100_297_728 + 5 * (TEXT - 2_100_297_728) // 24  # the 256,384 × 4096 embedding + 5 of 24 blocks
+TEXT_STREAMED = 2 * (TEXT - 2_100_297_728) // 24  # 2 of 24 blocks; the 256,384 × 4096 embedding stays on the host
 VAE22 = 2_820_000_000                                      # Wan2.2 VAE 0.705 B × 4 B (fp32)
 HALF_GIB = 536_870_912                                     # sequential offload: one leaf at a time, at most
 

@@ -57,6 +57,8 @@ class _Worker:
     process: BaseProcess | None = None
     conn: Connection | None = None
     job_id: str | None = None
+    # What this process was told to prepare at start (``RuntimeConfig.prepare``).
+    prepare: dict[str, Any] | None = None
     # Jobs whose GPU part ended ("free") and whose mp4 the worker is still writing.
     writing: set[str] = field(default_factory=set)
     loaded: tuple[str, ...] = ()
@@ -94,12 +96,38 @@ class LocalExecutor(Executor):
 
     # --- Executor interface --------------------------------------------------------------------
     def start(self, on_event: EventSink) -> None:
-        """Start every worker and its supervisor thread."""
+        """Start every worker and its supervisor thread (unless ``launch`` did already); from now
+        on their events go to ``on_event``."""
         self._sink = on_event
-        for w in self._workers:
-            t = threading.Thread(target=self._supervise, args=(w,), name=f"supervise-{w.name}", daemon=True)
+        self.launch()
+
+    def launch(self) -> LocalExecutor:
+        """Start the worker processes now, before a queue takes their events (``start``): a worker
+        imports torch and its libraries and prepares its model meanwhile, while the app still
+        imports its own. Nothing is sent to a worker before ``start``. Returns itself."""
+        with self._lock:
+            if self._threads:
+                return self
+            for w in self._workers:
+                t = threading.Thread(target=self._supervise, args=(w,), name=f"supervise-{w.name}", daemon=True)
+                self._threads.append(t)
+        for t in self._threads:
             t.start()
-            self._threads.append(t)
+        return self
+
+    def set_prepare(self, want: dict[str, Any] | None) -> None:
+        """Have every worker load and place ``want`` (``RuntimeConfig.prepare``) in the background:
+        a worker started already is told now, a worker started later (a restart) has it in its
+        configuration."""
+        with self._lock:
+            self._config = dataclasses.replace(self._config, prepare=want)
+            running = [w for w in self._workers if w.conn is not None and w.prepare != want]
+        for w in running:
+            w.prepare = want
+            try:
+                self._send(w, {"op": "prepare", "want": want})
+            except (OSError, ValueError):  # it died meanwhile; its restart reads the configuration
+                pass
 
     def idle_workers(self) -> list[WorkerInfo]:
         """Workers that finished starting and hold no job."""
@@ -199,12 +227,15 @@ class LocalExecutor(Executor):
 
     def _spawn(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=worker_main, args=(w.name, w.device, self._config, child),
-                                 name=f"wan-studio-{w.name}", daemon=True)
-        start_with_env(proc, worker_environment(w.device))
-        child.close()  # only the worker holds its end, so its death reads as EOF here
+        # under the lock: a ``set_prepare`` either is in this configuration or finds the connection
         with self._lock:
+            config = self._config
+            proc = self._ctx.Process(target=worker_main, args=(w.name, w.device, config, child),
+                                     name=f"wan-studio-{w.name}", daemon=True)
+            start_with_env(proc, worker_environment(w.device))
+            child.close()  # only the worker holds its end, so its death reads as EOF here
             w.process, w.conn, w.state, w.started_at = proc, parent, "starting", time.monotonic()
+            w.prepare = config.prepare
 
     def _supervise(self, w: _Worker) -> None:
         while not self._stopping.is_set():
@@ -291,3 +322,26 @@ class LocalExecutor(Executor):
         delay = self._backoff[min(w.crashes_in_a_row, len(self._backoff)) - 1]
         w.restarts += 1
         self._stopping.wait(delay)
+
+
+def worker_devices(settings: Any) -> list[str]:
+    """Devices to start workers on: every GPU by default, or ``settings.workers`` of them."""
+    found = detect_devices()
+    if settings.workers is None:
+        return found
+    if found == ["cpu"]:
+        return ["cpu"] * settings.workers
+    return found[: settings.workers]
+
+
+def launch_workers(settings: Any) -> LocalExecutor | None:
+    """The app's local worker processes for ``settings`` (a ``wan_studio.settings.Settings``),
+    started now (``LocalExecutor.launch``), for ``Studio.create(settings, workers=...)`` to adopt;
+    None when the jobs run on a Ray cluster. ``app.py`` calls this before it imports torch, Gradio
+    and the services, so a worker's own imports and its preparation of the default model run
+    beside the app's start instead of after it. This module imports none of them."""
+    if settings.ray_address:
+        return None
+    devices = worker_devices(settings)
+    # Every local worker process holds its own models: they share this machine's RAM budget.
+    return LocalExecutor(RuntimeConfig.from_settings(settings, ram_share=len(devices)), devices).launch()

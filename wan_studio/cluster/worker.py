@@ -8,6 +8,7 @@ Jobs run through the worker runtime (``runtime.py``) every executor shares.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import sys
@@ -110,14 +111,24 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
                 # Answered at once, while a job runs too: the manager keeps what that job holds.
                 send({"ev": "unloaded", "ticket": msg["ticket"], "report": runtime.unload(),
                       "loaded": runtime.loaded()})
+            elif msg["op"] == "prepare" and not preparing.is_set():
+                # the app chose the default model after this process started (``launch_workers``)
+                begin_prepare(msg["want"])
             elif msg["op"] == "stop":
                 jobs.put(None)
                 return
 
+    preparing = threading.Event()
+
+    def begin_prepare(want: dict[str, Any] | None) -> None:
+        if want and not preparing.is_set():
+            preparing.set()
+            runtime.config = dataclasses.replace(runtime.config, prepare=want)
+            threading.Thread(target=_prepare, args=(runtime, send), name="worker-prepare", daemon=True).start()
+
+    begin_prepare(config.prepare)
     threading.Thread(target=listen, name="worker-listen", daemon=True).start()
     send({"ev": "ready", "pid": os.getpid()})
-    if config.prepare:
-        threading.Thread(target=_prepare, args=(runtime, send), name="worker-prepare", daemon=True).start()
     while (msg := jobs.get()) is not None:
         job_id = msg["job_id"]
         try:

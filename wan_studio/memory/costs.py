@@ -37,6 +37,8 @@ TIMESTEP_BYTES_PER_TOKEN_DIM = 21.0
 # the non-block layers. T2V-A14B 1280×720×81 bf16: 12.8 GiB peak − 9.19 GiB activations − 0.47 GiB
 # non-block layers = 3.1 GiB ≈ 5 blocks of 0.654 GiB.
 GROUP_BLOCKS_IN_FLIGHT = 5
+# A block-offloaded UMT5's blocks on the GPU at once: the one computing and the one prefetched.
+TEXT_BLOCKS_IN_FLIGHT = 2
 # Text encoding phase beyond the UMT5 weights (10.58 GiB bf16, its token embedding tied as in real
 # checkpoints; 512 tokens, two prompts). S2V-14B, whose encoder is read from the official release's
 # layout and tied by the loader, peaked at 11.15 GiB in a cold job's text phase (H200, 24 GiB cap,

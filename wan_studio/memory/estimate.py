@@ -75,10 +75,16 @@ def in_flight(spec: ModelSpec, p: Placement) -> int:
         a = costs.arch(spec)
         nonblock = costs.stored_bytes(a.nonblock_params, "bf16")
         return nonblock + costs.GROUP_BLOCKS_IN_FLIGHT * costs.block_bytes(spec, params_of(spec, p.component), p.storage)
-    if p.component == "text_encoder" and not spec.is_demo:  # streamed by its blocks (``apply.place_component``)
-        embed = TEXT_EMBED_PARAMS * 2
-        return embed + costs.GROUP_BLOCKS_IN_FLIGHT * (full - embed) // TEXT_BLOCKS
+    if p.component == "text_encoder" and not spec.is_demo:
+        # streamed by its blocks, the token embedding left on the host (``apply.place_component``)
+        return costs.TEXT_BLOCKS_IN_FLIGHT * streamed_text_bytes(spec, p) // TEXT_BLOCKS
     return full
+
+
+def streamed_text_bytes(spec: ModelSpec, p: Placement) -> int:
+    """Bytes of a block-offloaded UMT5 that move to the GPU for each prompt: all but its token
+    embedding, which stays on the host (``apply.embed_on_host``)."""
+    return max(stored(spec, p) - TEXT_EMBED_PARAMS * 2, 0)
 
 
 def always_on_gpu(p: Placement) -> bool:
@@ -161,6 +167,8 @@ def _onload_s(spec: ModelSpec, p: Placement, g) -> float:  # noqa: ANN001 - g: G
         return 0.0
     if p.offload == "model_offload" and not always_on_gpu(p):
         return stored(spec, p) / (g.link_gbps * 1e9 * costs.MODEL_OFFLOAD_LINK_FACTOR)
+    if p.offload == "group_offload" and p.component == "text_encoder" and not spec.is_demo:
+        return 2 * streamed_text_bytes(spec, p) / (g.link_gbps * 1e9)  # the prompt and the negative one
     if p.offload in ("group_offload", "sequential") and p.component not in TRANSFORMERS:
         return 2 * stored(spec, p) / (g.link_gbps * 1e9)
     return 0.0
