@@ -5,10 +5,9 @@ host allocator: ``cudaHostAlloc`` (torch's default) against ``pinned_use_cuda_ho
 Each setting runs in a fresh process (torch reads its allocator settings once): ``--gib`` of
 pageable weights (already in memory, as after reading a checkpoint) are copied into pinned slabs by
 the worker's own code (``memory.pinned_offload._HostMemory``), then one slab is moved to the GPU.
-Then, under the setting a worker gets, the same copy made per tensor (as the worker did before)
-and batched (``_HostMemory.copy_many``, as now), each alone and while a second Python thread holds
-the GIL in its turns, as the compile warm-up's tracing does beside a cold worker's load (the
-weights are sized as a TI2V-5B block's, ~1,300 of them in the whole model).
+Then, under the setting a worker gets: alone, while a second Python thread holds the GIL in its
+turns (as the compile warm-up's tracing does beside a cold worker's load), and the same with the
+short turns a worker sets while a warm-up runs (the weights are sized as a TI2V-5B block's).
 Prints GB/s per case and one ``RESULT {json}`` line; the rate of the setting a worker gets is
 the figure to re-fit ``costs.PIN_BYTES_PER_S`` by.
 
@@ -36,15 +35,14 @@ SETTINGS = {"cudaHostAlloc (torch default)": "pinned_use_cuda_host_register:Fals
 # One transformer block's weights as a Wan2.2 TI2V-5B holds them (dim 3072, FFN 14336, bf16): eight
 # attention projections, two FFN matrices and the small vectors (biases, norms) beside them.
 BLOCK_NUMELS = [3072 * 3072] * 8 + [3072 * 14336] * 2 + [3072] * 14 + [14336]
-MODES = ("batched", "per tensor")
 
 
-def child(gib: float, mode: str, busy: bool) -> dict[str, float]:
-    """In a process of one setting: pin ``gib`` GiB of pageable tensors sized as a Wan block's, as
-    the worker does (``mode`` "batched": ``_HostMemory.copy_many``, one call per component; "per
-    tensor": one ``copy`` per weight, as before), with ``busy`` a second Python thread holding the
-    GIL in its turns meanwhile (as the compile warm-up's tracing does during a cold load);
-    seconds and GB/s."""
+def child(gib: float, busy: bool, short_turns: bool = False) -> dict[str, float]:
+    """In a process of one setting: pin ``gib`` GiB of pageable tensors sized as a Wan block's, one
+    ``_HostMemory.copy`` per weight as the worker does, with ``busy`` a second Python thread holding
+    the GIL in its turns meanwhile (as the compile warm-up's tracing does during a cold load), and
+    ``short_turns`` the GIL's turns as a worker shortens them while a warm-up runs
+    (``engine.warmup.WARMUP_SWITCH_INTERVAL_S``); seconds and GB/s."""
     import threading
 
     import torch
@@ -66,11 +64,15 @@ def child(gib: float, mode: str, busy: bool) -> dict[str, float]:
                 x += i
 
     spinner = threading.Thread(target=spin, daemon=True)
+    if short_turns:
+        from wan_studio.engine.warmup import WARMUP_SWITCH_INTERVAL_S
+
+        sys.setswitchinterval(WARMUP_SWITCH_INTERVAL_S)
     if busy:
         spinner.start()
     mem = _HostMemory(budget_bytes=1 << 50)
     t0 = time.perf_counter()
-    copies = mem.copy_many(weights) if mode == "batched" else [mem.copy(w) for w in weights]
+    copies = [mem.copy(w) for w in weights]
     pin_s = time.perf_counter() - t0
     stop.set()
     total = sum(numels) * 2
@@ -85,11 +87,11 @@ def child(gib: float, mode: str, busy: bool) -> dict[str, float]:
     return out
 
 
-def _in_process(conf: str, gib: float, mode: str, busy: bool) -> dict:
+def _in_process(conf: str, gib: float, busy: bool = False, short_turns: bool = False) -> dict:
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf,
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    run = subprocess.run([sys.executable, __file__, "--child", "--gib", str(gib), "--mode", mode,
-                          *(["--busy"] if busy else [])], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, __file__, "--child", "--gib", str(gib),
+                          *(["--busy"] if busy else []), *(["--short-turns"] if short_turns else [])], env=env, capture_output=True, text=True, timeout=600)
     last = (run.stdout.strip().splitlines() or [""])[-1]
     return json.loads(last) if run.returncode == 0 and last.startswith("{") else \
         {"error": (run.stderr.strip().splitlines() or ["?"])[-1]}
@@ -100,28 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gib", type=float, default=8.0)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--mode", choices=MODES, default="batched", help=argparse.SUPPRESS)
     p.add_argument("--busy", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--short-turns", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--contention-only", action="store_true", help="only the worker's setting, with and without a busy thread")
     p.add_argument("--out", default=os.environ.get("OUT", ""))
     a = p.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.gib, a.mode, a.busy)))
+        print(json.dumps(child(a.gib, a.busy, a.short_turns)))
         return 0
     from wan_studio.cluster.devices import worker_environment
 
     results: dict[str, dict] = {}
-    for name, conf in SETTINGS.items():
-        results[name] = _in_process(conf, a.gib, "batched", False)
+    for name, conf in ({} if a.contention_only else SETTINGS).items():
+        results[name] = _in_process(conf, a.gib)
         print(f"{name:40s} {results[name]}", flush=True)
     # The worker's own setting while another thread holds the GIL in turns (a cold load beside the
-    # compile warm-up), copied per tensor as before and batched as now.
+    # compile warm-up), with Python's default turns and with the short ones a warm-up sets.
     worker_conf = worker_environment("cuda:0", environ={}).get("PYTORCH_CUDA_ALLOC_CONF", "")
     contention: dict[str, dict] = {}
-    for mode in MODES:
-        for busy in (False, True):
-            name = f"{mode}, {'another thread busy' if busy else 'alone'}"
-            contention[name] = _in_process(worker_conf, a.gib, mode, busy)
-            print(f"worker setting, {name:34s} {contention[name]}", flush=True)
+    for name, busy, short in (("alone", False, False), ("another thread busy", True, False),
+                              ("another thread busy, short GIL turns", True, True)):
+        contention[name] = _in_process(worker_conf, a.gib, busy, short)
+        print(f"worker setting, {name:38s} {contention[name]}", flush=True)
     worker = worker_environment("cuda:0", environ={})
     result = {"date": time.strftime("%Y-%m-%d"), "gib": a.gib, "cpu_count": os.cpu_count(),
               "worker_gets": worker.get("PYTORCH_CUDA_ALLOC_CONF", "torch default"), "settings": results,

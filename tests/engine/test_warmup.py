@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -165,3 +166,33 @@ def test_the_warmup_builds_real_weights_while_another_thread_loads_on_meta() -> 
     assert seen == ["cpu"]
     pipe.transformer.compile_repeated_blocks(backend="eager", fullgraph=True)
     assert _first_step_graphs(pipe) == 0
+
+
+def test_while_a_warmup_traces_the_loading_thread_gets_the_gil_back_within_short_turns() -> None:
+    # Beside a busy tracing thread, each torch call of the loader waited up to a 5 ms GIL turn:
+    # page-locking a TI2V-5B took 12.9 s instead of ~5 (bench/pin_rate.py). Short turns while a
+    # warm-up runs; the interval the process had comes back after, also after two overlapping ones.
+    import sys
+    import threading
+
+    from wan_studio.engine.warmup import WARMUP_SWITCH_INTERVAL_S, CompileWarmup
+
+    before = sys.getswitchinterval()
+    assert before > WARMUP_SWITCH_INTERVAL_S
+    seen: list[float] = []
+    release = threading.Event()
+
+    def work() -> bool:
+        seen.append(sys.getswitchinterval())
+        assert release.wait(30)
+        return True
+
+    first, second = CompileWarmup(work).start(), CompileWarmup(work).start()
+    deadline = time.monotonic() + 30
+    while len(seen) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    assert first.wait()["ran"] and second.wait()["ran"]
+    assert seen == pytest.approx([WARMUP_SWITCH_INTERVAL_S] * 2)
+    assert sys.getswitchinterval() == before

@@ -76,25 +76,6 @@ def test_host_copies_are_packed_into_whole_slabs_and_stop_pinning_at_the_budget(
     assert len(allocations) == 2
 
 
-def test_a_component_is_copied_into_pinned_memory_in_one_call_that_lets_go_of_the_gil_once(monkeypatch) -> None:
-    # A cold worker pins its weights while the compile warm-up traces on another thread; copied one
-    # by one, every weight waited for the GIL (bench/pin_rate.py). One batched copy per component.
-    import wan_studio.memory.pinned_offload as po
-
-    monkeypatch.setattr(po.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(po, "_alloc_pinned", lambda n: torch.empty(n, dtype=torch.uint8))
-    calls: list[int] = []
-    real = torch._foreach_copy_
-    monkeypatch.setattr(po.torch, "_foreach_copy_", lambda dst, src: calls.append(len(dst)) or real(dst, src))
-    module = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(12)])
-    before = [p.detach().clone() for p in module.parameters()]
-    hook = po.PinnedOffloadHook(torch.device("cpu"), po._Seat(po._HostMemory(budget_bytes=1 << 30)))
-    hook.init_hook(module)
-    assert calls == [24]  # 12 weights and 12 biases, one call
-    assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before))  # the copies are the weights
-    assert {id(host) for _, host in hook.host.values()}.isdisjoint({id(b) for b in before})
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_one_component_at_a_time_from_pinned_memory() -> None:
     pipe = tiny_pipe(TI2V_5B)

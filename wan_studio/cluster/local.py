@@ -57,6 +57,10 @@ class _Worker:
     process: BaseProcess | None = None
     conn: Connection | None = None
     job_id: str | None = None
+    # Seconds from its start to its "ready", and the worker's own split of them (``worker._startup_times``).
+    ready_after_s: float | None = None
+    startup: dict[str, float] | None = None
+    prepared_after_s: float | None = None
     # What this process was told to prepare at start (``RuntimeConfig.prepare``).
     prepare: dict[str, Any] | None = None
     # Jobs whose GPU part ended ("free") and whose mp4 the worker is still writing.
@@ -264,8 +268,12 @@ class LocalExecutor(Executor):
     def _handle(self, w: _Worker, msg: dict[str, Any]) -> None:
         ev = msg["ev"]
         if ev == "ready":
+            log.info("%s on %s ready %.1f s after its start (%s)", w.name, w.device, time.monotonic() - w.started_at,
+                     ", ".join(f"{k[:-2]} {v} s" for k, v in (msg.get("startup") or {}).items()))
             with self._lock:
                 w.state = "idle" if w.job_id is None else w.state
+                w.ready_after_s = round(time.monotonic() - w.started_at, 2)
+                w.startup = msg.get("startup")
             self._emit_wakeup()
             return
         if "loaded" in msg:
@@ -278,7 +286,8 @@ class LocalExecutor(Executor):
                 answer[0].set()
             return
         if ev == "prepared":
-            log.info("%s: %s", w.name, msg.get("note"))
+            w.prepared_after_s = round(time.monotonic() - w.started_at, 2)
+            log.info("%s: %s (%.1f s after its start)", w.name, msg.get("note"), w.prepared_after_s)
             self._emit_wakeup()  # the dispatcher now sees the model loaded there
             return
         if ev == "free":

@@ -13,6 +13,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,21 @@ def _own_process_group() -> None:
             pass
 
 
+def _startup_times(entered: float, imported: float) -> dict[str, float]:
+    """Seconds this process took to start, by stage: the interpreter until ``worker_main`` ran,
+    the start-up imports, the runtime (it imports torch, diffusers and the models' code, makes
+    the GPU's first call and starts its sampler)."""
+    now = time.time()
+    out = {"imports_s": round(imported - entered, 2), "runtime_s": round(now - imported, 2)}
+    try:
+        import psutil
+
+        out["interpreter_s"] = round(entered - psutil.Process().create_time(), 2)
+    except Exception:  # noqa: BLE001 - a figure for the log only
+        pass
+    return out
+
+
 def _prepare(runtime: Any, send: Any) -> None:
     """Load the default model while the worker already takes jobs (one for it waits and reports
     the load's progress); say how it went."""
@@ -59,6 +75,7 @@ def _prepare(runtime: Any, send: Any) -> None:
 
 def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection) -> None:
     """Entry point of a worker process. ``device`` is ``cpu`` or ``cuda:<index>``."""
+    entered = time.time()
     _die_with_parent()
     _own_process_group()
     if config.compile_cache_dir:
@@ -86,6 +103,8 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
 
     from wan_studio.cluster.runtime import WorkerRuntime
     from wan_studio.cluster.writer import BackgroundWriter
+
+    imported = time.time()
 
     # This process sees the app's GPU <i> as cuda:0 (its device mask): a job pinned to it keeps its pin.
     # Its mp4 writes run on a thread of their own: the next job starts when a decode ends.
@@ -128,7 +147,7 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
 
     begin_prepare(config.prepare)
     threading.Thread(target=listen, name="worker-listen", daemon=True).start()
-    send({"ev": "ready", "pid": os.getpid()})
+    send({"ev": "ready", "pid": os.getpid(), "startup": _startup_times(entered, imported)})
     while (msg := jobs.get()) is not None:
         job_id = msg["job_id"]
         try:

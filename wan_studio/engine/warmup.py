@@ -16,6 +16,7 @@ the job runs as it would have (compiling in its first step).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,31 @@ TEXT_TOKENS = 512
 # A job waits at most this long for a warm-up still running after its load (a cold compile of
 # TI2V-5B's block took 13-17 s on an H200); past it the job goes on and compiles as before.
 WAIT_LIMIT_S = 180.0
+# While a warm-up traces (pure Python, holding the GIL in turns of ``sys.getswitchinterval()``, 5 ms
+# by default), every torch call of the thread loading the weights hands the GIL over and waits up
+# to a turn to get it back: page-locking 2 GB of weights took 5.8 s beside a busy thread against
+# 0.47 s alone on an H200 (bench/pin_rate.py), a TI2V-5B's 24 GB 12.9 s. Turns this short while
+# a warm-up runs make those waits negligible; the previous interval comes back when none runs.
+WARMUP_SWITCH_INTERVAL_S = 2e-4
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = 0.0
+
+
+def _short_turns(enter: bool) -> None:
+    """Count a warm-up in (``enter``) or out; the first in shortens the GIL's turns, the last out
+    puts them back."""
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if enter:
+            if _switch_users == 0:
+                _switch_before = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switch_before, WARMUP_SWITCH_INTERVAL_S))
+            _switch_users += 1
+        else:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 @dataclass(frozen=True)
@@ -164,6 +190,7 @@ class CompileWarmup:
 
     def _run(self) -> None:
         t0 = time.perf_counter()
+        _short_turns(True)
         try:
             ran = self._work()
             self.record = {"ran": bool(ran), "s": round(time.perf_counter() - t0, 3)}
@@ -173,6 +200,7 @@ class CompileWarmup:
             self.record = {"ran": False, "failed": f"{type(e).__name__}: {e}"[:300],
                            "s": round(time.perf_counter() - t0, 3)}
         finally:
+            _short_turns(False)
             try:
                 import torch
 

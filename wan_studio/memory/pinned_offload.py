@@ -70,38 +70,20 @@ class _HostMemory:
     def copy(self, t: torch.Tensor) -> torch.Tensor:
         """A host copy of ``t`` (pinned where possible) that stays valid until dropped; a tensor
         already in pinned memory (placed before, by this module) is kept as it is."""
-        return self.copy_many([t])[0]
-
-    def copy_many(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``copy`` of each of ``tensors``, the copies into pinned memory made by one call that lets
-        go of the GIL once. Copied one by one, each weight had to win the GIL back from whatever
-        else the worker runs, and a compile warm-up tracing on another thread (``engine.warmup``)
-        holds it in 5 ms turns: with ~1,300 weights that was seconds of a cold load
-        (bench/pin_rate.py, "while another thread holds the GIL")."""
-        out: list[torch.Tensor] = []
-        dst: list[torch.Tensor] = []
-        src: list[torch.Tensor] = []
-        for t in tensors:
-            t = t.detach()
-            if t.device.type == "cpu" and torch.cuda.is_available() and t.is_pinned():
-                out.append(t)
-                continue
-            raw = None
-            if torch.cuda.is_available() and t.numel() > 0:
-                try:
-                    raw = self._pinned_bytes(t.numel() * t.element_size())
-                except RuntimeError:  # the OS refused more page-locked memory
-                    self.budget = self.pinned_bytes
+        t = t.detach()
+        if t.device.type == "cpu" and torch.cuda.is_available() and t.is_pinned():
+            return t
+        if torch.cuda.is_available() and t.numel() > 0:
+            try:
+                raw = self._pinned_bytes(t.numel() * t.element_size())
+            except RuntimeError:  # the OS refused more page-locked memory
+                self.budget = self.pinned_bytes
+                raw = None
             if raw is not None:
                 host = raw.view(t.dtype).view(t.shape)
-                dst.append(host)
-                src.append(t)
-                out.append(host)
-            else:
-                out.append(t if t.device.type == "cpu" else t.to("cpu"))
-        if dst:
-            torch._foreach_copy_(dst, src)
-        return out
+                host.copy_(t)
+                return host
+        return t if t.device.type == "cpu" else t.to("cpu")
 
 
 def host_memory() -> _HostMemory:
@@ -153,15 +135,12 @@ class PinnedOffloadHook(ModelHook):
 
     def _sync_copies(self) -> None:
         fresh: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        new: list[torch.Tensor] = []
         for t in self._tensors():
             known = self.host.get(id(t))
             if known is not None and known[0] is t:
                 fresh[id(t)] = known
             else:  # a tensor not seen before: its current data becomes its host copy
-                new.append(t)
-        for t, host in zip(new, self.seat.memory.copy_many([t.data for t in new])):
-            fresh[id(t)] = (t, host)
+                fresh[id(t)] = (t, self.seat.memory.copy(t.data))
         self.host = fresh
 
     def init_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -242,9 +221,9 @@ def pack_group_offload_copies(module: torch.nn.Module, memory: _HostMemory) -> i
         if group is not None and getattr(group, "stream", None) is not None:
             groups[id(group)] = group
     n = 0
-    for group in groups.values():  # one block's weights at a time: its originals are let go as it goes
-        pairs = list(group.cpu_param_dict.items())
-        for (tensor, _), packed in zip(pairs, memory.copy_many([host for _, host in pairs])):
+    for group in groups.values():
+        for tensor, host in list(group.cpu_param_dict.items()):
+            packed = memory.copy(host)
             group.cpu_param_dict[tensor] = packed
             if tensor.device.type == "cpu":
                 tensor.data = packed
