@@ -66,6 +66,12 @@ def test_the_sidecar_prediction_adds_the_recompile_of_a_new_shape() -> None:
     # a sidecar of a path without a compile log: the compile counts on a worker that loaded the model
     cold = prediction_beside_measured(plan, timings, {"model_was_loaded": False}, 2)
     assert cold["compile_s"][0] == 13.5 and cold["load_s"][0] == 22.0
+    assert "warmup_wait_s" not in cold
+    # a cold worker that compiled beside its load: the sidecar shows the wait for the warm-up
+    warmed = {**plan, "phases": {**plan["phases"], "load_s": 9.4, "compile_hidden_s": 8.2, "warmup_wait_s": 4.1}}
+    beside = prediction_beside_measured(warmed, timings, {"model_was_loaded": False, "compile_needs": ["none"],
+                                                          "compile_warmup": {"ran": True, "s": 14.0, "waited_s": 5.0}}, 2)
+    assert beside["warmup_wait_s"] == [4.1, 5.0] and beside["compile_s"][0] == 0.0
 
 
 def test_a_model_prepared_and_warmed_at_start_expects_no_compile_at_that_shape(

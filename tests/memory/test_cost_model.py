@@ -192,3 +192,37 @@ def test_a_compiled_plan_predicts_the_recompile_of_a_new_shape_and_the_cost_line
     assert "one that has run it only at another size 5 s recompiling" in time_text(plan)
     eager = choose(S2V_14B, Workload(832, 480, 80, 40), box)  # our S2V class is not compiled
     assert eager.phase_s["recompile_s"] == 0.0 and "recompiling" not in time_text(eager)
+
+
+def test_a_cold_worker_compiles_beside_its_load_so_its_first_job_adds_the_longer_of_the_two(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # engine.warmup compiles the block on a throwaway while the weights load: the first job waits
+    # for the longer of the two and its first step still runs WARMUP_FIRST_STEP_S over a step.
+    from wan_studio.catalog.specs import get_spec
+    from wan_studio.memory.hardware import Hardware, gpu
+    from wan_studio.memory.plan import Workload
+    from wan_studio.memory.planner import choose
+    from wan_studio.ui.advanced_form import time_text
+
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
+    box = Hardware((gpu(0, 24, "NVIDIA H200", (9, 0)),), 128 * GIB, 128 * GIB)
+    for spec, work in ((TI2V_5B, Workload(1280, 704, 121, 50, image=False)),
+                       (get_spec("t2v-a14b"), Workload(832, 480, 81, 40, image=False))):
+        plan = choose(spec, work, box)
+        ph = plan.phase_s
+        more = ph["compile_s"] - costs.arch(spec).compile_first_s  # the second expert's, at its swap
+        expected = max(ph["load_s"], costs.arch(spec).compile_first_s) + costs.WARMUP_FIRST_STEP_S + more
+        assert plan.cold_extra_s == pytest.approx(expected, rel=1e-9)
+        assert plan.cold_extra_s < ph["load_s"] + ph["compile_s"]
+        assert plan.cold_job_s == pytest.approx(plan.warm_job_s + expected, rel=1e-9)
+        assert f"at once ({_dur(plan.cold_extra_s)} in all)" in time_text(plan)
+    # S2V-14B's folder is the official layout (its configuration comes with its weights): no warm-up
+    s2v = choose(S2V_14B, Workload(832, 480, 80, 40), box)
+    assert "compile_hidden_s" not in s2v.phase_s
+    assert s2v.cold_extra_s == pytest.approx(s2v.phase_s["load_s"] + s2v.phase_s["compile_s"], rel=1e-9)
+
+
+def _dur(seconds: float) -> str:
+    from wan_studio.ui.advanced_form import _duration
+
+    return _duration(seconds)

@@ -446,6 +446,10 @@ def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, f
         "load_s": [ph.get("load_s") if cold else 0.0, load],
         "compile_s": [compile_pred, compile_meas],
     }
+    warmup = record.get("compile_warmup") or {}
+    if cold and warmup.get("ran") and "warmup_wait_s" in ph:
+        # compiled beside the load: what the job then waited for the warm-up
+        out["warmup_wait_s"] = [ph["warmup_wait_s"], warmup.get("waited_s")]
     predicted_job = sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s")) + compile_pred
     out["job_s"] = [predicted_job, timings.get("total_s")]
     peak = record.get("peak_vram_gib")

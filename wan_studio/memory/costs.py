@@ -121,6 +121,10 @@ COMPILE_MORE_EXPERT_S = 1.5
 # 5 s 3.95 s, portrait 720p 5 s after 720p 5 s from an image 5.03 s (mean 5.06 s); not measured
 # for A14B's two experts (counted once).
 RECOMPILE_NEW_SHAPE_S = 4.9
+# A cold worker compiles the block on a throwaway while the weights load (``engine.warmup``): the
+# first job then waits for the longer of the two, and its first step still runs this much over a
+# step (TI2V-5B 720p, H200: 3.23 − 2.23 s on 2026-12-02, 3.49 − 2.24 s on 2026-12-03).
+WARMUP_FIRST_STEP_S = 1.2
 DEMO_BUILD_S = 0.1             # a worker builds the demo model in code: 0.06-0.08 s (load_s of a first demo job)
 FIRST_CALL_S = 1.0             # an eager first job: kernel selection, cuBLAS/cuDNN set-up (not measured)
 # VAE decode on the reference GPU, fp32, tiled: (fixed seconds, seconds per megapixel-frame).

@@ -29,7 +29,9 @@ class Estimate:
     ideal_job_s: float
     # Seconds per phase of one job: load_s (a fresh worker reads and pins the model), compile_s
     # (the first job of a loaded model), recompile_s (a compiled worker's job at a shape it has not
-    # traced yet), text_s, steps_s, decode_s, write_s (the mp4).
+    # traced yet), text_s, steps_s, decode_s, write_s (the mp4); compile_hidden_s: the part of
+    # compile_s a cold worker runs beside the load (``warms_while_loading``), warmup_wait_s: what
+    # its first job waits after the load for that warm-up.
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -39,8 +41,9 @@ class Estimate:
 
     @property
     def cold_job_s(self) -> float:
-        """The first job of a fresh worker: loading and compiling too."""
-        return self.warm_job_s + self.phases.get("load_s", 0.0) + self.phases.get("compile_s", 0.0)
+        """The first job of a fresh worker: loading and compiling too (partly at once)."""
+        ph = self.phases
+        return self.warm_job_s + ph.get("load_s", 0.0) + ph.get("compile_s", 0.0) - ph.get("compile_hidden_s", 0.0)
 
     @property
     def relative_speed(self) -> float:
@@ -270,12 +273,25 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     else:
         compile_s = costs.arch(spec).first_call_s if on_gpu else 0.0
     recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0
-    phases = {"load_s": load_s(spec, placements), "compile_s": compile_s, "recompile_s": recompile_s,
+    loading = load_s(spec, placements)
+    phases = {"load_s": loading, "compile_s": compile_s, "recompile_s": recompile_s,
               "text_s": text_s, "steps_s": steps_s, "decode_s": decode,
               "write_s": costs.write_s(work.width, work.height, work.written_frames, profile)}
+    if compiled and warms_while_loading(spec, experts[0]):
+        # the first expert's compile runs beside the load; what is left shows in the first step
+        first = costs.arch(spec).compile_first_s
+        phases["compile_hidden_s"] = max(min(loading, first) - costs.WARMUP_FIRST_STEP_S, 0.0)
+        phases["warmup_wait_s"] = max(first - loading, 0.0)  # after the load, for the warm-up
     if not on_gpu:  # a CPU shared with other work gives the job its share
         phases = {k: v * hw.cpu_busy for k, v in phases.items()}
     return phases
+
+
+def warms_while_loading(spec: ModelSpec, transformer: Placement) -> bool:
+    """Whether a cold worker compiles this transformer's block while the weights load
+    (``cluster.runtime.WorkerRuntime.warmup_for``): on one GPU, from a Diffusers-layout folder
+    (its configuration is read before the weights)."""
+    return spec.diffusers_layout and not spec.is_demo and "," not in transformer.device and transformer.device != "cpu"
 
 
 def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
