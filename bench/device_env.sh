@@ -7,3 +7,11 @@ export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 IMAGEIO_FFMP
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# The device machine's Python packages come without compiled bytecode (and their folder is not
+# writable), so every process compiled the sources of torch, transformers and diffusers as it
+# imported them (7.2 s of a worker's 16 s start, 2026-12-03). A pip install compiles them once;
+# PRECOMPILE=1 does the same here, into a writable cache every later process reads.
+if [ "${PRECOMPILE:-0}" = 1 ]; then
+  export PYTHONPYCACHEPREFIX=/tmp/pycache
+  timeout 120 python3 -m compileall -q -j 0 "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" /tmp/site >/dev/null 2>&1
+fi

@@ -181,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         gap = round(rows[2]["clock"]["started_at"] - rows[1]["clock"]["decoded_at"], 3)
     t_app = time.monotonic()
     studio = _studio(models, root, model)
+    restart_up_s = time.monotonic() - t_app
     try:
         prepared_s = _wait_prepared(studio, model, a.timeout_s)
         rows.append(_run(studio, req(4), "restarted app, submitted once prepared, compile cache on disk",
                          a.timeout_s))
-        restart_start = _worker_start(studio, time.monotonic() - t_app)
+        restart_start = _worker_start(studio, restart_up_s)
     finally:
         studio.close()
 
