@@ -31,8 +31,9 @@ WAIT_LIMIT_S = 180.0
 # While a warm-up traces (pure Python, holding the GIL in turns of ``sys.getswitchinterval()``, 5 ms
 # by default), every torch call of the thread loading the weights hands the GIL over and waits up
 # to a turn to get it back: page-locking 2 GB of weights took 5.8 s beside a busy thread against
-# 0.47 s alone on an H200 (bench/pin_rate.py), a TI2V-5B's 24 GB 12.9 s. Turns this short while
-# a warm-up runs make those waits negligible; the previous interval comes back when none runs.
+# 0.47 s alone on an H200 (bench/pin_rate.py), a TI2V-5B's 24 GB 12.9 s. With turns this short
+# while a warm-up runs it took 0.90 s beside the busy thread (1.11 s alone on that machine); the
+# previous interval comes back when no warm-up runs.
 WARMUP_SWITCH_INTERVAL_S = 2e-4
 _switch_lock = threading.Lock()
 _switch_users = 0
