@@ -268,12 +268,12 @@ class LocalExecutor(Executor):
     def _handle(self, w: _Worker, msg: dict[str, Any]) -> None:
         ev = msg["ev"]
         if ev == "ready":
-            log.info("%s on %s ready %.1f s after its start (%s)", w.name, w.device, time.monotonic() - w.started_at,
-                     ", ".join(f"{k[:-2]} {v} s" for k, v in (msg.get("startup") or {}).items()))
             with self._lock:
                 w.state = "idle" if w.job_id is None else w.state
                 w.ready_after_s = round(time.monotonic() - w.started_at, 2)
                 w.startup = msg.get("startup")
+            log.info("%s on %s ready %.1f s after its start (%s)", w.name, w.device, w.ready_after_s,
+                     ", ".join(f"{k[:-2]} {v} s" for k, v in (w.startup or {}).items()))
             self._emit_wakeup()
             return
         if "loaded" in msg:

@@ -290,10 +290,11 @@ class WorkerRuntime:
         does not compile its transformer, no CUDA GPU (unless ``config.compile_warmup`` asks), or a
         model format whose configuration cannot be read before its weights."""
         from wan_studio.memory import costs
+        from wan_studio.memory.estimate import can_warm_up
         from wan_studio.memory.plan import TRANSFORMERS
 
         tp = next((p for p in plan.placements if p.component in TRANSFORMERS), None)
-        if tp is None or "," in tp.device or not spec.diffusers_layout or self.config.compile_warmup is False:
+        if tp is None or not can_warm_up(spec, tp) or self.config.compile_warmup is False:
             return None
         if tp.device == "cpu" and self.config.compile_warmup is not True:
             return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from wan_studio.catalog.specs import ModelSpec
 from wan_studio.memory import costs
 from wan_studio.memory.hardware import Hardware
-from wan_studio.memory.plan import TRANSFORMERS, Placement, Workload
+from wan_studio.memory.plan import TRANSFORMERS, Placement, Workload, cold_extra_of
 
 GIB = 2**30
 # UMT5-XXL: the 256,384 × 4096 shared embedding is outside the blocks and stays on the GPU under
@@ -42,8 +42,7 @@ class Estimate:
     @property
     def cold_job_s(self) -> float:
         """The first job of a fresh worker: loading and compiling too (partly at once)."""
-        ph = self.phases
-        return self.warm_job_s + ph.get("load_s", 0.0) + ph.get("compile_s", 0.0) - ph.get("compile_hidden_s", 0.0)
+        return self.warm_job_s + cold_extra_of(self.phases)
 
     @property
     def relative_speed(self) -> float:
@@ -287,11 +286,17 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     return phases
 
 
+def can_warm_up(spec: ModelSpec, transformer: Placement) -> bool:
+    """Whether a throwaway block of this transformer can be compiled before its weights load:
+    placed on one device, from a Diffusers-layout folder (its configuration is read before the
+    weights). ``cluster.runtime.WorkerRuntime.warmup_for`` asks this too."""
+    return spec.diffusers_layout and "," not in transformer.device
+
+
 def warms_while_loading(spec: ModelSpec, transformer: Placement) -> bool:
-    """Whether a cold worker compiles this transformer's block while the weights load
-    (``cluster.runtime.WorkerRuntime.warmup_for``): on one GPU, from a Diffusers-layout folder
-    (its configuration is read before the weights)."""
-    return spec.diffusers_layout and not spec.is_demo and "," not in transformer.device and transformer.device != "cpu"
+    """Whether a cold worker compiles this transformer's block while the weights load, as it does
+    by default: ``can_warm_up``, on a GPU (the demo is built in code, not loaded)."""
+    return can_warm_up(spec, transformer) and not spec.is_demo and transformer.device != "cpu"
 
 
 def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:

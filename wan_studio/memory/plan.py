@@ -162,9 +162,8 @@ class Plan:
 
     @property
     def cold_extra_s(self) -> float:
-        """What a fresh worker adds to a job: loading, and compiling where the load does not hide it."""
-        ph = self.phase_s
-        return ph.get("load_s", 0.0) + ph.get("compile_s", 0.0) - ph.get("compile_hidden_s", 0.0)
+        """What a fresh worker adds to a job (``cold_extra_of``)."""
+        return cold_extra_of(self.phase_s)
 
     def compile_s_for(self, needs: list[str] | tuple[str, ...]) -> float:
         """Predicted compile seconds of a job whose shapes need ``needs`` (see ``compile_s_of``)."""
@@ -226,6 +225,12 @@ class Plan:
         for k in ("peak_vram", "host_ram_bytes"):
             d.pop(k)
         return d
+
+
+def cold_extra_of(phases: dict[str, float]) -> float:
+    """What a fresh worker adds to a job of these ``phases``: loading, and compiling where the load
+    does not hide it (``compile_hidden_s``)."""
+    return phases.get("load_s", 0.0) + phases.get("compile_s", 0.0) - phases.get("compile_hidden_s", 0.0)
 
 
 def compile_s_of(phases: dict[str, float], needs: list[str] | tuple[str, ...]) -> float:
