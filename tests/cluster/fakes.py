@@ -1,7 +1,9 @@
-"""Fakes that travel to Ray workers by value: a GPU whose temperature a test sets through a file."""
+"""Fakes that travel to Ray workers by value: a GPU whose temperature a test sets through a file, and
+a gate a worker's background mp4 writes wait at while a test holds it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,3 +37,21 @@ class FlagTelemetryFactory:
 
         host = "pc-" + ray.get_runtime_context().get_node_id()[:6]
         return NvmlTelemetry(FlagNvml(self.hot_flag), host=host)
+
+
+@dataclass(frozen=True)
+class WriteGate:
+    """``RuntimeConfig.before_write``: note that a write waits (a ``held-*`` file in ``folder``), then
+    wait while ``folder/hold`` exists, so a test orders a worker's writes instead of timing them."""
+
+    folder: str
+
+    def __call__(self) -> None:
+        folder = Path(self.folder)
+        (folder / f"held-{time.time_ns()}").touch()
+        deadline = time.monotonic() + 300
+        while (folder / "hold").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def held(self) -> int:
+        return len(list(Path(self.folder).glob("held-*")))

@@ -17,6 +17,7 @@ import pytest
 
 from wan_studio.cluster.local import LocalExecutor
 from wan_studio.cluster.runtime import RuntimeConfig
+from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.video_io import read_mp4
 from wan_studio.jobs.queue import JobQueue
@@ -121,4 +122,50 @@ def test_kill_9_during_the_background_write_leaves_one_good_video(gated: tuple[J
     assert len(videos) == 1 and str(videos[0]) == job.outputs[0]
     assert read_mp4(videos[0])[0].shape == (5, 64, 64, 3)
     assert len([p for p in q.outputs_dir.rglob("*.json") if f"-43-" in p.name]) == 1
+    assert not [p for p in q.outputs_dir.rglob(".*.part")]
+
+
+LONG = dict(TINY, total_frames=9, window_overlap=1)  # two windows of 5 frames sharing one
+
+
+def test_a_long_clips_assembly_is_written_while_the_next_job_runs(gated: tuple[JobQueue, Path]) -> None:
+    q, gate = gated
+    (gate / "hold").touch()
+    before = _held(gate)
+    long = q.submit(GenerationRequest(seed=44, **LONG))
+    after = q.submit(GenerationRequest(seed=45, **TINY))
+    _until("the long clip's assembly to be held", lambda: _held(gate) > before)
+    _until("the next job to reach its decode end",
+           lambda: (p := q.live_progress(after.id)) is not None and p.stage == "writing")
+    assert q.get(long.id).status == "running" and not _videos(q, 44)
+    (gate / "hold").unlink()
+    a, b = q.wait(long.id, timeout_s=300), q.wait(after.id, timeout_s=300)
+    assert (a.status, b.status) == ("done", "done"), (a.error, b.error)
+    side = _sidecar(a)
+    assert side["clock"]["mp4_written"] == "off the GPU's path"
+    assert _sidecar(b)["clock"]["started_at"] < side["clock"]["written_at"]
+    assert side["long_clip"]["windows"] == 2 and side["long_clip"]["resumed_windows"] == []
+    assert side["placement"] and side["speed"] is not None  # the plan and speed options, as a single job's
+    assert len(_videos(q, 44)) == 1 and read_mp4(_videos(q, 44)[0])[0].shape == (9, 64, 64, 3)
+
+
+def test_kill_9_during_a_long_clips_assembly_keeps_its_windows(gated: tuple[JobQueue, Path]) -> None:
+    q, gate = gated
+    (gate / "hold").touch()
+    before = _held(gate)
+    job = q.submit(GenerationRequest(seed=46, **LONG))
+    _until("the long clip's assembly to be held", lambda: _held(gate) > before)
+    manifest = work_dir_of(q.outputs_dir, job.id) / "manifest.json"
+    # The last window's mp4 is written on the clip's own thread beside the held assembly.
+    _until("both windows to be kept", lambda: manifest.exists() and json.loads(manifest.read_text())["done"] == [0, 1])
+    victim = q.executor.workers()[0]
+    os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    (gate / "hold").unlink()
+    job = q.wait(job.id, timeout_s=300)
+    assert job.status == "done" and job.attempts == 2, job.error
+    # Both windows were in place before the kill: the retry renders nothing again.
+    assert _sidecar(job)["long_clip"]["resumed_windows"] == [0, 1]
+    videos = _videos(q, 46)
+    assert len(videos) == 1 and str(videos[0]) == job.outputs[0]
+    assert read_mp4(videos[0])[0].shape == (9, 64, 64, 3)
     assert not [p for p in q.outputs_dir.rglob(".*.part")]

@@ -99,13 +99,18 @@ def node_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(cluster, hot_flag, node_dir, tmp_path_factory):
+def write_gate(tmp_path_factory) -> fakes.WriteGate:
+    return fakes.WriteGate(str(tmp_path_factory.mktemp("write-gate")))
+
+
+@pytest.fixture(scope="module")
+def setup(cluster, hot_flag, node_dir, write_gate, tmp_path_factory):
     sampler = TelemetrySampler(NoGpuTelemetry("no local GPU in tests"), interval_s=0.5)
     events = Events()
     outputs = tmp_path_factory.mktemp("outputs")
     options = RuntimeConfig(outputs_dir=str(outputs), tiny_models=True, node_dir=str(node_dir),
                             telemetry_factory=fakes.FlagTelemetryFactory(str(hot_flag)),
-                            thermal=ThermalConfig(interval_s=0.2))
+                            thermal=ThermalConfig(interval_s=0.2), before_write=write_gate)
     ex = RayExecutor(cluster.address, outputs, options, heartbeat_s=0.5,
                      on_samples=sampler.ingest)
     ex.start(events)
@@ -226,6 +231,31 @@ def test_expert_split_equals_single_and_two_jobs_overlap(setup) -> None:
     wait_for(lambda: "t2v-a14b@high" in loaded(ex)[a] and "t2v-a14b@low" in loaded(ex)[b],
              "heartbeats listing each worker's expert")
     assert "t2v-a14b@low" not in loaded(ex)[a] and "t2v-a14b@high" not in loaded(ex)[b]
+
+
+def test_a_worker_takes_its_next_job_while_its_last_mp4_is_written(setup, write_gate) -> None:
+    ex, events, _ = setup
+    ex.split = "off"
+    worker = names(ex)[0]
+    hold = Path(write_gate.folder) / "hold"
+    hold.touch()
+    try:
+        before = write_gate.held()
+        ex.submit(worker, "written-later", request(steps=2, seed=21))
+        wait_for(lambda: write_gate.held() > before, "the first job's write to be held")
+        # The GPU is free while that mp4 waits: the same worker runs a second job to its decode end.
+        wait_for(lambda: worker in [w.name for w in ex.idle_workers()], "the worker free again")
+        ex.submit(worker, "next-on-gpu", request(steps=2, seed=22))
+        events.until(lambda e: e.job_id == "next-on-gpu" and e.kind == "progress"
+                     and e.progress["stage"] == "writing")
+    finally:
+        hold.unlink()
+    first, second = events.end_of("written-later"), events.end_of("next-on-gpu")
+    assert (first.kind, second.kind) == ("done", "done"), (first.error, second.error)
+    assert sidecar(first)["clock"]["mp4_written"] == "off the GPU's path"
+    assert sidecar(second)["clock"]["started_at"] < sidecar(first)["clock"]["written_at"]
+    assert frames(first).shape == frames(second).shape == (5, 64, 64, 3)
+    assert all(Path(o).is_relative_to(ex.outputs_dir) for o in first.outputs + second.outputs)
 
 
 def test_a_hot_remote_gpu_pauses_its_job_before_its_first_step_until_it_cools(setup, hot_flag) -> None:
@@ -353,7 +383,7 @@ def test_cluster_check_lists_every_node_with_matching_versions(setup) -> None:
     assert problems == ["no node reports an NVIDIA GPU: check the driver (nvidia-smi) on each PC"]
 
 
-def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster, hot_flag) -> None:
+def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, cluster, hot_flag, write_gate) -> None:
     ex, events, _ = setup
     ex.split = "off"
     # 1. The worker process dies mid-job: the job is lost, requeued, and the actor comes back.
@@ -383,3 +413,20 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     wait_for(lambda: third not in names(ex), "the dead node's worker dropped")
     loopback.add_node(cluster)
     wait_for(lambda: len(ex.idle_workers()) == 3, "a worker on the node that came back")
+    # 3. A worker killed while it writes a finished job's mp4: the job is lost, not done, and no file
+    # of it reaches the head; run again elsewhere it ends with one video.
+    gate_file = Path(write_gate.folder) / "hold"
+    gate_file.touch()
+    before = write_gate.held()
+    writer = names(ex)[0]
+    ex.submit(writer, "killed-writing", request(steps=2, seed=23))
+    wait_for(lambda: write_gate.held() > before, "the job's write to be held")
+    os.kill(next(w.pid for w in ex.workers() if w.name == writer), signal.SIGKILL)
+    gate_file.unlink()
+    lost = events.end_of("killed-writing")
+    assert lost.kind == "lost" and not lost.outputs
+    assert not [p for p in ex.outputs_dir.rglob("*-23-*")]
+    again = run(ex, events, next(w.name for w in ex.idle_workers() if w.name != writer), "killed-writing",
+                request(steps=2, seed=23))
+    assert frames(again).shape == (5, 64, 64, 3)
+    assert len([p for p in ex.outputs_dir.rglob("*-23-*.mp4")]) == 1

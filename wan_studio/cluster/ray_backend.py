@@ -5,7 +5,9 @@ Ray is imported only when this executor is built; a missing package or an unreac
 every live node (recreating actors whose process or node died, once the node is back), collects
 each worker's GPU samples with its heartbeat and hands them to ``on_samples`` (the app's sampler
 ``ingest``). Each submitted job is driven by one thread that reads the worker's event stream; when
-the worker dies mid-job the job ends with ``lost`` and the queue requeues it elsewhere.
+its decode ends (``free``) the worker is idle again while the actor writes the mp4, and the stream
+still brings the job's ending. When the worker dies mid-job or mid-write the job ends with ``lost``
+and the queue requeues it elsewhere.
 
 Split jobs (``split``): ``"cfg"`` borrows a second idle worker for a guided job, which computes the
 unconditional branch every step; ``"experts"`` keeps the high-noise expert of a two-expert model on
@@ -355,6 +357,12 @@ class RayExecutor(Executor):
                 if event.kind in ("done", "failed", "cancelled", "lost"):
                     terminal = event
                     break
+                if event.kind == "free":
+                    # Its decode ended and the actor writes its mp4: the GPU (and a split job's peer)
+                    # takes the next job now; this stream still brings the job's ending or its loss.
+                    self._release(w, job_id)
+                    self._sink(JobEvent("ready", "", w.name))
+                    continue
                 self._sink(event)
         except self._actor_errors() as e:  # the worker (or its node) died under the job
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

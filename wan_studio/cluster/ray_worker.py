@@ -72,7 +72,11 @@ class GpuWorker:
         self._node_dir = node_dir_of(config)
         config = dataclasses.replace(config, calibration_dir=config.calibration_dir
                                      or str(self._node_dir / ".calibration"))
-        self.runtime = WorkerRuntime(name, config, samples=self.own_samples, host=self.telemetry.host)
+        from wan_studio.cluster.writer import BackgroundWriter
+
+        # Its mp4 writes run on a thread of their own: the GPU takes the next job when a decode ends.
+        self.runtime = WorkerRuntime(name, config, samples=self.own_samples, host=self.telemetry.host,
+                                     writer=BackgroundWriter(before=config.before_write))
         self.manager = self.runtime.manager
         self.pipes = PipelineHolder(self.manager)
         self.expert_host = ExpertHost(self.gpu_lock)
@@ -155,8 +159,10 @@ class GpuWorker:
 
     def run(self, job_id: str, request: dict[str, Any], split: dict[str, Any] | None = None,
             image: bytes | None = None, extra: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Run one job; yields the runtime's messages (``started``, ``progress``…, then one terminal
-        message; ``done`` carries the files as ``{relative path: bytes}``).
+        """Run one job; yields the runtime's messages (``started``, ``progress``…, ``free`` when its
+        GPU part ended and its mp4 is being written, then one terminal message; ``done`` carries the
+        files as ``{relative path: bytes}``). After ``free`` this GPU may run the next job (a call
+        of its own) while this one's stream waits for its write.
 
         ``split`` is ``None`` or ``{"mode": "cfg"|"experts", "peer": handle, "peer_name": str,
         "keep": "high"|"low"}``; ``image`` carries the start image's bytes from the head; ``extra`` is
@@ -171,13 +177,16 @@ class GpuWorker:
         try:
             while True:
                 event = events.get()
+                if event["ev"] == "free" and self._job == job_id:
+                    self._job = None
                 yield event
                 if event["ev"] in TERMINAL:
                     break
         finally:
             thread.join(timeout=5)
             self._cancels.pop(job_id, None)
-            self._job = None
+            if self._job == job_id:
+                self._job = None
 
     def _job_thread(self, job_id: str, request: dict[str, Any], split: dict[str, Any] | None,
                     image: bytes | None, events: queue.Queue[dict[str, Any]], cancel: threading.Event,

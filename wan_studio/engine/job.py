@@ -119,7 +119,7 @@ def execute(
     ``work_dir`` keeps step checkpoints and the finished windows of a long clip, so running the
     same job again resumes it. A step cache keeps state of its own outside the latents, so a job
     with one keeps no checkpoints and restarts at step 0. ``write_later`` (see ``generate``) takes
-    the mp4 write of a single clip off the caller's path; long clips write in line. ``preview`` (an
+    the mp4 write (a long clip's: its assembly) off the caller's path. ``preview`` (an
     ``engine.preview.LivePreview``) is written after every step.
     """
     spec = get_spec(request.model)
@@ -145,4 +145,4 @@ def execute(
         clip = plan_long_clip(request, request.total_frames,
                               request.window_overlap or default_overlap(request.num_frames), request.window_prompts)
         return generate_long(pipe, request, clip, work_dir, outputs_dir, on_progress, cancel, between_steps, extra,
-                             paths, step_checkpoints=keep, preview=preview)
+                             paths, step_checkpoints=keep, preview=preview, write_later=write_later)

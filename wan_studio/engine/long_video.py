@@ -14,11 +14,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from PIL import Image
 
 from wan_studio.catalog.specs import get_spec
@@ -95,6 +97,9 @@ class _WorkFolder:
         self.key = hashlib.sha256(json.dumps([request.to_dict(), dataclasses.asdict(clip)],
                                              sort_keys=True).encode()).hexdigest()[:16]
         self.manifest = self.folder / "manifest.json"
+        # One thread writes the finished windows in order, off the GPU's path (``save``).
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="window-writer")
+        self._pending: Future[None] | None = None
         self.folder.mkdir(parents=True, exist_ok=True)
         data = json.loads(self.manifest.read_text()) if self.manifest.exists() else {}
         self.done: list[int] = data.get("done", []) if data.get("key") == self.key else []
@@ -110,11 +115,29 @@ class _WorkFolder:
         return self.folder / f"window-{k:03d}-next.png"
 
     def save(self, k: int, frames: np.ndarray, fps: int, stride: int) -> None:
-        write_mp4(self.video(k), frames, fps)
+        """Keep window ``k``: its next window's start frame now (the next render reads it), its mp4
+        and then its manifest entry on the writer thread while the GPU renders the next window. At
+        most one window waits to be written (the previous write's error is raised here)."""
+        self.drain()
         if stride < len(frames):
             Image.fromarray(frames[stride]).save(self.next_frame(k))
+        self._pending = self._writes.submit(self._keep, k, frames, fps)
+
+    def _keep(self, k: int, frames: np.ndarray, fps: int) -> None:
+        write_mp4(self.video(k), frames, fps)
+        # Only once its mp4 is in place: a run stopped mid-write renders the window again.
         self.done = sorted(set(self.done) | {k})
         write_json(self.manifest, {"key": self.key, "done": self.done})
+
+    def drain(self) -> None:
+        """Wait for the window being written; raise its error (a full disk) if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Finish the window being written (its error, if any, stays unraised) and stop the thread."""
+        self._writes.shutdown(wait=True)
 
 
 def blended_frames(videos: list[Path], clip: LongClip) -> Iterator[np.ndarray]:
@@ -150,9 +173,14 @@ def generate_long(
     paths: tuple[Path, Path] | None = None,
     step_checkpoints: bool = False,
     preview: Any = None,
+    write_later: Callable[[Callable[[], GenerationResult]], None] | None = None,
 ) -> GenerationResult:
     """Make a long clip window by window, resuming from ``work_dir`` where a run left off (at
     the first missing window, and with ``step_checkpoints`` at that window's last kept step).
+
+    Each window's mp4 is written on a thread of the clip's own while the next window renders.
+    ``write_later`` (as in ``generate``) receives the clip's assembly (the seams blended into the
+    final mp4, then its sidecar) once the last window is decoded, instead of it running here.
 
     Raises ``GenerationCancelled`` like ``generate``; finished windows stay for the next run.
     """
@@ -165,49 +193,76 @@ def generate_long(
     resumed_steps: dict[int, int] = {}  # window -> the step its checkpoint let it start after
     peaks: list[int] = []  # each window's peak allocated VRAM, bytes (render resets it per window)
     ran: dict[str, Any] = {}  # sampler and noise of the windows made in this run
-    for window in windows:
-        if window.index in resumed:
-            continue
-        start_image = None
-        if window.index > 0:
-            start_image = Image.open(work.next_frame(window.index - 1)).convert("RGB")
+    started_at = time.time()
+    try:
+        for window in windows:
+            if window.index in resumed:
+                continue
+            start_image = None
+            if window.index > 0:
+                work.drain()  # the previous window's start frame and mp4 are in place
+                start_image = Image.open(work.next_frame(window.index - 1)).convert("RGB")
 
-        def in_window(p: Progress, k: int = window.index) -> None:
-            report(dataclasses.replace(p, window=k, windows=len(windows)))
+            def in_window(p: Progress, k: int = window.index) -> None:
+                report(dataclasses.replace(p, window=k, windows=len(windows)))
 
-        window_request = _window_request(request, window)
-        steps_kept = (StepCheckpoints(work.folder, request_key(window_request.to_dict()),
-                                      name=f"steps-window-{window.index:03d}") if step_checkpoints else None)
-        if preview is not None:
-            preview.new_window()
-        done = render(pipe, window_request, in_window, cancel, between_steps, start_image, steps_kept,
-                      preview=preview)
-        work.save(window.index, done.frames, request.fps, clip.stride)
-        if steps_kept is not None:
-            steps_kept.remove()
-            if done.resumed_from is not None:
-                resumed_steps[window.index] = done.resumed_from
-        ran = {"sampler": done.sampler, "noise": done.noise.record() if done.noise else None}
-        for key, value in done.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
-        if done.peak_vram_bytes is not None:
-            peaks.append(done.peak_vram_bytes)
-    report(Progress("writing", request.steps, request.steps, time.perf_counter() - t0, window=len(windows) - 1,
+            window_request = _window_request(request, window)
+            steps_kept = (StepCheckpoints(work.folder, request_key(window_request.to_dict()),
+                                          name=f"steps-window-{window.index:03d}") if step_checkpoints else None)
+            if preview is not None:
+                preview.new_window()
+            done = render(pipe, window_request, in_window, cancel, between_steps, start_image, steps_kept,
+                          preview=preview)
+            work.save(window.index, done.frames, request.fps, clip.stride)
+            if steps_kept is not None:
+                steps_kept.remove()
+                if done.resumed_from is not None:
+                    resumed_steps[window.index] = done.resumed_from
+            ran = {"sampler": done.sampler, "noise": done.noise.record() if done.noise else None}
+            for key, value in done.timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+            if done.peak_vram_bytes is not None:
+                peaks.append(done.peak_vram_bytes)
+    except BaseException:
+        work.close()  # a window being written is kept for the next run
+        raise
+    t_decoded = time.perf_counter()
+    decoded_at = time.time()
+    report(Progress("writing", request.steps, request.steps, t_decoded - t0, window=len(windows) - 1,
                     windows=len(windows)))
     video_path, sidecar_path = output_paths(outputs_dir, request, paths)
-    write_mp4(video_path, blended_frames([work.video(w.index) for w in windows], clip), request.fps)
-    timings["total_s"] = time.perf_counter() - t0
-    frames_meta = np.zeros((clip.total_frames, request.height, request.width, 0), np.uint8)
     peak = max(peaks) if peaks else None
-    sidecar = sidecar_for(request, frames_meta, request.fps, video_path, timings, peak)
-    if getattr(pipe, "wan_speed", None):  # attention kernel and compile, as for a single clip
-        sidecar["speed"] = pipe.wan_speed
-    sidecar["long_clip"] = {"total_frames": clip.total_frames, "window_frames": clip.window_frames,
-                            "overlap": clip.overlap, "windows": len(windows),
-                            "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
-                            "resumed_steps": resumed_steps}
-    sidecar.update(ran)
-    write_record(video_path, sidecar_path, {**sidecar, **(extra_sidecar or {})})
-    report(Progress("done", request.steps, request.steps, timings["total_s"], window=len(windows) - 1,
-                    windows=len(windows)))
-    return GenerationResult(video_path, sidecar_path, request, timings, peak)
+    # Read now: the pipeline is lent to the next job during a background assembly.
+    speed = dict(pipe.wan_speed) if getattr(pipe, "wan_speed", None) else None
+    peak_reserved = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else None
+
+    def write() -> GenerationResult:
+        t_write = time.perf_counter()
+        try:
+            work.drain()  # the last window's mp4
+        finally:
+            work.close()
+        write_mp4(video_path, blended_frames([work.video(w.index) for w in windows], clip), request.fps)
+        write_s = time.perf_counter() - t_write
+        final = {**timings, "write_s": write_s, "total_s": t_decoded - t0 + write_s}
+        frames_meta = np.zeros((clip.total_frames, request.height, request.width, 0), np.uint8)
+        sidecar = sidecar_for(request, frames_meta, request.fps, video_path, final, peak, peak_reserved)
+        if speed:  # attention kernel and compile, as for a single clip
+            sidecar["speed"] = speed
+        sidecar["clock"] = {"started_at": round(started_at, 3), "decoded_at": round(decoded_at, 3),
+                            "written_at": round(time.time(), 3),
+                            "mp4_written": "off the GPU's path" if write_later is not None else "in line"}
+        sidecar["long_clip"] = {"total_frames": clip.total_frames, "window_frames": clip.window_frames,
+                                "overlap": clip.overlap, "windows": len(windows),
+                                "prompts": [w.prompt for w in windows], "resumed_windows": resumed,
+                                "resumed_steps": resumed_steps}
+        sidecar.update(ran)
+        write_record(video_path, sidecar_path, {**sidecar, **(extra_sidecar or {})})
+        report(Progress("done", request.steps, request.steps, final["total_s"], window=len(windows) - 1,
+                        windows=len(windows)))
+        return GenerationResult(video_path, sidecar_path, request, final, peak)
+
+    if write_later is not None:
+        write_later(write)
+        return GenerationResult(video_path, sidecar_path, request, dict(timings), peak)
+    return write()
