@@ -83,11 +83,17 @@ def _predicted_load(side: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, TypeError):
         return {}
     pin_pred = pin_s(spec, placements)
-    out = {"read_s_pred": round(load_s(spec, placements) - pin_pred, 2), "pin_s_pred": round(pin_pred, 2)}
-    pinned = pinned_bytes(spec, placements)
+    out = {"read_s_pred": round(load_s(spec, placements) - pin_pred, 2), "pin_s_pred": round(pin_pred, 2),
+           "pin_behind_s_pred": round(pin_s(spec, placements, when="behind"), 2)}
+    pinned = pinned_bytes(spec, placements, "load")
     if parts.get("place_s") and pinned:
         rate = pinned / parts["place_s"]
         out["pin_gb_per_s"] = round(rate / 1e9, 2)  # an upper bound on the time: place s is more than pinning
+    behind = side.get("pinning_behind") or {}
+    if behind.get("s") and behind.get("pinned_bytes"):  # the model-offloaded copies, after the load
+        out["pin_behind"] = dict(behind, gb_per_s=round(behind["pinned_bytes"] / behind["s"] / 1e9, 2))
+    elif behind:
+        out["pin_behind"] = behind
     return out
 
 
@@ -239,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{w.get('s') if w.get('ran') else (w.get('failed') or w.get('skipped') or 'none')} "
               f"(job waited {w.get('waited_s')} s); first step {fresh['first_step_s']} s against "
               f"{warm['first_step_s']} s warm")
+    if fresh.get("pin_behind"):
+        print(f"pinned after the load, in the background: {fresh['pin_behind']} (model "
+              f"{fresh.get('pin_behind_s_pred')} s)")
     if fresh.get("pin_gb_per_s"):
         print(f"page-locking: {fresh['pin_gb_per_s']} GB/s measured (pinned bytes / place s) against "
               f"costs.PIN_BYTES_PER_S = {costs.PIN_BYTES_PER_S / 1e9:.2f} GB/s; worker allocator settings: "

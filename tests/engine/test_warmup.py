@@ -196,3 +196,19 @@ def test_while_a_warmup_traces_the_loading_thread_gets_the_gil_back_within_short
     assert first.wait()["ran"] and second.wait()["ran"]
     assert seen == pytest.approx([WARMUP_SWITCH_INTERVAL_S] * 2)
     assert sys.getswitchinterval() == before
+
+
+def test_a_gpu_worker_starts_inductors_compile_processes_at_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.async_compile as async_compile
+
+    calls: list[int] = []
+    monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: calls.append(1))
+    assert warmup.start_compile_pool("cuda:0", {"compile": "auto"}, None) and calls == [1]
+    # nothing to compile there: a CPU worker, compile switched off, warm-ups switched off
+    assert not warmup.start_compile_pool("cpu", {"compile": "auto"}, None)
+    assert not warmup.start_compile_pool("cuda:0", {"compile": "off"}, None)
+    assert not warmup.start_compile_pool("cuda:0", {}, False)
+    assert calls == [1]
+    # a pool that fails to start leaves Inductor to start it later, as before
+    monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: (_ for _ in ()).throw(OSError("no fork")))
+    assert not warmup.start_compile_pool("cuda:0", {}, None)

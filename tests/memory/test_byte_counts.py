@@ -156,6 +156,21 @@ def test_only_what_moves_between_host_and_gpu_is_pinned() -> None:
     assert pinned_bytes(TI2V_5B, on_cpu) == TI2V_BF16  # a text encoder computing on the CPU is not pinned
     # the streamed transformer's host copy and the text encoder's; the resident VAE never leaves the GPU
     assert pinned_bytes(TI2V_5B, placements) == TI2V_BF16 + TEXT
+    # the load waits for the streamed transformer's copies; the seated text encoder's are pinned after
+    assert pinned_bytes(TI2V_5B, placements, "load") == TI2V_BF16
+    assert pinned_bytes(TI2V_5B, placements, "behind") == TEXT
+
+
+def test_a_cold_load_of_a_model_offload_plan_waits_for_no_page_locking() -> None:
+    from wan_studio.memory import costs
+    from wan_studio.memory.estimate import load_s
+
+    seated = (_p("transformer", "model_offload"), _p("text_encoder", "model_offload"),
+              _p("vae", "model_offload", "fp32"))
+    read = (TI2V_BF16 + TEXT + VAE22) / costs.LOAD_READ_BYTES_PER_S
+    assert load_s(TI2V_5B, seated) == pytest.approx(read)
+    streamed = (_p("transformer", "group_offload"),) + seated[1:]
+    assert load_s(TI2V_5B, streamed) == pytest.approx(read + TI2V_BF16 / costs.PIN_BYTES_PER_S)
 
 
 def test_loading_fp8_parts_one_after_another_holds_the_cast_ones_beside_the_next_bf16_copy() -> None:

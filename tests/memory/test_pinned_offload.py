@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from tests.memory.helpers import cpu_plan, run_frames
 from tests.memory.test_apply import tiny_pipe
 from wan_studio.catalog.specs import TI2V_5B
 from wan_studio.memory.apply import apply_plan, release_pipeline
-from wan_studio.memory.pinned_offload import enable_pinned_offload
+from wan_studio.memory.pinned_offload import _HostMemory, enable_pinned_offload
 
 
 def test_only_the_running_component_is_onloaded_and_offloading_copies_nothing() -> None:
@@ -82,6 +83,11 @@ def test_on_a_gpu_one_component_at_a_time_from_pinned_memory() -> None:
     reference = run_frames(pipe, TI2V_5B)
     hooks = enable_pinned_offload(pipe, "cuda:0")
     assert all(host.is_pinned() for h in hooks for _, host in h.host.values())
+    lazy = tiny_pipe(TI2V_5B)
+    lazy_hooks = enable_pinned_offload(lazy, "cuda:0", lazy=True)
+    assert not any(host.is_pinned() for h in lazy_hooks for _, host in h.host.values())
+    assert lazy_hooks[0].seat.pinner.start().wait(60)["done"]
+    assert all(host.is_pinned() and t.data.is_pinned() for h in lazy_hooks for t, host in h.host.values())
     weight_bytes = sum(host.numel() * host.element_size() for h in hooks for _, host in h.host.values())
     from wan_studio.memory.pinned_offload import SLAB_BYTES
 
@@ -129,3 +135,78 @@ def test_a_streamed_transformer_empties_the_seat_before_it_runs_and_the_frames_s
     release_pipeline(pipe)
     assert not any(hasattr(m, "_wan_seat_evict") for m in (pipe.transformer, pipe.transformer_2))
     np.testing.assert_array_equal(run_frames(pipe, T2V_A14B), reference)
+
+
+class _FakePinned(_HostMemory):
+    """Host memory whose "pinned" copies are clones it remembers, with a gate a test can close
+    after ``open_for`` copies (CPU: nothing can be page-locked here)."""
+
+    def __init__(self, open_for: int | None = None) -> None:
+        super().__init__(budget_bytes=1 << 40)
+        self.made: list[torch.Tensor] = []
+        self.open_for = open_for
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def copy(self, t: torch.Tensor) -> torch.Tensor:
+        if self.open_for is not None and len(self.made) >= self.open_for and not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(60)
+        c = t.detach().clone()
+        self.made.append(c)
+        return c
+
+    def holds(self, t: torch.Tensor) -> bool:
+        return any(t.data_ptr() == m.data_ptr() for m in self.made)
+
+
+def _weights(pipe: Any) -> dict[str, list[torch.Tensor]]:
+    return {n: [*m.parameters(), *m.buffers()] for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+
+
+def test_lazy_copies_are_pinned_after_placement_in_the_order_a_job_uses_them() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    reference = run_frames(pipe, TI2V_5B)
+    before = {n: [t.data_ptr() for t in ts] for n, ts in _weights(pipe).items()}
+    memory = _FakePinned()
+    hooks = enable_pinned_offload(pipe, "cpu", memory=memory, lazy=True)
+    # placing copied nothing: every weight still lives where the load left it
+    assert memory.made == [] and {n: [t.data_ptr() for t in ts] for n, ts in _weights(pipe).items()} == before
+    pinner = hooks[0].seat.pinner
+    order: list[str] = []
+    for name, module in pipe.components.items():
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None:
+            original = hook.pin_copies
+            hook.pin_copies = lambda stop=None, _n=name, _f=original: order.append(_n) or _f(stop)
+    record = pinner.start().wait(60)
+    assert order == ["text_encoder", "transformer", "vae"]
+    total = sum(t.numel() * t.element_size() for h in hooks for t, _ in h.host.values())
+    assert record["done"] and record["pinned_bytes"] == total
+    # every weight now is its pinned copy (none is seated), and the video is the same
+    assert all(memory.holds(t.data) and t.data.data_ptr() == host.data_ptr() for h in hooks for t, host in h.host.values())
+    assert np.array_equal(run_frames(pipe, TI2V_5B), reference)
+    assert len(memory.made) == len([1 for h in hooks for _ in h.host])  # each weight copied once
+
+
+def test_a_job_during_the_pinning_runs_from_the_loads_memory_and_release_stops_it() -> None:
+    pipe = tiny_pipe(TI2V_5B)
+    reference = run_frames(pipe, TI2V_5B)
+    memory = _FakePinned(open_for=3)
+    hooks = enable_pinned_offload(pipe, "cpu", memory=memory, lazy=True)
+    pinner = hooks[0].seat.pinner.start()
+    assert memory.waiting.wait(60)  # three weights pinned, the pinner held before the fourth
+    assert np.array_equal(run_frames(pipe, TI2V_5B), reference)
+    memory.gate.set()
+    assert pinner.wait(60)["done"]
+    assert np.array_equal(run_frames(pipe, TI2V_5B), reference)
+    # taken off while it pins: the pinner stops and the weights stay usable on the CPU
+    pipe2 = tiny_pipe(TI2V_5B)
+    memory2 = _FakePinned(open_for=2)
+    pinner2 = enable_pinned_offload(pipe2, "cpu", memory=memory2, lazy=True)[0].seat.pinner.start()
+    assert memory2.waiting.wait(60)
+    release_pipeline(pipe2)
+    memory2.gate.set()
+    record = pinner2.wait(60)
+    assert not record["done"] and len(memory2.made) <= 3
+    assert np.array_equal(run_frames(pipe2, TI2V_5B), reference)

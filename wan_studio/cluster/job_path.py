@@ -25,6 +25,7 @@ from wan_studio.engine.video_io import write_record
 from wan_studio.memory import costs
 from wan_studio.memory.manager import ASSEMBLY_ATTR
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
+from wan_studio.memory.pinned_offload import pinning_of
 from wan_studio.memory.plan import Plan, Workload
 from wan_studio.memory.recovery import Attempt, OutOfMemoryEverywhere, run_with_recovery
 
@@ -146,6 +147,10 @@ class JobPath:
                 if not self.sidecar["model_was_loaded"]:
                     # its own assembly or the one it waited for (the worker's preparation)
                     self.sidecar["load_parts"] = getattr(pipe, ASSEMBLY_ATTR, None)
+                pinner = pinning_of(pipe)
+                if pinner is not None and not (self.sidecar["model_was_loaded"] and pinner.record["done"]):
+                    # the model-offloaded copies being pinned in the background (as the sidecar is written)
+                    self.sidecar["pinning_behind"] = pinner.record
                 if warm is not None:
                     # never beside the first step: it would compile the same graph a second time
                     self.sidecar["compile_warmup"] = warm.wait()

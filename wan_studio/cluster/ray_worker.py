@@ -61,6 +61,12 @@ class GpuWorker:
         from wan_studio.bootstrap import bootstrap
 
         bootstrap()  # the actor's process: Ray set its device mask; nothing has imported diffusers yet
+        import torch
+
+        from wan_studio.engine.warmup import start_compile_pool
+
+        # Inductor's compile processes start while this actor imports and loads (see there).
+        start_compile_pool("cuda" if torch.cuda.is_available() else "cpu", config.speed, config.compile_warmup)
         self.name = name
         self.gpu_lock = threading.Lock()  # one forward pass at a time on this GPU, own jobs and peers'
         self.telemetry = config.telemetry_factory() if config.telemetry_factory else open_telemetry(

@@ -95,6 +95,11 @@ def worker_main(name: str, device: str, config: RuntimeConfig, conn: Connection)
         import torch
 
         torch.set_num_threads(config.cpu_threads)
+    from wan_studio.engine.warmup import start_compile_pool
+
+    # Inductor's compile processes start while this process imports and loads, not in the
+    # compile warm-up's path.
+    start_compile_pool(device, config.speed, config.compile_warmup)
     send_lock = threading.Lock()
 
     def send(msg: dict[str, Any]) -> None:

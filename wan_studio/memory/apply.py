@@ -70,7 +70,8 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
         seat = None
         seated = [p.component for p in present if p.offload == "model_offload"]
         if seated:  # diffusers' policy, with the CPU copies kept pinned (memory/pinned_offload.py)
-            seat = enable_pinned_offload(pipe, primary, seated, host)[0].seat
+            # on a GPU pinned in the background, after the placement: the first job need not wait
+            seat = enable_pinned_offload(pipe, primary, seated, host, lazy=primary.type == "cuda")[0].seat
         for p in present:
             if p.offload == "model_offload":
                 continue
@@ -81,6 +82,8 @@ def apply_plan(pipe: Any, plan: Plan) -> None:
                 evict_seat_before(getattr(pipe, p.component), seat)
         if len({d for p in present for d in p.devices}) > 1:
             _align_devices(pipe, present, plan)
+        if seat is not None and seat.pinner is not None:
+            seat.pinner.start()  # the streamed components took their pinned copies first
     if plan.vae_tiling and getattr(pipe, "vae", None) is not None:
         size, stride = plan.vae_tile
         pipe.vae.enable_tiling(size, size, stride, stride)

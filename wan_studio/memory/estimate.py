@@ -300,23 +300,29 @@ def warms_while_loading(spec: ModelSpec, transformer: Placement) -> bool:
 
 
 def load_s(spec: ModelSpec, placements: tuple[Placement, ...]) -> float:
-    """Seconds a fresh worker spends reading the model and pinning what it offloads (the demo is
-    built in code instead)."""
+    """Seconds a fresh worker spends reading the model and pinning what it streams (the demo is
+    built in code instead). Model-offloaded components are pinned after the load, in the
+    background (``pinned_offload.Pinner``), not counted here."""
     if spec.is_demo:
         return costs.DEMO_BUILD_S
     return sum(stored(spec, p) for p in placements) / costs.LOAD_READ_BYTES_PER_S + pin_s(spec, placements)
 
 
-def pinned_bytes(spec: ModelSpec, placements: tuple[Placement, ...]) -> int:
-    """Bytes of the offloaded components a worker copies into pinned host memory."""
-    return sum(stored(spec, p) for p in placements if p.offload in ("model_offload", "group_offload")
-               and not always_on_gpu(p))
+def pinned_bytes(spec: ModelSpec, placements: tuple[Placement, ...], when: str = "all") -> int:
+    """Bytes of the offloaded components a worker copies into pinned host memory: ``all`` of them,
+    those pinned while loading (``load``: the streamed ones, block offload) or after it in the
+    background (``behind``: the model-offloaded ones, on a GPU)."""
+    modes = {"all": ("model_offload", "group_offload"), "load": ("group_offload",),
+             "behind": ("model_offload",)}[when]
+    return sum(stored(spec, p) for p in placements if p.offload in modes and not always_on_gpu(p))
 
 
-def pin_s(spec: ModelSpec, placements: tuple[Placement, ...], bytes_per_s: float | None = None) -> float:
+def pin_s(spec: ModelSpec, placements: tuple[Placement, ...], bytes_per_s: float | None = None,
+          when: str = "load") -> float:
     """Seconds to copy the offloaded components into pinned host memory at ``bytes_per_s``
-    (default ``costs.PIN_BYTES_PER_S``; a benchmark passes the rate it measured to re-fit it)."""
-    return pinned_bytes(spec, placements) / (bytes_per_s or costs.PIN_BYTES_PER_S)
+    (default ``costs.PIN_BYTES_PER_S``; a benchmark passes the rate it measured to re-fit it):
+    those the load waits for, or ``when`` as ``pinned_bytes`` takes it."""
+    return pinned_bytes(spec, placements, when) / (bytes_per_s or costs.PIN_BYTES_PER_S)
 
 
 def estimate(spec: ModelSpec, work: Workload, placements: tuple[Placement, ...], hw: Hardware) -> Estimate:
