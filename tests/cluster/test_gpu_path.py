@@ -24,6 +24,7 @@ from wan_studio.jobs.queue import JobQueue
 from wan_studio.jobs.store import Job, JobStore
 
 TINY = dict(prompt="a red fox in snow", width=64, height=64, num_frames=5, steps=2)
+LONG = dict(TINY, total_frames=9, window_overlap=1)  # two windows of 5 frames sharing one
 
 
 def hold_while_gated(gate: str) -> None:
@@ -83,89 +84,60 @@ def test_the_default_model_is_loaded_at_start_before_any_job(gated: tuple[JobQue
     assert side["model_was_loaded"] is True and side["load_s"] < 1.0  # same plan: nothing loaded or placed
 
 
-def test_the_next_job_starts_before_the_previous_mp4_is_written(gated: tuple[JobQueue, Path]) -> None:
+@pytest.mark.parametrize("first, seeds", [(TINY, (41, 42)), (LONG, (44, 45))], ids=["clip", "long clip"])
+def test_the_next_job_starts_before_the_previous_mp4_is_written(gated: tuple[JobQueue, Path], first: dict[str, Any],
+                                                                 seeds: tuple[int, int]) -> None:
     q, gate = gated
     (gate / "hold").touch()
     before = _held(gate)
-    first = q.submit(GenerationRequest(seed=41, **TINY))
-    second = q.submit(GenerationRequest(seed=42, **TINY))
-    _until("the first job's write to be held", lambda: _held(gate) > before)
+    one = q.submit(GenerationRequest(seed=seeds[0], **first))
+    two = q.submit(GenerationRequest(seed=seeds[1], **TINY))
+    _until("the first job's write (a long clip's assembly) to be held", lambda: _held(gate) > before)
     # The worker took the second job while the first one's mp4 waits to be written.
     _until("the second job to reach its decode end",
-           lambda: (p := q.live_progress(second.id)) is not None and p.stage == "writing")
-    assert q.get(first.id).status == "running" and not _videos(q, 41)
+           lambda: (p := q.live_progress(two.id)) is not None and p.stage == "writing")
+    assert q.get(one.id).status == "running" and not _videos(q, seeds[0])
     (gate / "hold").unlink()
-    a, b = q.wait(first.id, timeout_s=300), q.wait(second.id, timeout_s=300)
+    a, b = q.wait(one.id, timeout_s=300), q.wait(two.id, timeout_s=300)
     assert (a.status, b.status) == ("done", "done"), (a.error, b.error)
     assert b.started_at < a.finished_at  # type: ignore[operator]
     # The worker's own clock says the same: the second run began before the first video was written.
-    assert _sidecar(b)["clock"]["started_at"] < _sidecar(a)["clock"]["written_at"]
-    assert _sidecar(a)["clock"]["mp4_written"] == "off the GPU's path"
-    assert len(_videos(q, 41)) == len(_videos(q, 42)) == 1
-    assert read_mp4(_videos(q, 41)[0])[0].shape == (5, 64, 64, 3)
+    side = _sidecar(a)
+    assert _sidecar(b)["clock"]["started_at"] < side["clock"]["written_at"]
+    assert side["clock"]["mp4_written"] == "off the GPU's path"
+    assert side["placement"] and side["speed"] is not None  # the plan and speed options, long clips too
+    assert len(_videos(q, seeds[0])) == len(_videos(q, seeds[1])) == 1
+    frames = first.get("total_frames") or first["num_frames"]
+    assert read_mp4(_videos(q, seeds[0])[0])[0].shape == (frames, 64, 64, 3)
+    if first is LONG:
+        assert side["long_clip"]["windows"] == 2 and side["long_clip"]["resumed_windows"] == []
 
 
-def test_kill_9_during_the_background_write_leaves_one_good_video(gated: tuple[JobQueue, Path]) -> None:
+@pytest.mark.parametrize("first, seed", [(TINY, 43), (LONG, 46)], ids=["clip", "long clip"])
+def test_kill_9_during_the_background_write_leaves_one_good_video(gated: tuple[JobQueue, Path],
+                                                                  first: dict[str, Any], seed: int) -> None:
     q, gate = gated
     (gate / "hold").touch()
     before = _held(gate)
-    job = q.submit(GenerationRequest(seed=43, **TINY))
-    _until("the job's write to be held", lambda: _held(gate) > before)
-    assert q.get(job.id).status == "running" and not _videos(q, 43)
+    job = q.submit(GenerationRequest(seed=seed, **first))
+    _until("the job's write (a long clip's assembly) to be held", lambda: _held(gate) > before)
+    assert q.get(job.id).status == "running" and not _videos(q, seed)
+    if first is LONG:
+        # The last window's mp4 is written on the clip's own thread beside the held assembly.
+        manifest = work_dir_of(q.outputs_dir, job.id) / "manifest.json"
+        _until("both windows to be kept",
+               lambda: manifest.exists() and json.loads(manifest.read_text())["done"] == [0, 1])
     victim = q.executor.workers()[0]
     os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
     (gate / "hold").unlink()  # the restarted worker's retry writes at once
     job = q.wait(job.id, timeout_s=300)
     assert job.status == "done" and job.attempts == 2, job.error
     assert q.executor.workers()[0].pid != victim.pid
-    videos = _videos(q, 43)
+    videos = _videos(q, seed)
     assert len(videos) == 1 and str(videos[0]) == job.outputs[0]
-    assert read_mp4(videos[0])[0].shape == (5, 64, 64, 3)
-    assert len([p for p in q.outputs_dir.rglob("*.json") if f"-43-" in p.name]) == 1
+    frames = first.get("total_frames") or first["num_frames"]
+    assert read_mp4(videos[0])[0].shape == (frames, 64, 64, 3)
+    assert len([p for p in q.outputs_dir.rglob("*.json") if f"-{seed}-" in p.name]) == 1
     assert not [p for p in q.outputs_dir.rglob(".*.part")]
-
-
-LONG = dict(TINY, total_frames=9, window_overlap=1)  # two windows of 5 frames sharing one
-
-
-def test_a_long_clips_assembly_is_written_while_the_next_job_runs(gated: tuple[JobQueue, Path]) -> None:
-    q, gate = gated
-    (gate / "hold").touch()
-    before = _held(gate)
-    long = q.submit(GenerationRequest(seed=44, **LONG))
-    after = q.submit(GenerationRequest(seed=45, **TINY))
-    _until("the long clip's assembly to be held", lambda: _held(gate) > before)
-    _until("the next job to reach its decode end",
-           lambda: (p := q.live_progress(after.id)) is not None and p.stage == "writing")
-    assert q.get(long.id).status == "running" and not _videos(q, 44)
-    (gate / "hold").unlink()
-    a, b = q.wait(long.id, timeout_s=300), q.wait(after.id, timeout_s=300)
-    assert (a.status, b.status) == ("done", "done"), (a.error, b.error)
-    side = _sidecar(a)
-    assert side["clock"]["mp4_written"] == "off the GPU's path"
-    assert _sidecar(b)["clock"]["started_at"] < side["clock"]["written_at"]
-    assert side["long_clip"]["windows"] == 2 and side["long_clip"]["resumed_windows"] == []
-    assert side["placement"] and side["speed"] is not None  # the plan and speed options, as a single job's
-    assert len(_videos(q, 44)) == 1 and read_mp4(_videos(q, 44)[0])[0].shape == (9, 64, 64, 3)
-
-
-def test_kill_9_during_a_long_clips_assembly_keeps_its_windows(gated: tuple[JobQueue, Path]) -> None:
-    q, gate = gated
-    (gate / "hold").touch()
-    before = _held(gate)
-    job = q.submit(GenerationRequest(seed=46, **LONG))
-    _until("the long clip's assembly to be held", lambda: _held(gate) > before)
-    manifest = work_dir_of(q.outputs_dir, job.id) / "manifest.json"
-    # The last window's mp4 is written on the clip's own thread beside the held assembly.
-    _until("both windows to be kept", lambda: manifest.exists() and json.loads(manifest.read_text())["done"] == [0, 1])
-    victim = q.executor.workers()[0]
-    os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    (gate / "hold").unlink()
-    job = q.wait(job.id, timeout_s=300)
-    assert job.status == "done" and job.attempts == 2, job.error
-    # Both windows were in place before the kill: the retry renders nothing again.
-    assert _sidecar(job)["long_clip"]["resumed_windows"] == [0, 1]
-    videos = _videos(q, 46)
-    assert len(videos) == 1 and str(videos[0]) == job.outputs[0]
-    assert read_mp4(videos[0])[0].shape == (9, 64, 64, 3)
-    assert not [p for p in q.outputs_dir.rglob(".*.part")]
+    if first is LONG:  # both windows were in place before the kill: the retry renders nothing again
+        assert _sidecar(job)["long_clip"]["resumed_windows"] == [0, 1]
