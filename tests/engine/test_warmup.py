@@ -171,7 +171,7 @@ def test_the_warmup_builds_real_weights_while_another_thread_loads_on_meta() -> 
 def test_while_a_warmup_traces_the_loading_thread_gets_the_gil_back_within_short_turns() -> None:
     # Beside a busy tracing thread, each torch call of the loader waited up to a 5 ms GIL turn:
     # page-locking a TI2V-5B took 12.9 s instead of ~5 (bench/pin_rate.py). Short turns while a
-    # warm-up runs; the interval the process had comes back after, also after two overlapping ones.
+    # warm-up runs; the interval the process had comes back after, also after two queued ones.
     import sys
     import threading
 
@@ -187,11 +187,14 @@ def test_while_a_warmup_traces_the_loading_thread_gets_the_gil_back_within_short
         assert release.wait(30)
         return True
 
+    # the second waits for the first's turn (ATTENTION_TURN), counted in from its start
     first, second = CompileWarmup(work).start(), CompileWarmup(work).start()
     deadline = time.monotonic() + 30
-    while len(seen) < 2:
+    while not seen:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    time.sleep(0.05)
+    assert len(seen) == 1
     release.set()
     assert first.wait()["ran"] and second.wait()["ran"]
     assert seen == pytest.approx([WARMUP_SWITCH_INTERVAL_S] * 2)
@@ -212,3 +215,34 @@ def test_a_gpu_worker_starts_inductors_compile_processes_at_its_start(monkeypatc
     # a pool that fails to start leaves Inductor to start it later, as before
     monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: (_ for _ in ()).throw(OSError("no fork")))
     assert not warmup.start_compile_pool("cuda:0", {}, None)
+
+
+def test_a_job_beside_another_warmup_finds_every_attention_kernel(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm-up of another plan (the worker's preparation) narrows PyTorch's process-wide
+    attention flags while it runs; a job starting then must not run its text encoder under them,
+    and no two narrowings may interleave (each restores what it found: the flags stayed narrowed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    narrowed = threading.Event()
+
+    def fused_only(hold_s: float) -> Callable[[], bool]:
+        def work() -> bool:
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):  # what a `_native_cudnn` transformer does
+                narrowed.set()
+                time.sleep(hold_s)
+            return True
+        return work
+
+    def own_warmup(*_a: Any) -> bool:
+        return fused_only(0.3)()
+
+    monkeypatch.setattr(warmup, "run_throwaway", own_warmup)
+    rt = _runtime(tmp_path, compile_warmup=True)
+    other = warmup.CompileWarmup(fused_only(1.5)).start()
+    assert narrowed.wait(10)
+    side = _job(rt, "j1")  # UMT5's attention through PyTorch SDPA: fails with no kernel beside it
+    assert other.wait()["ran"] is True and side["compile_warmup"]["ran"] is True
+    # it waited for the other one (through its own warm-up, which took its turn after it)
+    assert side["compile_warmup"]["waited_s"] + side.get("waited_for_other_warmup_s", 0) > 0.5
+    assert torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()

@@ -22,6 +22,7 @@ from wan_studio.engine.job import claim_outputs, drop_claimed_outputs, execute, 
 from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, RequestError
 from wan_studio.engine.video_io import write_record
+from wan_studio.engine.warmup import ATTENTION_TURN
 from wan_studio.memory import costs
 from wan_studio.memory.manager import ASSEMBLY_ATTR
 from wan_studio.memory.overrides import PlanOverrides, overrides_of
@@ -141,7 +142,6 @@ class JobPath:
             with ExitStack() as held:
                 with self._loading_reports(mine, req.steps or 0):
                     pipe = held.enter_context(borrow(mine, plan))
-                held.enter_context(speed_knobs(pipe, pinned, plan, self.sidecar))
                 # loading, pinning and placing the model (≈ 0 when the worker already holds it so)
                 self.sidecar["load_s"] = round(time.perf_counter() - t_borrow, 3)
                 if not self.sidecar["model_was_loaded"]:
@@ -157,6 +157,13 @@ class JobPath:
                     self.rt.warmup_done(warm)
                     if self.sidecar["compile_warmup"].get("ran"):  # its first shape is compiled already
                         self.rt.compile_log.ran(mine.key, shapes[:1])
+                # any other warm-up (the worker's preparation at another plan) ends first: attention's
+                # backend flags are the process's, not the thread's (engine.warmup.ATTENTION_TURN)
+                t_turn = time.perf_counter()
+                held.enter_context(ATTENTION_TURN)
+                if time.perf_counter() - t_turn > 0.05:
+                    self.sidecar["waited_for_other_warmup_s"] = round(time.perf_counter() - t_turn, 3)
+                held.enter_context(speed_knobs(pipe, pinned, plan, self.sidecar))
                 # what this job's shapes make the worker compile, for its predicted time
                 self.sidecar["compile_needs"] = self.rt.compile_log.needs(mine.key, shapes, compiled(pipe))
                 with (self.hooks.wrap(pipe, self.sidecar) if self.hooks.wrap else _as_is(pipe)) as runner:

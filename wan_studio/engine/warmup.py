@@ -38,6 +38,13 @@ WARMUP_SWITCH_INTERVAL_S = 2e-4
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_before = 0.0
+# PyTorch keeps the attention backends ``sdpa_kernel`` allows in process-wide flags, not per thread,
+# and a transformer set to a fused backend (``_native_cudnn``) narrows them around each of its
+# attention calls, compiled or not. A warm-up beside a job's text encoder made the encoder's
+# attention find no kernel ("No available kernel"), and two of them interleaved left the flags
+# narrowed for good (each restores what it found). So a warm-up and a job's pipeline call take
+# turns on this lock: one model runs attention in the process at a time.
+ATTENTION_TURN = threading.Lock()
 
 
 def _short_turns(enter: bool) -> None:
@@ -193,7 +200,8 @@ class CompileWarmup:
         t0 = time.perf_counter()
         _short_turns(True)
         try:
-            ran = self._work()
+            with ATTENTION_TURN:
+                ran = self._work()
             self.record = {"ran": bool(ran), "s": round(time.perf_counter() - t0, 3)}
             if not ran:
                 self.record["skipped"] = "nothing to compile for this plan"
