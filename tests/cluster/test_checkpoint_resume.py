@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.cluster.test_local import queue  # noqa: F401  (a real worker process on the demo model)
+from tests.cluster.test_local import gone_within, queue  # noqa: F401  (a real worker process on the demo model)
 from wan_studio.engine.job import work_dir_of
 from wan_studio.engine.request import GenerationRequest
 from wan_studio.engine.video_io import read_mp4
@@ -48,7 +48,7 @@ def test_kill_9_mid_job_resumes_from_the_checkpoint_with_the_same_video(queue: J
     assert job.status == "done" and job.attempts == 2, job.error
     resumed = _sidecar(job.outputs)["checkpoints"]["resumed_from_step"]
     assert kept <= resumed < SLOW["steps"]
-    assert not work_dir_of(queue.outputs_dir, job.id).exists()  # checkpoints removed with the job
+    assert gone_within(work_dir_of(queue.outputs_dir, job.id))  # checkpoints removed with the job
 
     again = queue.wait(queue.submit(GenerationRequest(**SLOW)).id, timeout_s=600)
     assert again.status == "done" and _sidecar(again.outputs)["checkpoints"]["resumed_from_step"] is None

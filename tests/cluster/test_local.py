@@ -27,6 +27,18 @@ TINY = dict(width=64, height=64, num_frames=5, steps=2)
 SLOW = dict(width=128, height=128, num_frames=9, steps=100)
 
 
+def gone_within(path: Path, within_s: float = 10.0) -> bool:
+    """Whether ``path`` is gone within ``within_s`` seconds. The queue records a job done first
+    and removes its work folder right after (a crash between the two must still find the
+    claim), so a waiter can see "done" a moment before the folder goes."""
+    deadline = time.monotonic() + within_s
+    while Path(path).exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @pytest.fixture(scope="module")
 def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobQueue]:
     root = tmp_path_factory.mktemp("queue")

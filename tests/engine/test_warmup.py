@@ -246,3 +246,60 @@ def test_a_job_beside_another_warmup_finds_every_attention_kernel(tmp_path: Path
     # it waited for the other one (through its own warm-up, which took its turn after it)
     assert side["compile_warmup"]["waited_s"] + side.get("waited_for_other_warmup_s", 0) > 0.5
     assert torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_a_loads_attention_check_beside_a_warmup_leaves_every_attention_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread placing a model's weights checks its fused attention kernel (``apply_speed``)
+    while a compile warm-up may be running attention: the two narrow PyTorch's process-wide flags
+    in turn, so neither leaves them narrowed (a fresh app's first jobs all failed with "No
+    available kernel" in the text encoder)."""
+    from types import SimpleNamespace
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from tests.engine.test_accel import on_a_hopper_gpu_with_cudnn
+    from wan_studio.catalog.tiny import build_transformer
+    from wan_studio.engine import accel
+
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    on_a_hopper_gpu_with_cudnn(monkeypatch)
+    # diffusers' set_attention_backend also sets its process-wide default: the later tests' CPU
+    # pipelines must find it as it was
+    monkeypatch.setattr(_AttentionBackendRegistry, "_active_backend", _AttentionBackendRegistry._active_backend)
+    started, checking = threading.Event(), threading.Event()
+
+    def check(*_a: Any, **_k: Any) -> float:  # as the real check: exact attention on the math kernel
+        checking.set()
+        with sdpa_kernel(SDPBackend.MATH):
+            q = torch.randn(1, 2, 8, 16)
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            time.sleep(0.5)
+        return 2.3e-3
+
+    def warm() -> bool:  # a `_native_cudnn` block compiled at the job's shapes
+        started.set()
+        checking.wait(1.0)  # beside the check, where both narrow the flags at once
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            time.sleep(0.6)
+        return True
+
+    monkeypatch.setattr(accel, "attention_error", check)
+    pipe = SimpleNamespace(transformer=build_transformer(48, 48).to(torch.bfloat16))
+    other = warmup.CompileWarmup(warm).start()
+    assert started.wait(10)
+    record = accel.apply_speed(pipe, {"model_offload"}, "bf16", accel.SpeedOptions(compile="off"))
+    assert other.wait()["ran"] is True
+    assert all(on() for on in (torch.backends.cuda.math_sdp_enabled, torch.backends.cuda.flash_sdp_enabled,
+                               torch.backends.cuda.mem_efficient_sdp_enabled, torch.backends.cuda.cudnn_sdp_enabled))
+    assert record["attention"] == "cudnn" and record["attention_check_waited_s"] > 0.5
+
+    # a warm-up's own set-up runs the same check on the thread holding the turn
+    def own() -> None:
+        with warmup.ATTENTION_TURN:
+            accel.apply_speed(pipe, {"model_offload"}, "bf16", accel.SpeedOptions(compile="off"))
+
+    inner = threading.Thread(target=own, daemon=True)
+    inner.start()
+    inner.join(10)
+    assert not inner.is_alive()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -286,7 +287,10 @@ class SpeedOptions:
 
 
 def _checked_backend(backend: Backend) -> tuple[Backend, str]:
-    """``backend`` if it runs here and agrees with exact attention, else SDPA with the reason."""
+    """``backend`` if it runs here and agrees with exact attention, else SDPA with the reason.
+
+    The check narrows PyTorch's process-wide attention flags: the caller holds
+    ``engine.warmup.ATTENTION_TURN`` (``apply_speed`` does)."""
     try:
         err = attention_error(backend, device="cuda", tokens=512, heads=8, head_dim=128)
     except Exception as e:  # noqa: BLE001 - a broken kernel package must not stop the job
@@ -324,7 +328,18 @@ def apply_speed(pipe: Any, offload_modes: set[str], storage: str, options: Speed
     own = own_attention(pipe)
     if own and backend != "sdpa":
         backend, why = "sdpa", f"{own} calls PyTorch's scaled-dot-product attention itself"
-    backend, check = _checked_backend(backend) if backend != "sdpa" else (backend, "PyTorch default")
+    if backend != "sdpa":
+        # The load's thread checks the kernel while a compile warm-up may be running attention on
+        # another: it waits for its turn (engine.warmup.ATTENTION_TURN), and says so when it did.
+        from wan_studio.engine.warmup import ATTENTION_TURN
+
+        t0 = time.perf_counter()
+        with ATTENTION_TURN:
+            if time.perf_counter() - t0 > 0.05:
+                record["attention_check_waited_s"] = round(time.perf_counter() - t0, 3)
+            backend, check = _checked_backend(backend)
+    else:
+        check = "PyTorch default"
     apply_attention_backend(pipe, backend)
     record.update(attention=backend, attention_why=why, attention_check=check)
     record["gelu_epilogue"] = fuse_ffn_gelu(pipe) > 0

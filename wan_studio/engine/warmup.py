@@ -42,9 +42,11 @@ _switch_before = 0.0
 # and a transformer set to a fused backend (``_native_cudnn``) narrows them around each of its
 # attention calls, compiled or not. A warm-up beside a job's text encoder made the encoder's
 # attention find no kernel ("No available kernel"), and two of them interleaved left the flags
-# narrowed for good (each restores what it found). So a warm-up and a job's pipeline call take
-# turns on this lock: one model runs attention in the process at a time.
-ATTENTION_TURN = threading.Lock()
+# narrowed for good (each restores what it found). So a warm-up, the attention check of a model's
+# load (``accel.apply_speed``, run by the thread placing the weights while a warm-up compiles) and a
+# job's pipeline call take turns on this lock: one of them runs attention in the process at a time.
+# Re-entrant: a warm-up's own set-up runs the same check on its thread.
+ATTENTION_TURN = threading.RLock()
 
 
 def _short_turns(enter: bool) -> None:
