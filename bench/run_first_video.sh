@@ -6,6 +6,7 @@
 #   OUT=$OUT bash bench/run_first_video.sh
 # Env: STEPS (default 2), CAP_GIB (default 24), BENCH_S (seconds allowed, default 300), PIN_GIB (2),
 # PIN_ARGS (e.g. --contention-only: pin_rate.py without the sweep of torch's settings).
+# FV_ARGS (e.g. --third-start: a third app start with the job submitted at once).
 # To compare with torch's single-threaded pinning:
 #   PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True,pinned_use_cuda_host_register:False
 set -u
@@ -19,5 +20,5 @@ timeout 150 python3 bench/pin_rate.py --gib ${PIN_GIB:-2} ${PIN_ARGS:-} --out "$
 # The random model is built and saved by a process of its own, so the driver never holds the GPU.
 timeout 200 python3 bench/size_menu.py --models "$models" --save-only || exit 1
 CAP_GIB=${CAP_GIB:-24} PYTHONPATH=$PWD/bench/cap:$PYTHONPATH timeout "${BENCH_S:-300}" \
-  python3 bench/first_video.py --models "$models" --steps "${STEPS:-2}" --out "$OUT" \
+  python3 bench/first_video.py --models "$models" --steps "${STEPS:-2}" --out "$OUT" ${FV_ARGS:-} \
   | tee "$OUT/first_video.log" | grep -v "^RESULT "
