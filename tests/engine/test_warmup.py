@@ -34,9 +34,11 @@ def _pipe() -> Any:
 
 
 def _first_step_graphs(pipe: Any) -> int:
-    """Graphs dynamo compiles during one text-to-video step of ``pipe``, run as a job runs it."""
+    """Graphs dynamo compiles during one text-to-video step of ``pipe``, run as a job runs it
+    (``engine.generate``: the pipeline's no_grad inside inference mode, whose tensors lack the
+    autograd dispatch keys dynamo guards on)."""
     counters.clear()
-    with uniform_timestep(pipe) as _:
+    with torch.inference_mode(), uniform_timestep(pipe) as _:
         pipe(prompt="a red fox", num_inference_steps=1, output_type="latent", **SIZE)
     return counters["stats"]["unique_graphs"]
 

@@ -109,8 +109,10 @@ def run_throwaway(model_cls: type, config: Any, shapes: WarmupShapes, prepare: C
         timestep = torch.full((1, tokens), 999.0, device=device, dtype=torch.float32)
     else:
         timestep = torch.tensor([999], device=device, dtype=torch.int64)
-    # The pipelines run under no_grad (not inference mode): the grad mode is part of dynamo's guards.
-    with torch.no_grad():
+    # As a job runs the pipeline: its no_grad inside the job's inference mode. Both are dynamo's
+    # guards: the grad mode, and the dispatch keys of every tensor the block gets (an inference
+    # tensor has no autograd keys); under no_grad alone the real first step compiled again.
+    with torch.inference_mode(), torch.no_grad():
         model(hidden_states=hidden, timestep=timestep, encoder_hidden_states=text, return_dict=False)
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
