@@ -133,6 +133,7 @@ def checks(row: dict[str, Any]) -> list[Check]:
     if first is not None:
         # beyond one step: text encoding (worker rows) and what the job compiled
         text_in = 0.0 if row["harness"] == "e2e" else ph["text_s"]
+        text_in += ph.get("condition_s", 0.0)  # image to video: its condition video's encode
         extra = first - row["s_per_step"]
         if "compile" in needs:
             swap = row.get("expert_swap_s") or 0.0
@@ -183,7 +184,9 @@ def markdown(rows_: list[dict[str, Any]]) -> str:
     """One table line per row: predicted → measured for each figure, the error in brackets."""
     lines = ["| case | date | plan | figure: predicted → measured (error) |", "|---|---|---|---|"]
     for r in rows_:
-        parts = [f"{c.figure} {c.predicted:.2f} → {c.measured:.2f} ({c.error:+.0%}){'' if c.ok else ' **MISS**'}"
+        known = r.get("known_misses", {})
+        parts = [f"{c.figure} {c.predicted:.2f} → {c.measured:.2f} ({c.error:+.0%})"
+                 f"{'' if c.ok else (' **MISS, known**' if c.figure in known else ' **MISS**')}"
                  for c in checks(r)]
         lines.append(f"| {r['case']} | {r['date']} | {r['plan']} | {'; '.join(parts)} |")
     return "\n".join(lines)
@@ -192,7 +195,8 @@ def markdown(rows_: list[dict[str, Any]]) -> str:
 def main() -> int:
     """Print the table; exit 1 when a figure is outside its tolerance."""
     print(markdown(rows()))
-    misses = [c for c in every_check() if not c.ok]
+    known = {(r["case"], f) for r in rows() for f in r.get("known_misses", {})}
+    misses = [c for c in every_check() if not c.ok and (c.row, c.figure) not in known]
     for c in misses:
         print(f"MISS {c.row}: {c.figure} predicted {c.predicted:.2f}, measured {c.measured:.2f}")
     return 1 if misses else 0

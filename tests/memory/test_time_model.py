@@ -295,3 +295,18 @@ def test_speech_to_video_holds_every_chunks_frames_in_ram_until_the_last_is_deco
     grown = host_ram(s2v, resident, three) - host_ram(s2v, resident, one)
     assert grown == costs.decode_host_bytes(832, 480, 240) - costs.decode_host_bytes(832, 480, 80)
     assert grown > 0
+
+
+def test_image_to_video_counts_the_encode_of_its_condition_video() -> None:
+    # I2V-A14B encodes the image and frames - 1 blank frames with the VAE before its first step
+    from wan_studio.catalog.specs import get_spec
+
+    i2v, work = get_spec("i2v-a14b"), Workload(832, 480, 81, 40, image=True)
+    placements = _pipeline(_p("transformer", "group_offload"), "model_offload", "model_offload")
+    ph = phase_times(i2v, work, placements + (_p("transformer_2", "group_offload"),), HW)
+    decode_only = costs.decode_s(i2v, 832, 480, 81, costs.GPU_PROFILE, RTX3090.tflops)
+    assert ph["condition_s"] == pytest.approx(costs.I2V_CONDITION_OVER_DECODE * decode_only)
+    assert ph["condition_s"] > 1.0
+    t2v = phase_times(T2V_A14B, replace(work, image=False), placements + (_p("transformer_2", "group_offload"),), HW)
+    assert t2v["condition_s"] == 0.0
+    assert "condition_s" in costs.JOB_PHASES  # counted in every job's time

@@ -30,6 +30,7 @@ from wan_studio.engine.preview import LivePreview
 from wan_studio.engine.request import GenerationRequest, GenerationResult
 from wan_studio.engine.sampler import official_scheduler, sampler_record
 from wan_studio.engine.video_io import frames_to_uint8, write_mp4, write_record
+from wan_studio.memory.costs import JOB_PHASES
 from wan_studio.memory.plan import compile_s_of
 
 Stage = Literal["loading", "encoding", "denoising", "paused", "decoding", "writing", "done"]
@@ -436,7 +437,10 @@ def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, f
     text = timings.get("text_s")
     first = timings.get("first_step_s")
     compiling = any(n != "none" for n in needs)
-    compile_meas = (max(first - (text or 0.0) - step, 0.0) if compiling and first is not None and step else None)
+    # the first step also encodes an image-to-video job's condition video (predicted, not timed)
+    condition = ph.get("condition_s") or 0.0
+    compile_meas = (max(first - (text or 0.0) - condition - step, 0.0) if compiling and first is not None and step
+                    else None)
     load = record.get("load_s")
     out = {
         "text_s": [ph.get("text_s"), text],
@@ -450,7 +454,9 @@ def prediction_beside_measured(plan: dict[str, Any] | None, timings: dict[str, f
     if cold and warmup.get("ran") and "warmup_wait_s" in ph:
         # compiled beside the load: what the job then waited for the warm-up
         out["warmup_wait_s"] = [ph["warmup_wait_s"], warmup.get("waited_s")]
-    predicted_job = sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s")) + compile_pred
+    if condition:
+        out["condition_s"] = [condition, None]
+    predicted_job = sum(ph.get(k, 0.0) for k in JOB_PHASES) + compile_pred
     out["job_s"] = [predicted_job, timings.get("total_s")]
     peak = record.get("peak_vram_gib")
     predicted_peak = max((plan or {}).get("peak_vram_gib", {}).values(), default=None)

@@ -212,6 +212,14 @@ def s2v_decodes_s(spec: ModelSpec, width: int, height: int, chunk_frames: int, p
     return first, later + encode
 
 
+def condition_s(spec: ModelSpec, width: int, height: int, frames: int, profile: DeviceProfile,
+                tflops: float | None) -> float:
+    """Seconds of the VAE encode of an image-to-video job's condition video (0 for other tasks)."""
+    if spec.task != "i2v" or spec.is_demo:
+        return 0.0
+    return I2V_CONDITION_OVER_DECODE * decode_s(spec, width, height, frames, profile, tflops)
+
+
 def write_s(width: int, height: int, frames: int, profile: DeviceProfile) -> float:
     """Seconds to encode and write the mp4 on the host."""
     return profile.write_fixed_s + mpx(width, height, frames) * profile.write_s_per_mpx
@@ -291,6 +299,13 @@ S2V_AUDIO_TOKENS_PER_FRAME = 5
 # s at 1024×704 on the H200 (2026-12-02), 0.67 × the decode each time once the decode is counted.
 S2V_MOTION_FRAMES = 73
 S2V_ENCODE_OVER_DECODE = 0.67
+# Image to video (I2V-A14B) encodes its condition video, the image followed by frames - 1 blank
+# frames, with the VAE before its first step, as the official sampler does. Fitted on the first
+# steps of the three I2V-A14B jobs from disk (2026-12-03, H200, 24 GiB cap, 832×480×81 cold and
+# warm, 1280×720×81 at a new size: 3.7-10.6 s beyond a step): 0.47 × the decode of as many frames.
+I2V_CONDITION_OVER_DECODE = 0.47
+# The phases every job runs, warm or cold (``memory.estimate.phase_times``).
+JOB_PHASES = ("text_s", "condition_s", "steps_s", "decode_s", "write_s")
 
 
 def context_tokens(spec: ModelSpec, width: int, height: int) -> int:

@@ -29,7 +29,8 @@ class Estimate:
     ideal_job_s: float
     # Seconds per phase of one job: load_s (a fresh worker reads and pins the model), compile_s
     # (the first job of a loaded model), recompile_s (a compiled worker's job at a shape it has not
-    # traced yet), text_s, steps_s, decode_s, write_s (the mp4); compile_hidden_s: the part of
+    # traced yet), text_s, condition_s (image to video: the VAE encode of its condition video, in the
+    # first step), steps_s, decode_s, write_s (the mp4); compile_hidden_s: the part of
     # compile_s a cold worker runs beside the load (``warms_while_loading``), warmup_wait_s: what
     # its first job waits after the load for that warm-up.
     phases: dict[str, float] = field(default_factory=dict)
@@ -37,7 +38,7 @@ class Estimate:
     @property
     def warm_job_s(self) -> float:
         """A job on a worker that holds the model compiled: text, steps, decode, mp4."""
-        return sum(self.phases.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
+        return sum(self.phases.get(k, 0.0) for k in costs.JOB_PHASES)
 
     @property
     def cold_job_s(self) -> float:
@@ -265,6 +266,8 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
                                               g_vae.tflops if g_vae else None)
     if vae is not None:
         decode += _onload_s(spec, vae, g_vae)
+    condition = costs.condition_s(spec, work.width, work.height, work.frames, vae_profile,
+                                  g_vae.tflops if g_vae else None)
     experts = [by[c] for c in TRANSFORMERS if c in by]
     compiled = [p for p in experts if _gpu_of(hw, p) is not None and costs.compiles(spec, p.storage, p.offload)]
     if compiled:
@@ -274,7 +277,7 @@ def phase_times(spec: ModelSpec, work: Workload, placements: tuple[Placement, ..
     recompile_s = costs.RECOMPILE_NEW_SHAPE_S if compiled else 0.0
     loading = load_s(spec, placements)
     phases = {"load_s": loading, "compile_s": compile_s, "recompile_s": recompile_s,
-              "text_s": text_s, "steps_s": steps_s, "decode_s": decode,
+              "text_s": text_s, "condition_s": condition, "steps_s": steps_s, "decode_s": decode,
               "write_s": costs.write_s(work.width, work.height, work.written_frames, profile)}
     if compiled and warms_while_loading(spec, experts[0]):
         # the first expert's compile runs beside the load; what is left shows in the first step

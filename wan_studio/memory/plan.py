@@ -147,12 +147,15 @@ class Plan:
 
     @property
     def warm_job_s(self) -> float:
-        """Predicted job on a worker that holds the model compiled: text, steps, decode, mp4
+        """Predicted job on a worker that holds the model compiled: text, the condition video's
+        encode (image to video), steps, decode, mp4
         (the denoising estimate alone for a plan without phases)."""
         ph = self.phase_s
         if not ph:
             return self.job_s
-        return sum(ph.get(k, 0.0) for k in ("text_s", "steps_s", "decode_s", "write_s"))
+        from wan_studio.memory.costs import JOB_PHASES
+
+        return sum(ph.get(k, 0.0) for k in JOB_PHASES)
 
     @property
     def cold_job_s(self) -> float:
