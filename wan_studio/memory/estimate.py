@@ -37,7 +37,7 @@ class Estimate:
 
     @property
     def warm_job_s(self) -> float:
-        """A job on a worker that holds the model compiled: text, steps, decode, mp4."""
+        """A job on a worker that holds the model compiled: text, condition encode, steps, decode, mp4."""
         return sum(self.phases.get(k, 0.0) for k in costs.JOB_PHASES)
 
     @property
