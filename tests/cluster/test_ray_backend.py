@@ -418,8 +418,22 @@ def test_a_dead_worker_or_node_loses_the_job_which_finishes_elsewhere(setup, clu
     gate_file = Path(write_gate.folder) / "hold"
     gate_file.touch()
     before = write_gate.held()
-    writer = names(ex)[0]
-    ex.submit(writer, "killed-writing", request(steps=2, seed=23))
+    # An idle worker at the moment of submitting: on a busy machine a worker's actor can drop its
+    # connection after the node loss above and be recreated (the executor says so: WorkerGone).
+    taken: list[str] = []
+
+    def submitted() -> bool:
+        for w in ex.idle_workers():
+            try:
+                ex.submit(w.name, "killed-writing", request(steps=2, seed=23))
+            except WorkerGone:
+                continue
+            taken.append(w.name)
+            return True
+        return False
+
+    wait_for(submitted, "an idle worker to take the job")
+    writer = taken[0]
     wait_for(lambda: write_gate.held() > before, "the job's write to be held")
     os.kill(next(w.pid for w in ex.workers() if w.name == writer), signal.SIGKILL)
     gate_file.unlink()
